@@ -1,0 +1,129 @@
+import { z } from 'zod';
+
+/**
+ * The one description of the gateway's configuration. Every object is strict: an unknown key is a
+ * mistake (a typo would otherwise silently fall back to a default), so it fails the start.
+ */
+
+const partitionLimits = z
+  .object({
+    maxCpus: z.number().int().positive().optional(),
+    maxMemoryMiB: z.number().int().positive().optional(),
+  })
+  .strict();
+
+export const configSchema = z
+  .object({
+    server: z
+      .object({
+        host: z.string().min(1).default('0.0.0.0'),
+        port: z.number().int().min(0).max(65535).default(8000),
+        bodyLimitBytes: z
+          .number()
+          .int()
+          .min(256 * 1024)
+          .default(8 * 1024 * 1024),
+        maxContentBytes: z
+          .number()
+          .int()
+          .min(128 * 1024, 'must be at least 131072 (128 KiB), the size TES clients rely on')
+          .default(1024 * 1024),
+        maxBacklog: z.number().int().positive().default(100_000),
+        serviceInfo: z
+          .object({
+            id: z.string().min(1).default('org.ga4gh.tes-slurm-gateway'),
+            name: z.string().min(1).default('TES gateway for Slurm'),
+            description: z.string().default('Runs GA4GH TES tasks as Slurm jobs in Apptainer containers'),
+            organization: z
+              .object({ name: z.string().min(1), url: z.string().url() })
+              .strict()
+              .default({ name: 'Unnamed HPC site', url: 'https://example.org' }),
+            contactUrl: z.string().optional(),
+            documentationUrl: z.string().optional(),
+            environment: z.string().optional(),
+          })
+          .strict()
+          .default({}),
+      })
+      .strict()
+      .default({}),
+    redis: z
+      .object({
+        url: z.string().url().default('redis://127.0.0.1:6379'),
+        prefix: z
+          .string()
+          .min(1)
+          .regex(/^[A-Za-z0-9_.:-]+$/, 'may hold only letters, digits and _ . : -')
+          .default('tesgw:'),
+      })
+      .strict()
+      .default({}),
+    backend: z.enum(['slurm', 'local']).default('slurm'),
+    workRoot: z.string().startsWith('/', 'must be an absolute path').default('/var/lib/tes-gateway/tasks'),
+    log: z
+      .object({
+        level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+        tailBytes: z.number().int().min(0).default(64 * 1024),
+      })
+      .strict()
+      .default({}),
+    container: z
+      .object({
+        runtime: z.enum(['apptainer', 'singularity', 'bwrap-host']).default('apptainer'),
+        executable: z.string().min(1).optional(),
+        extraArgs: z.array(z.string()).default([]),
+      })
+      .strict()
+      .default({}),
+    worker: z
+      .object({
+        submitConcurrency: z.number().int().positive().default(16),
+        finalizeConcurrency: z.number().int().positive().default(8),
+        submitAttempts: z.number().int().positive().default(6),
+        submitBackoffMs: z.number().int().positive().default(2000),
+      })
+      .strict()
+      .default({}),
+    reconciler: z
+      .object({
+        pollIntervalMs: z.number().int().min(100).default(2000),
+        leaderTtlMs: z.number().int().min(1000).default(15000),
+      })
+      .strict()
+      .default({}),
+    slurm: z
+      .object({
+        binDir: z.string().optional(),
+        defaultPartition: z.string().min(1).optional(),
+        shortPartition: z.string().min(1).optional(),
+        shortMaxMinutes: z.number().int().positive().default(60),
+        gpuPartition: z.string().min(1).optional(),
+        preemptiblePartition: z.string().min(1).optional(),
+        zonePartitions: z.boolean().default(true),
+        limits: z.record(z.string(), partitionLimits).default({}),
+        overLimit: z.enum(['clamp', 'refuse']).default('refuse'),
+        extraArgs: z.array(z.string()).default([]),
+        maxConcurrentCalls: z.number().int().positive().default(4),
+        commandTimeoutMs: z.number().int().positive().default(30000),
+        sacctChunkSize: z.number().int().min(1).max(15000).default(5000),
+        missingGraceMs: z.number().int().min(0).default(120000),
+      })
+      .strict()
+      .default({}),
+    local: z
+      .object({
+        maxConcurrentTasks: z.number().int().positive().default(2),
+      })
+      .strict()
+      .default({}),
+    storage: z
+      .object({
+        allowedRoots: z.array(z.string().startsWith('/', 'must be an absolute path')).default([]),
+      })
+      .strict()
+      .default({}),
+  })
+  .strict();
+
+export type Config = z.infer<typeof configSchema>;
+export type ConfigInput = z.input<typeof configSchema>;

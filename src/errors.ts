@@ -1,0 +1,79 @@
+/**
+ * One error class per meaning. The HTTP status each one gets is decided in api/error-handler.ts and
+ * nowhere else; queue processors turn the permanent ones into BullMQ's UnrecoverableError.
+ */
+
+export interface FieldProblem {
+  /** Where in the request: `executors[0].command`, or `body` for the whole of it. */
+  path: string;
+  message: string;
+}
+
+/** The request is understood but breaks the spec or a rule of this service. */
+export class ValidationError extends Error {
+  constructor(readonly problems: FieldProblem[]) {
+    super(problems.map((p) => `${p.path}: ${p.message}`).join('; '));
+    this.name = 'ValidationError';
+  }
+}
+
+export class TaskNotFoundError extends Error {
+  constructor(readonly taskId: string) {
+    super(`task ${taskId} does not exist`);
+    this.name = 'TaskNotFoundError';
+  }
+}
+
+/** The service's own queue is full: the client should retry later. */
+export class BacklogFullError extends Error {
+  constructor(
+    readonly backlog: number,
+    readonly retryAfterSeconds: number,
+  ) {
+    super(`the gateway holds ${backlog} tasks not yet submitted to the cluster; retry later`);
+    this.name = 'BacklogFullError';
+  }
+}
+
+/** Redis (the source of truth) cannot be reached: nothing can be read or written safely. */
+export class StoreUnavailableError extends Error {
+  constructor(cause: unknown) {
+    super(`the task store is unavailable: ${(cause as Error)?.message ?? String(cause)}`, { cause });
+    this.name = 'StoreUnavailableError';
+  }
+}
+
+export class ConfigError extends Error {
+  constructor(
+    readonly source: string,
+    readonly problems: string[],
+  ) {
+    super(`invalid configuration in ${source}:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+/** An external program failed; carries what it printed on stderr. */
+export class CommandError extends Error {
+  constructor(
+    readonly command: string,
+    readonly args: readonly string[],
+    readonly exitCode: number | undefined,
+    readonly stderr: string,
+    readonly timedOut: boolean,
+    what: string,
+  ) {
+    const how = timedOut ? 'timed out' : exitCode === undefined ? 'could not run' : `exit ${exitCode}`;
+    const detail = stderr.trim() ? `: ${stderr.trim()}` : '';
+    super(`${what} with ${command} (${how})${detail}`);
+    this.name = 'CommandError';
+  }
+}
+
+/** The cluster refused the job for a reason a retry will not fix (bad partition, impossible resources). */
+export class SubmissionRejectedError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'SubmissionRejectedError';
+  }
+}

@@ -1,0 +1,154 @@
+/**
+ * Lua scripts run by Redis atomically. Each is the single place its invariant is kept: a task and its
+ * index entries change together, and a state changes only from a state the caller names as legal.
+ */
+
+/**
+ * Create a task. KEYS: task, all, QUEUED index, name index, tag sets...
+ * ARGV: id, request JSON, creation time, name ('' for none), max backlog, logs JSON ('' for none).
+ * Returns 'full' when the QUEUED backlog is at its limit, else 'ok'.
+ */
+export const CREATE_TASK = `
+local id = ARGV[1]
+if tonumber(ARGV[5]) <= redis.call('ZCARD', KEYS[3]) then return 'full' end
+redis.call('HSET', KEYS[1], 'state', 'QUEUED', 'req', ARGV[2], 'created', ARGV[3])
+if ARGV[4] ~= '' then
+  redis.call('HSET', KEYS[1], 'name', ARGV[4])
+  redis.call('ZADD', KEYS[4], 0, ARGV[4] .. '\\0' .. id)
+end
+if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'logs', ARGV[6]) end
+redis.call('ZADD', KEYS[2], 0, id)
+redis.call('ZADD', KEYS[3], 0, id)
+for i = 5, #KEYS do redis.call('ZADD', KEYS[i], 0, id) end
+return 'ok'
+`;
+
+/**
+ * Move a task to a new state. KEYS: task, jobs hash.
+ * ARGV: id, to, comma-separated legal sources, state index prefix, '1' if \`to\` is terminal,
+ * then field/value pairs written with the change.
+ * Returns {outcome, previous}: outcome is ok | same | illegal | missing. Setting the current state
+ * again writes the fields (a progress update) unless the state is terminal.
+ */
+export const TRANSITION = `
+local cur = redis.call('HGET', KEYS[1], 'state')
+if not cur then return {'missing', ''} end
+local to = ARGV[2]
+local terminal = ARGV[5] == '1'
+if cur == to then
+  if terminal then return {'same', cur} end
+  if #ARGV > 5 then redis.call('HSET', KEYS[1], unpack(ARGV, 6)) end
+  return {'same', cur}
+end
+local legal = false
+for s in string.gmatch(ARGV[3], '[^,]+') do if s == cur then legal = true end end
+if not legal then return {'illegal', cur} end
+redis.call('HSET', KEYS[1], 'state', to)
+if #ARGV > 5 then redis.call('HSET', KEYS[1], unpack(ARGV, 6)) end
+redis.call('ZREM', ARGV[4] .. cur, ARGV[1])
+redis.call('ZADD', ARGV[4] .. to, 0, ARGV[1])
+if terminal then redis.call('HDEL', KEYS[2], ARGV[1]) end
+return {'ok', cur}
+`;
+
+/**
+ * One page of a filtered, newest-first listing, walked in Redis so that only the page and the
+ * entries inspected for it cross the wire.
+ * KEYS: name index, all index, then every set an id must belong to (state, tags).
+ * ARGV: cursor (exclusive upper bound, '' for the top), page size, name prefix ('' for none),
+ *       task key prefix, '1' to return records, scan budget.
+ * The smallest candidate (a filter set, or the name prefix range) drives the walk; every other filter
+ * is a membership test. Returns {next cursor or '', id, state, req, created, logs, ...}.
+ */
+export const LIST_PAGE = `
+local cursor, limit, prefix = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local kp, docs, budget = ARGV[4], ARGV[5] == '1', tonumber(ARGV[6])
+
+local driver, driverSize = KEYS[2], nil
+if #KEYS >= 3 then
+  for i = 3, #KEYS do
+    local n = redis.call('ZCARD', KEYS[i])
+    if driverSize == nil or n < driverSize then driver, driverSize = KEYS[i], n end
+  end
+else
+  driverSize = redis.call('ZCARD', KEYS[2])
+end
+local byName = false
+if prefix ~= '' then
+  local n = redis.call('ZLEXCOUNT', KEYS[1], '[' .. prefix, '(' .. prefix .. '\\255')
+  if n < driverSize then byName = true end
+end
+
+local out = {''}
+local found, scanned, lastEmitted, lastScanned, decided = 0, 0, nil, nil, false
+
+local function matches(id)
+  for i = 3, #KEYS do
+    if KEYS[i] ~= driver or byName then
+      if not redis.call('ZSCORE', KEYS[i], id) then return false end
+    end
+  end
+  if prefix ~= '' and not byName then
+    local name = redis.call('HGET', kp .. id, 'name')
+    if not name or string.sub(name, 1, #prefix) ~= prefix then return false end
+  end
+  return true
+end
+
+-- Returns true when the walk should stop.
+local function visit(id)
+  scanned = scanned + 1
+  lastScanned = id
+  if matches(id) then
+    if found >= limit then decided = true; return true end
+    found = found + 1
+    lastEmitted = id
+    local f
+    if docs then
+      f = redis.call('HMGET', kp .. id, 'state', 'req', 'created', 'logs')
+    else
+      f = redis.call('HMGET', kp .. id, 'state')
+    end
+    table.insert(out, id)
+    table.insert(out, f[1] or 'UNKNOWN')
+    table.insert(out, f[2] or '')
+    table.insert(out, f[3] or '')
+    table.insert(out, f[4] or '')
+  end
+  return scanned >= budget
+end
+
+local stopped = false
+if byName then
+  local members = redis.call('ZRANGEBYLEX', KEYS[1], '[' .. prefix, '(' .. prefix .. '\\255')
+  local ids = {}
+  for _, m in ipairs(members) do
+    local id = string.sub(m, -26)
+    if cursor == '' or id < cursor then table.insert(ids, id) end
+  end
+  table.sort(ids, function(a, b) return a > b end)
+  for _, id in ipairs(ids) do
+    if visit(id) then stopped = true; break end
+  end
+else
+  local max = '+'
+  if cursor ~= '' then max = '(' .. cursor end
+  local batch = math.max(limit + 1, 128)
+  while not stopped do
+    local ids = redis.call('ZREVRANGEBYLEX', driver, max, '-', 'LIMIT', 0, batch)
+    if #ids == 0 then break end
+    for _, id in ipairs(ids) do
+      if visit(id) then stopped = true; break end
+    end
+    max = '(' .. ids[#ids]
+    if #ids < batch then break end
+  end
+end
+
+if decided then
+  out[1] = lastEmitted
+elseif stopped and lastScanned then
+  out[1] = lastScanned
+end
+return out
+`;

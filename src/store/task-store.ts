@@ -1,0 +1,73 @@
+import type { Redis } from 'ioredis';
+import type { TesState } from '../tes/state.js';
+import type { TaskRequest, TesTaskLog, TesView } from '../tes/types.js';
+
+/** What the gateway knows of a task's run on the cluster; never shown to clients as such. */
+export interface RunInfo {
+  /** Cluster job id (`123`, or `123_4` for an array task). */
+  jobId?: string;
+  /** Task directory on the shared filesystem. */
+  workDir?: string;
+  submittedAt?: string;
+  /** When the job was first seen gone from the scheduler without an end record. */
+  missingSince?: string;
+  /** Set once the task's outcome is being written, so the reconciler enqueues finalization once. */
+  finalizing?: boolean;
+}
+
+export interface TaskRecord {
+  id: string;
+  state: TesState;
+  request: TaskRequest;
+  creationTime: string;
+  logs?: TesTaskLog[];
+  run?: RunInfo;
+}
+
+export interface ListQuery {
+  namePrefix?: string | undefined;
+  state?: TesState | undefined;
+  /** [key, value] pairs; an undefined or empty value matches any value of the key. */
+  tags: Array<[string, string | undefined]>;
+  pageSize: number;
+  /** Exclusive upper bound: the walk continues below this task id. */
+  cursor?: string | undefined;
+  view: TesView;
+}
+
+export interface ListPage {
+  records: TaskRecord[];
+  /** Where the next page starts, when there may be one. */
+  nextCursor?: string;
+}
+
+export type TransitionOutcome = 'ok' | 'same' | 'illegal' | 'missing';
+
+export interface TransitionOptions {
+  /** Narrower legal sources than the state machine's (e.g. only from CANCELING). */
+  from?: readonly TesState[];
+  logs?: TesTaskLog[];
+  run?: RunInfo;
+}
+
+export interface TaskStore {
+  readonly redis: Redis;
+  create(request: TaskRequest, options?: { logs?: TesTaskLog[] }): Promise<TaskRecord>;
+  get(taskId: string): Promise<TaskRecord | undefined>;
+  list(query: ListQuery): Promise<ListPage>;
+  transition(
+    taskId: string,
+    to: TesState,
+    options?: TransitionOptions,
+  ): Promise<{ outcome: TransitionOutcome; previous?: TesState }>;
+  setLogs(taskId: string, logs: TesTaskLog[]): Promise<void>;
+  setRun(taskId: string, run: RunInfo): Promise<void>;
+  /** Records the cluster job of a task; active jobs are what the reconciler polls. */
+  setJob(taskId: string, jobId: string, run: RunInfo): Promise<void>;
+  /** Forgets the job of a task that ended without the reconciler (cancelled during submission). */
+  clearJob(taskId: string): Promise<void>;
+  /** taskId -> job id for every non-terminal task that has a job. */
+  activeJobs(): Promise<Map<string, string>>;
+  countInState(state: TesState): Promise<number>;
+  idsInState(state: TesState, limit: number): Promise<string[]>;
+}

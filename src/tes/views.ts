@@ -1,0 +1,27 @@
+import type { TaskRecord } from '../store/task-store.js';
+import type { TesTask, TesTaskLog, TesView } from './types.js';
+
+/**
+ * The three TES views. MINIMAL is `{id, state}`; BASIC is everything but input contents, executor
+ * stdout/stderr and system logs; FULL is everything. Only spec fields leave this function, and only
+ * what the client sent (plus the server's own fields): no defaults are invented.
+ */
+export function renderTask(record: TaskRecord, view: TesView): TesTask | { id: string; state: string } {
+  if (view === 'MINIMAL') return { id: record.id, state: record.state };
+  const basic = view === 'BASIC';
+  const request = record.request;
+  const logs = record.logs && record.logs.length > 0 ? record.logs : undefined;
+  return {
+    id: record.id,
+    state: record.state as TesTask['state'],
+    ...request,
+    ...(basic && request.inputs ? { inputs: request.inputs.map(({ content: _content, ...rest }) => rest) } : {}),
+    creation_time: record.creationTime,
+    ...(logs ? { logs: basic ? logs.map(toBasicLog) : logs } : {}),
+  };
+}
+
+function toBasicLog(log: TesTaskLog): TesTaskLog {
+  const { system_logs: _system, ...rest } = log;
+  return { ...rest, logs: rest.logs.map(({ stdout: _o, stderr: _e, ...exec }) => exec) };
+}

@@ -1,0 +1,81 @@
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Redis } from 'ioredis';
+import { createApp } from '../../src/app.js';
+import { loadConfig } from '../../src/config/load-config.js';
+import type { Config } from '../../src/config/schema.js';
+import { createLogger } from '../../src/logger.js';
+import { TaskQueues } from '../../src/queue/producer.js';
+import { RedisTaskStore } from '../../src/store/redis-task-store.js';
+import { SLURM_BACKEND_PARAMETERS } from '../../src/compute/slurm/sbatch-args.js';
+import { connect, dropPrefix, testPrefix } from './redis.js';
+
+export interface TestApi {
+  url: string;
+  base: string;
+  config: Config;
+  store: RedisTaskStore;
+  queues: TaskQueues;
+  redis: Redis;
+  prefix: string;
+  close(): Promise<void>;
+}
+
+/**
+ * The real HTTP app on a free port, against the real Redis under a prefix of its own, with every
+ * response checked against the spec. Nothing consumes the queues: tests see what was enqueued.
+ */
+export async function startTestApi(name: string, overrides: Record<string, unknown> = {}): Promise<TestApi> {
+  const prefix = testPrefix(name);
+  const config = loadConfig({ env: {}, overrides: { redis: { prefix }, log: { level: 'silent' }, ...overrides } });
+  const redis = connect();
+  const store = new RedisTaskStore(redis, { prefix, maxBacklog: config.server.maxBacklog });
+  const queues = new TaskQueues(redis, store.keys.bullPrefix, { submitAttempts: 3, submitBackoffMs: 100 });
+  const app = createApp({
+    config,
+    store,
+    queues,
+    logger: createLogger('silent'),
+    backendParameters: SLURM_BACKEND_PARAMETERS,
+    storage: ['file'],
+    validateResponses: true,
+  });
+  const server: Server = await new Promise((resolve) => {
+    const s = app.listen(0, '127.0.0.1', () => resolve(s));
+  });
+  const { port } = server.address() as AddressInfo;
+  const url = `http://127.0.0.1:${port}`;
+  return {
+    url,
+    base: `${url}/ga4gh/tes/v1`,
+    config,
+    store,
+    queues,
+    redis,
+    prefix,
+    async close() {
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await queues.close();
+      await dropPrefix(redis, prefix);
+      redis.disconnect();
+    },
+  };
+}
+
+export async function postJson(url: string, body: unknown, headers: Record<string, string> = {}): Promise<{ status: number; body: any; headers: Headers }> {
+  const res = await fetch(url, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...headers },
+    body: typeof body === 'string' ? body : JSON.stringify(body),
+  });
+  const text = await res.text();
+  return { status: res.status, body: text ? JSON.parse(text) : undefined, headers: res.headers };
+}
+
+export async function getJson(url: string): Promise<{ status: number; body: any; headers: Headers }> {
+  const res = await fetch(url);
+  const text = await res.text();
+  return { status: res.status, body: text ? JSON.parse(text) : undefined, headers: res.headers };
+}
+
+export const SIMPLE_TASK = { executors: [{ image: 'alpine', command: ['echo', 'hello'] }] };

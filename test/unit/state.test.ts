@@ -1,0 +1,52 @@
+import { canTransition, isTerminal, TES_STATES, TERMINAL_STATES, type TesState } from '../../src/tes/state.js';
+
+const LEGAL: Array<[TesState, TesState]> = [
+  ['QUEUED', 'INITIALIZING'],
+  ['QUEUED', 'RUNNING'],
+  ['QUEUED', 'COMPLETE'],
+  ['QUEUED', 'EXECUTOR_ERROR'],
+  ['QUEUED', 'SYSTEM_ERROR'],
+  ['QUEUED', 'PREEMPTED'],
+  ['QUEUED', 'CANCELING'],
+  ['QUEUED', 'CANCELED'],
+  ['INITIALIZING', 'QUEUED'],
+  ['INITIALIZING', 'RUNNING'],
+  ['INITIALIZING', 'COMPLETE'],
+  ['INITIALIZING', 'EXECUTOR_ERROR'],
+  ['INITIALIZING', 'SYSTEM_ERROR'],
+  ['INITIALIZING', 'PREEMPTED'],
+  ['INITIALIZING', 'CANCELING'],
+  ['INITIALIZING', 'CANCELED'],
+  ['RUNNING', 'QUEUED'],
+  ['RUNNING', 'INITIALIZING'],
+  ['RUNNING', 'COMPLETE'],
+  ['RUNNING', 'EXECUTOR_ERROR'],
+  ['RUNNING', 'SYSTEM_ERROR'],
+  ['RUNNING', 'PREEMPTED'],
+  ['RUNNING', 'CANCELING'],
+  ['CANCELING', 'CANCELED'],
+  ['CANCELING', 'SYSTEM_ERROR'],
+];
+
+const key = (from: TesState, to: TesState): string => `${from}->${to}`;
+const legalKeys = new Set(LEGAL.map(([f, t]) => key(f, t)));
+const ILLEGAL: Array<[TesState, TesState]> = TES_STATES.flatMap((from) =>
+  TES_STATES.filter((to) => !legalKeys.has(key(from, to))).map((to): [TesState, TesState] => [from, to]),
+);
+
+describe('the TES state machine', () => {
+  it.each(LEGAL)('allows %s -> %s', (from, to) => {
+    expect(canTransition(from, to)).toBe(true);
+  });
+
+  it.each(ILLEGAL)('refuses %s -> %s', (from, to) => {
+    expect(canTransition(from, to)).toBe(false);
+  });
+
+  it('never lets a terminal state change', () => {
+    for (const from of TERMINAL_STATES) {
+      expect(isTerminal(from)).toBe(true);
+      for (const to of TES_STATES) expect(canTransition(from, to)).toBe(false);
+    }
+  });
+});
