@@ -27,7 +27,10 @@ export interface TestApi {
  */
 export async function startTestApi(name: string, overrides: Record<string, unknown> = {}): Promise<TestApi> {
   const prefix = testPrefix(name);
-  const config = loadConfig({ env: {}, overrides: { redis: { prefix }, log: { level: 'silent' }, ...overrides } });
+  const config = loadConfig({
+    env: {},
+    overrides: { redis: { prefix }, log: { level: 'silent' }, ...overrides },
+  });
   const redis = connect();
   const store = new RedisTaskStore(redis, { prefix, maxBacklog: config.server.maxBacklog });
   const queues = new TaskQueues(redis, store.keys.bullPrefix, { submitAttempts: 3, submitBackoffMs: 100 });
@@ -62,7 +65,11 @@ export async function startTestApi(name: string, overrides: Record<string, unkno
   };
 }
 
-export async function postJson(url: string, body: unknown, headers: Record<string, string> = {}): Promise<{ status: number; body: any; headers: Headers }> {
+export async function postJson(
+  url: string,
+  body: unknown,
+  headers: Record<string, string> = {},
+): Promise<{ status: number; body: any; headers: Headers }> {
   const res = await fetch(url, {
     method: 'POST',
     headers: { 'content-type': 'application/json', ...headers },

@@ -1,0 +1,126 @@
+import type { ErrorRequestHandler, RequestHandler } from 'express';
+import {
+  BacklogFullError,
+  StoreUnavailableError,
+  TaskNotFoundError,
+  ValidationError,
+  type FieldProblem,
+} from '../errors.js';
+import { checkTaskRules, type TaskRules } from '../tes/validate-task.js';
+
+/**
+ * The one place where an error becomes an HTTP status and a body. Every error body has the shape of
+ * the spec's tesErrorResponse: {status, message, errors?[{path, message}]}.
+ */
+export function errorHandler(rules: TaskRules): ErrorRequestHandler {
+  return (err: unknown, req, res, _next) => {
+    const { status, message, errors, retryAfter } = toHttp(err, req.method, req.path, req.body, rules);
+    if (status >= 500) req.log?.error({ err }, 'request failed');
+    else req.log?.info({ status, message }, 'request refused');
+    if (res.headersSent) return;
+    if (retryAfter !== undefined) res.setHeader('Retry-After', String(retryAfter));
+    res.status(status).json(errors && errors.length > 0 ? { status, message, errors } : { status, message });
+  };
+}
+
+export const notFoundHandler: RequestHandler = (req, res) => {
+  res.status(404).json({ status: 404, message: `no such endpoint: ${req.method} ${req.path}` });
+};
+
+interface HttpError {
+  status: number;
+  message: string;
+  errors?: FieldProblem[];
+  retryAfter?: number;
+}
+
+function toHttp(err: unknown, method: string, path: string, body: unknown, rules: TaskRules): HttpError {
+  if (err instanceof ValidationError) {
+    return { status: 400, message: summarize(err.problems), errors: err.problems };
+  }
+  if (err instanceof TaskNotFoundError) return { status: 404, message: err.message };
+  if (err instanceof BacklogFullError) {
+    return { status: 429, message: err.message, retryAfter: err.retryAfterSeconds };
+  }
+  if (err instanceof StoreUnavailableError) return { status: 503, message: err.message, retryAfter: 5 };
+  const e = err as { status?: number; type?: string; errors?: unknown; message?: string; limit?: number };
+  // body-parser
+  if (e.type === 'entity.too.large') {
+    return {
+      status: 413,
+      message: `request body is larger than the ${e.limit ?? ''} bytes accepted`.replace('  ', ' '),
+    };
+  }
+  if (e.type === 'entity.parse.failed') {
+    return {
+      status: 400,
+      message: `request body is not valid JSON: ${e.message ?? ''}`.trim(),
+      errors: [{ path: 'body', message: 'is not valid JSON' }],
+    };
+  }
+  if (e.type === 'encoding.unsupported' || e.type === 'charset.unsupported') {
+    return { status: 415, message: e.message ?? 'unsupported body encoding' };
+  }
+  // express-openapi-validator
+  if (typeof e.status === 'number' && Array.isArray(e.errors)) {
+    if (e.status === 400) {
+      // One problem per field: the validator may say "must be integer" and "must match format" at once.
+      const problems: FieldProblem[] = [];
+      for (const p of (e.errors as ValidatorProblem[]).map(toFieldProblem)) {
+        if (!problems.some((q) => q.path === p.path)) problems.push(p);
+      }
+      // A task body that fails the schema is also checked against the rules the schema cannot
+      // express, so the client learns every problem in one answer.
+      if (method === 'POST' && /\/tasks\/?$/.test(path)) {
+        for (const p of checkTaskRules(body, rules).problems) {
+          if (!problems.some((q) => q.path === p.path && q.message === p.message)) problems.push(p);
+        }
+      }
+      return { status: 400, message: summarize(problems), errors: problems };
+    }
+    if (e.status === 415) {
+      return { status: 415, message: 'request body must be JSON (Content-Type: application/json)' };
+    }
+    if (e.status === 405) return { status: 405, message: `method ${method} is not allowed on ${path}` };
+    if (e.status === 404) return { status: 404, message: `no such endpoint: ${method} ${path}` };
+    return { status: e.status, message: e.message ?? 'request refused' };
+  }
+  if (isRedisDown(err))
+    return { status: 503, message: `the task store is unavailable: ${e.message ?? ''}`, retryAfter: 5 };
+  return {
+    status: 500,
+    message: 'internal error; the request id in the X-Request-Id header names it in the logs',
+  };
+}
+
+interface ValidatorProblem {
+  path?: string;
+  message?: string;
+}
+
+/** `/body/executors/0/command` becomes `executors[0].command`; query parameters keep their names. */
+export function toFieldProblem(p: ValidatorProblem): FieldProblem {
+  const raw = (p.path ?? '')
+    .replace(/\[(\d+)\]/g, '/$1')
+    .replace(/^[./]*(body|query|params|path|headers)(?=[./]|$)/, '');
+  const segments = raw.split(/[/.]/).filter((s) => s !== '');
+  let path = '';
+  for (const s of segments) path += /^\d+$/.test(s) ? `[${s}]` : path === '' ? s : `.${s}`;
+  return { path: path || 'body', message: p.message ?? 'is invalid' };
+}
+
+function summarize(problems: FieldProblem[]): string {
+  const head = problems
+    .slice(0, 3)
+    .map((p) => `${p.path}: ${p.message}`)
+    .join('; ');
+  const more = problems.length > 3 ? ` (and ${problems.length - 3} more)` : '';
+  return `invalid request: ${head}${more}`;
+}
+
+function isRedisDown(err: unknown): boolean {
+  const msg = (err as Error)?.message ?? '';
+  return /ECONNREFUSED|ECONNRESET|ETIMEDOUT|connection is closed|max retries per request|stream isn't writeable|READONLY|LOADING/i.test(
+    msg,
+  );
+}

@@ -1,0 +1,38 @@
+import type { Request, Response } from 'express';
+import type { Config } from '../../config/schema.js';
+import type { TesServiceInfo } from '../../tes/types.js';
+
+export interface ServiceInfoFacts {
+  /** URL schemes and storage the gateway can read inputs from and write outputs to. */
+  storage: readonly string[];
+  backendParameters: readonly string[];
+  version: string;
+  startedAt: string;
+}
+
+export function buildServiceInfo(config: Config, facts: ServiceInfoFacts): TesServiceInfo {
+  const s = config.server.serviceInfo;
+  const info: TesServiceInfo = {
+    id: s.id,
+    name: s.name,
+    type: { group: 'org.ga4gh', artifact: 'tes', version: '1.1.0' },
+    description: s.description,
+    organization: s.organization,
+    createdAt: facts.startedAt,
+    updatedAt: facts.startedAt,
+    version: facts.version,
+    storage: [...facts.storage],
+    tesResources_backend_parameters: [...facts.backendParameters],
+  };
+  if (s.contactUrl) info.contactUrl = s.contactUrl;
+  if (s.documentationUrl) info.documentationUrl = s.documentationUrl;
+  if (s.environment) info.environment = s.environment;
+  return info;
+}
+
+export function serviceInfoHandler(info: TesServiceInfo) {
+  return (_req: Request, res: Response): void => {
+    res.setHeader('Cache-Control', 'no-store');
+    res.json(info);
+  };
+}

@@ -1,0 +1,42 @@
+import { Queue } from 'bullmq';
+import type { Redis } from 'ioredis';
+import { JOB_KINDS, jobIdFor, type JobKind, type JobPayloads } from './jobs.js';
+
+export interface QueueTuning {
+  submitAttempts: number;
+  submitBackoffMs: number;
+}
+
+/** Enqueues work for the worker; the only place that decides job ids, retries and retention. */
+export class TaskQueues {
+  private readonly queues: Record<JobKind, Queue>;
+
+  constructor(
+    connection: Redis,
+    readonly prefix: string,
+    private readonly tuning: QueueTuning,
+  ) {
+    const make = (kind: JobKind): Queue => new Queue(kind, { connection, prefix });
+    this.queues = Object.fromEntries(JOB_KINDS.map((k) => [k, make(k)])) as Record<JobKind, Queue>;
+  }
+
+  async enqueue<K extends JobKind>(kind: K, payload: JobPayloads[K]): Promise<void> {
+    const transient = kind !== 'finalize';
+    await this.queues[kind].add(kind, payload, {
+      jobId: jobIdFor(kind, payload.taskId),
+      attempts: transient ? this.tuning.submitAttempts : 3,
+      backoff: { type: 'exponential', delay: this.tuning.submitBackoffMs },
+      // Kept for a while after completion so that an enqueue repeated soon after is a no-op.
+      removeOnComplete: { age: 3600, count: 20_000 },
+      removeOnFail: { age: 7 * 24 * 3600, count: 20_000 },
+    });
+  }
+
+  queue(kind: JobKind): Queue {
+    return this.queues[kind];
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(Object.values(this.queues).map((q) => q.close()));
+  }
+}

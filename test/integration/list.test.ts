@@ -1,0 +1,128 @@
+import { getJson, postJson, startTestApi, type TestApi } from '../helpers/api.js';
+
+let api: TestApi;
+const ids: Record<string, string> = {};
+
+beforeAll(async () => {
+  api = await startTestApi('list');
+  const specs: Array<[string, Record<string, string>]> = [
+    ['align-1', { run: 'r1', kind: 'align' }],
+    ['align-2', { run: 'r1', kind: 'align' }],
+    ['call-1', { run: 'r1', kind: 'call' }],
+    ['align-3', { run: 'r2', kind: 'align' }],
+    ['other', {}],
+  ];
+  for (const [name, tags] of specs) {
+    const res = await postJson(`${api.base}/tasks`, {
+      name,
+      tags,
+      executors: [{ image: 'alpine', command: ['true'] }],
+    });
+    ids[name] = res.body.id;
+  }
+  await api.store.transition(ids['align-2']!, 'RUNNING');
+  await api.store.transition(ids['call-1']!, 'RUNNING');
+});
+afterAll(async () => {
+  await api.close();
+});
+
+async function list(query: string): Promise<{ names: string[]; body: any; status: number }> {
+  const res = await getJson(`${api.base}/tasks?${query}`);
+  const names = (res.body?.tasks ?? []).map((t: { id: string }) =>
+    Object.keys(ids).find((k) => ids[k] === t.id),
+  );
+  return { names, body: res.body, status: res.status };
+}
+
+describe('GET /tasks', () => {
+  it('lists newest first in the MINIMAL view by default', async () => {
+    const { names, body } = await list('');
+    expect(names).toEqual(['other', 'align-3', 'call-1', 'align-2', 'align-1']);
+    expect(body.tasks[0]).toEqual({ id: ids.other, state: 'QUEUED' });
+    expect(body.next_page_token).toBeUndefined();
+  });
+
+  it('filters by name prefix', async () => {
+    expect((await list('name_prefix=align')).names).toEqual(['align-3', 'align-2', 'align-1']);
+  });
+
+  it('filters by state', async () => {
+    expect((await list('state=RUNNING')).names).toEqual(['call-1', 'align-2']);
+  });
+
+  it('filters by tag key and value', async () => {
+    expect((await list('tag_key=run&tag_value=r1')).names).toEqual(['call-1', 'align-2', 'align-1']);
+  });
+
+  it('matches any value of a tag key when the value is empty or missing', async () => {
+    expect((await list('tag_key=kind&tag_value=')).names).toEqual([
+      'align-3',
+      'call-1',
+      'align-2',
+      'align-1',
+    ]);
+    expect((await list('tag_key=kind')).names).toEqual(['align-3', 'call-1', 'align-2', 'align-1']);
+  });
+
+  it('combines filters', async () => {
+    expect((await list('tag_key=run&tag_value=r1&tag_key=kind&tag_value=align&state=QUEUED')).names).toEqual([
+      'align-1',
+    ]);
+    expect((await list('name_prefix=align&state=RUNNING&tag_key=run&tag_value=r1')).names).toEqual([
+      'align-2',
+    ]);
+    expect((await list('name_prefix=call&tag_key=kind&tag_value=align')).names).toEqual([]);
+  });
+
+  it('gives BASIC and FULL views in lists too', async () => {
+    const { body } = await list('view=BASIC&name_prefix=other');
+    expect(body.tasks[0]).toMatchObject({
+      name: 'other',
+      executors: [{ image: 'alpine', command: ['true'] }],
+    });
+  });
+
+  it('pages with an opaque token, without overlap or gap', async () => {
+    const seen: string[] = [];
+    let token = '';
+    for (let i = 0; i < 10; i++) {
+      const { body } = await list(`page_size=2${token ? `&page_token=${encodeURIComponent(token)}` : ''}`);
+      seen.push(...body.tasks.map((t: { id: string }) => t.id));
+      if (!body.next_page_token) break;
+      token = body.next_page_token;
+    }
+    expect(seen).toEqual([ids.other, ids['align-3'], ids['call-1'], ids['align-2'], ids['align-1']]);
+  });
+
+  it('keeps pages stable while tasks are being created', async () => {
+    const first = await list('page_size=2');
+    await postJson(`${api.base}/tasks`, {
+      name: 'late',
+      executors: [{ image: 'alpine', command: ['true'] }],
+    });
+    const second = await list(`page_size=10&page_token=${first.body.next_page_token}`);
+    expect([...first.names, ...second.names]).toEqual(['other', 'align-3', 'call-1', 'align-2', 'align-1']);
+  });
+
+  it('accepts page_size up to 2047 and refuses more', async () => {
+    expect((await list('page_size=2047')).status).toBe(200);
+    const res = await list('page_size=2048');
+    expect(res.status).toBe(400);
+    expect(res.body.errors[0].path).toBe('page_size');
+  });
+
+  it('refuses a page token it did not issue', async () => {
+    const res = await list('page_token=bogus');
+    expect(res.status).toBe(400);
+    expect(res.body.errors).toEqual([
+      { path: 'page_token', message: 'is not a page token this service issued' },
+    ]);
+  });
+
+  it('refuses an unknown state filter', async () => {
+    const res = await list('state=DONE');
+    expect(res.status).toBe(400);
+    expect(res.body.errors[0].path).toBe('state');
+  });
+});
