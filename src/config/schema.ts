@@ -63,7 +63,11 @@ export const configSchema = z
     log: z
       .object({
         level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
-        tailBytes: z.number().int().min(0).default(64 * 1024),
+        tailBytes: z
+          .number()
+          .int()
+          .min(0)
+          .default(64 * 1024),
       })
       .strict()
       .default({}),

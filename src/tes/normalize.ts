@@ -4,6 +4,7 @@
  * - camelCase field names from Funnel's Go client become snake_case (never inside user maps:
  *   tags, env and backend_parameters keep their keys as sent);
  * - a missing input/output `type` becomes FILE;
+ * - a fractional `cpu_cores` is rounded up (clients send 0.5 or 1.5; Slurm counts whole CPUs);
  * - read-only fields a client echoes back (id, state, logs, creation_time) are dropped.
  */
 
@@ -28,6 +29,10 @@ export function normalizeTaskBody(body: unknown): unknown {
   const cleaned = renameFields(dropNulls(body));
   if (!isRecord(cleaned)) return cleaned;
   for (const key of READ_ONLY_TOP_LEVEL) delete cleaned[key];
+  const resources = cleaned.resources;
+  if (isRecord(resources) && typeof resources.cpu_cores === 'number' && resources.cpu_cores > 0) {
+    resources.cpu_cores = Math.ceil(resources.cpu_cores);
+  }
   for (const listName of ['inputs', 'outputs']) {
     const list = cleaned[listName];
     if (!Array.isArray(list)) continue;

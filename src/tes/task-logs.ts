@@ -8,7 +8,10 @@ export function currentLog(logs: readonly TesTaskLog[] | undefined): TesTaskLog 
   return logs?.[0] ? { ...logs[0] } : { logs: [], outputs: [] };
 }
 
-export function withSystemLogs(logs: readonly TesTaskLog[] | undefined, lines: readonly string[]): TesTaskLog[] {
+export function withSystemLogs(
+  logs: readonly TesTaskLog[] | undefined,
+  lines: readonly string[],
+): TesTaskLog[] {
   const log = currentLog(logs);
   if (lines.length > 0) log.system_logs = [...(log.system_logs ?? []), ...lines];
   return [log, ...(logs ?? []).slice(1)];

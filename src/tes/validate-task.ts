@@ -43,7 +43,10 @@ export function checkTaskRules(body: unknown, rules: TaskRules): TaskCheck {
       if (isRecord(ex.env)) {
         for (const name of Object.keys(ex.env)) {
           if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name)) {
-            add(`${at}.env.${name}`, 'must be a variable name of letters, digits and _, not starting with a digit');
+            add(
+              `${at}.env.${name}`,
+              'must be a variable name of letters, digits and _, not starting with a digit',
+            );
           } else if (name === 'HOME') {
             add(`${at}.env.HOME`, 'cannot be set: the container runtime manages HOME');
           }
@@ -62,11 +65,15 @@ export function checkTaskRules(body: unknown, rules: TaskRules): TaskCheck {
       const hasContent = typeof input.content === 'string';
       if (hasUrl && hasContent) add(at, 'must set either url or content, not both');
       if (!hasUrl && !hasContent) add(at, 'must set url or content');
-      if (hasContent && input.type === 'DIRECTORY') add(`${at}.content`, 'cannot be used with type DIRECTORY');
+      if (hasContent && input.type === 'DIRECTORY')
+        add(`${at}.content`, 'cannot be used with type DIRECTORY');
       if (hasContent) {
         const bytes = Buffer.byteLength(input.content as string, 'utf8');
         if (bytes > rules.maxContentBytes) {
-          add(`${at}.content`, `is ${bytes} bytes; at most ${rules.maxContentBytes} are accepted (use a url)`);
+          add(
+            `${at}.content`,
+            `is ${bytes} bytes; at most ${rules.maxContentBytes} are accepted (use a url)`,
+          );
         }
       }
     });
@@ -94,8 +101,10 @@ export function checkTaskRules(body: unknown, rules: TaskRules): TaskCheck {
     if (typeof resources.cpu_cores === 'number' && resources.cpu_cores <= 0) {
       add('resources.cpu_cores', 'must be greater than 0');
     }
-    if (typeof resources.ram_gb === 'number' && resources.ram_gb <= 0) add('resources.ram_gb', 'must be greater than 0');
-    if (typeof resources.disk_gb === 'number' && resources.disk_gb < 0) add('resources.disk_gb', 'must not be negative');
+    if (typeof resources.ram_gb === 'number' && resources.ram_gb <= 0)
+      add('resources.ram_gb', 'must be greater than 0');
+    if (typeof resources.disk_gb === 'number' && resources.disk_gb < 0)
+      add('resources.disk_gb', 'must not be negative');
     if (isRecord(resources.backend_parameters)) {
       const unsupported = Object.keys(resources.backend_parameters).filter(
         (k) => !rules.supportedBackendParameters.includes(k),

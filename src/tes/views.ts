@@ -15,7 +15,9 @@ export function renderTask(record: TaskRecord, view: TesView): TesTask | { id: s
     id: record.id,
     state: record.state as TesTask['state'],
     ...request,
-    ...(basic && request.inputs ? { inputs: request.inputs.map(({ content: _content, ...rest }) => rest) } : {}),
+    ...(basic && request.inputs
+      ? { inputs: request.inputs.map(({ content: _content, ...rest }) => rest) }
+      : {}),
     creation_time: record.creationTime,
     ...(logs ? { logs: basic ? logs.map(toBasicLog) : logs } : {}),
   };

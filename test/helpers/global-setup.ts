@@ -8,7 +8,9 @@ export default async function globalSetup(): Promise<void> {
     await redis.connect();
     await redis.ping();
   } catch (err) {
-    throw new Error(`the tests need Redis at ${url} (start it with scripts/redis-up.sh): ${(err as Error).message}`);
+    throw new Error(
+      `the tests need Redis at ${url} (start it with scripts/redis-up.sh): ${(err as Error).message}`,
+    );
   } finally {
     redis.disconnect();
   }

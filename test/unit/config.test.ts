@@ -20,7 +20,10 @@ describe('loadConfig', () => {
   });
 
   it('reads a YAML file', () => {
-    const c = loadConfig({ path: file('server:\n  port: 9000\nbackend: local\nslurm:\n  defaultPartition: debug\n'), env: {} });
+    const c = loadConfig({
+      path: file('server:\n  port: 9000\nbackend: local\nslurm:\n  defaultPartition: debug\n'),
+      env: {},
+    });
     expect(c.server.port).toBe(9000);
     expect(c.backend).toBe('local');
     expect(c.slurm.defaultPartition).toBe('debug');
@@ -29,7 +32,11 @@ describe('loadConfig', () => {
   it('lets the environment override the common settings', () => {
     const c = loadConfig({
       path: file('server:\n  port: 9000\n'),
-      env: { TES_GATEWAY_PORT: '9100', TES_GATEWAY_REDIS_URL: 'redis://r:6380', TES_GATEWAY_REDIS_PREFIX: 'x:' },
+      env: {
+        TES_GATEWAY_PORT: '9100',
+        TES_GATEWAY_REDIS_URL: 'redis://r:6380',
+        TES_GATEWAY_REDIS_PREFIX: 'x:',
+      },
     });
     expect(c.server.port).toBe(9100);
     expect(c.redis.url).toBe('redis://r:6380');
@@ -60,6 +67,8 @@ describe('loadConfig', () => {
   });
 
   it('says which file it could not read', () => {
-    expect(() => loadConfig({ path: '/nonexistent/gw.yaml', env: {} })).toThrow(/invalid configuration in \/nonexistent\/gw.yaml/);
+    expect(() => loadConfig({ path: '/nonexistent/gw.yaml', env: {} })).toThrow(
+      /invalid configuration in \/nonexistent\/gw.yaml/,
+    );
   });
 });

@@ -12,37 +12,73 @@ describe('normalizeTaskBody', () => {
         executors: [{ image: 'alpine', command: ['true'], env: null, stdin: null }, null],
         resources: { backend_parameters: { q: null } },
       }),
-    ).toEqual({ tags: { b: 'x' }, executors: [{ image: 'alpine', command: ['true'] }], resources: { backend_parameters: {} } });
+    ).toEqual({
+      tags: { b: 'x' },
+      executors: [{ image: 'alpine', command: ['true'] }],
+      resources: { backend_parameters: {} },
+    });
   });
 
   it("accepts the camelCase names of Funnel's client", () => {
     expect(
       normalizeTaskBody({
-        resources: { cpuCores: 2, ramGb: 1.5, diskGb: 3, backendParameters: { partitionName: 'x' }, backendParametersStrict: true },
+        resources: {
+          cpuCores: 2,
+          ramGb: 1.5,
+          diskGb: 3,
+          backendParameters: { partitionName: 'x' },
+          backendParametersStrict: true,
+        },
         executors: [{ image: 'a', command: ['b'], ignoreError: true }],
         outputs: [{ path: '/o/*', url: 'file:///x/', pathPrefix: '/o/' }],
       }),
     ).toEqual({
-      resources: { cpu_cores: 2, ram_gb: 1.5, disk_gb: 3, backend_parameters: { partitionName: 'x' }, backend_parameters_strict: true },
+      resources: {
+        cpu_cores: 2,
+        ram_gb: 1.5,
+        disk_gb: 3,
+        backend_parameters: { partitionName: 'x' },
+        backend_parameters_strict: true,
+      },
       executors: [{ image: 'a', command: ['b'], ignore_error: true }],
       outputs: [{ path: '/o/*', url: 'file:///x/', path_prefix: '/o/', type: 'FILE' }],
     });
   });
 
   it('keeps the keys of user maps as sent', () => {
-    const body = normalizeTaskBody({ tags: { cpuCores: '1' }, executors: [{ image: 'a', command: ['b'], env: { ramGb: '1' } }] });
-    expect(body).toEqual({ tags: { cpuCores: '1' }, executors: [{ image: 'a', command: ['b'], env: { ramGb: '1' } }] });
+    const body = normalizeTaskBody({
+      tags: { cpuCores: '1' },
+      executors: [{ image: 'a', command: ['b'], env: { ramGb: '1' } }],
+    });
+    expect(body).toEqual({
+      tags: { cpuCores: '1' },
+      executors: [{ image: 'a', command: ['b'], env: { ramGb: '1' } }],
+    });
   });
 
   it('defaults a missing input or output type to FILE', () => {
-    expect(normalizeTaskBody({ inputs: [{ path: '/a', url: '/b' }], outputs: [{ path: '/c', url: '/d', type: 'DIRECTORY' }] })).toEqual({
+    expect(
+      normalizeTaskBody({
+        inputs: [{ path: '/a', url: '/b' }],
+        outputs: [{ path: '/c', url: '/d', type: 'DIRECTORY' }],
+      }),
+    ).toEqual({
       inputs: [{ path: '/a', url: '/b', type: 'FILE' }],
       outputs: [{ path: '/c', url: '/d', type: 'DIRECTORY' }],
     });
   });
 
   it('drops read-only fields a client echoes', () => {
-    expect(normalizeTaskBody({ id: 'x', state: 'COMPLETE', logs: [], creation_time: 'now', creationTime: 'now', name: 'n' })).toEqual({
+    expect(
+      normalizeTaskBody({
+        id: 'x',
+        state: 'COMPLETE',
+        logs: [],
+        creation_time: 'now',
+        creationTime: 'now',
+        name: 'n',
+      }),
+    ).toEqual({
       name: 'n',
     });
   });
@@ -82,19 +118,32 @@ describe('checkTaskRules', () => {
   });
 
   it('requires at least one executor', () => {
-    expect(checkTaskRules({ executors: [] }, RULES).problems).toEqual([{ path: 'executors', message: 'must list at least one executor' }]);
+    expect(checkTaskRules({ executors: [] }, RULES).problems).toEqual([
+      { path: 'executors', message: 'must list at least one executor' },
+    ]);
   });
 
   it('limits content to the configured size, at least 128 KiB', () => {
     const at = 'x'.repeat(128 * 1024);
     expect(checkTaskRules({ ...valid, inputs: [{ path: '/a', content: at }] }, RULES).problems).toEqual([]);
-    expect(checkTaskRules({ ...valid, inputs: [{ path: '/a', content: `${at}x` }] }, RULES).problems[0]?.path).toBe('inputs[0].content');
+    expect(
+      checkTaskRules({ ...valid, inputs: [{ path: '/a', content: `${at}x` }] }, RULES).problems[0]?.path,
+    ).toBe('inputs[0].content');
   });
 
   it('refuses unsupported backend_parameters when strict, naming them', () => {
-    const body = { ...valid, resources: { backend_parameters: { partition: 'a', gpu_type: 'x', zone: 'y' }, backend_parameters_strict: true } };
+    const body = {
+      ...valid,
+      resources: {
+        backend_parameters: { partition: 'a', gpu_type: 'x', zone: 'y' },
+        backend_parameters_strict: true,
+      },
+    };
     expect(checkTaskRules(body, RULES).problems).toEqual([
-      { path: 'resources.backend_parameters', message: 'unsupported keys gpu_type, zone (supported: partition, account)' },
+      {
+        path: 'resources.backend_parameters',
+        message: 'unsupported keys gpu_type, zone (supported: partition, account)',
+      },
     ]);
   });
 

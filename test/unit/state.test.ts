@@ -1,4 +1,10 @@
-import { canTransition, isTerminal, TES_STATES, TERMINAL_STATES, type TesState } from '../../src/tes/state.js';
+import {
+  canTransition,
+  isTerminal,
+  TES_STATES,
+  TERMINAL_STATES,
+  type TesState,
+} from '../../src/tes/state.js';
 
 const LEGAL: Array<[TesState, TesState]> = [
   ['QUEUED', 'INITIALIZING'],

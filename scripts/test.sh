@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: installs what is missing, starts Redis and the single-node
+# Slurm, runs the static checks (types, lint, format, generated-type drift) and every jest test
+# against the real parts, then prints one line `N passed, N failed` (each static check counts as one).
+# Extra arguments go to jest (e.g. a test path).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+mkdir -p .tmp
+
+bash scripts/install-deps.sh || { echo "setup: installing dependencies failed"; echo "0 passed, 1 failed"; exit 1; }
+bash scripts/redis-up.sh || { echo "setup: Redis is not available"; echo "0 passed, 1 failed"; exit 1; }
+bash scripts/slurm-up.sh || { echo "setup: the single-node Slurm did not start"; echo "0 passed, 1 failed"; exit 1; }
+
+passed=0
+failed=0
+for check in typecheck lint format:check check:types-drift; do
+  if npm run -s "$check" >".tmp/$check.log" 2>&1; then
+    echo "check $check: passed"
+    passed=$((passed + 1))
+  else
+    echo "check $check: FAILED"
+    tail -n 40 ".tmp/$check.log"
+    failed=$((failed + 1))
+  fi
+done
+
+rm -f .tmp/jest.json
+node --experimental-vm-modules node_modules/jest/bin/jest.js --json --outputFile=.tmp/jest.json "$@"
+if [[ -s .tmp/jest.json ]]; then
+  read -r jp jf < <(node -e 'const r=require("./.tmp/jest.json"); const broken=r.testResults.filter(t=>t.status==="failed"&&t.assertionResults.length===0).length; console.log(r.numPassedTests, r.numFailedTests+broken)')
+  passed=$((passed + jp))
+  failed=$((failed + jf))
+else
+  echo "jest produced no results"
+  failed=$((failed + 1))
+fi
+echo "$passed passed, $failed failed"
+[[ $failed -eq 0 ]]

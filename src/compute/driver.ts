@@ -1,0 +1,38 @@
+import type { JobStatus } from './job-status.js';
+
+/**
+ * What the gateway needs from a launcher. Two exist: `slurm` (sbatch/sacct/squeue/scancel) and
+ * `local` (the same job script as a child process on the gateway host).
+ */
+export interface LaunchRequest {
+  taskId: string;
+  workDir: string;
+  /** sbatch arguments (the local launcher ignores them). */
+  args: readonly string[];
+  /** When the task was created: a job for it cannot be older. */
+  since: Date;
+}
+
+export interface PollResult {
+  jobs: Map<string, JobStatus>;
+  /** Records that could not be read (each fails only itself). */
+  errors: string[];
+}
+
+export interface ComputeDriver {
+  readonly kind: 'slurm' | 'local';
+  readonly supportedBackendParameters: readonly string[];
+  /** The job already submitted for a task, if any: what makes submission idempotent. */
+  findJob(taskId: string, since: Date): Promise<string | undefined>;
+  /** Submits and returns the job id; throws SubmissionRejectedError when retrying cannot help. */
+  submit(request: LaunchRequest): Promise<string>;
+  /** One batched status query for all the given jobs. A job absent from the result is unknown yet. */
+  poll(jobIds: readonly string[]): Promise<PollResult>;
+  /** Peak memory (bytes) of ended jobs, where the launcher knows it. */
+  usage(jobIds: readonly string[]): Promise<Map<string, number>>;
+  /** Which of these jobs the scheduler still knows (to confirm that a job missing from poll is gone). */
+  known(jobIds: readonly string[]): Promise<Set<string>>;
+  /** Cancels jobs; cancelling a job that already ended is not an error. */
+  cancel(jobIds: readonly string[]): Promise<void>;
+  close(): Promise<void>;
+}

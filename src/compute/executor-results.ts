@@ -1,0 +1,86 @@
+import { open, readFile, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+
+/**
+ * The files the job script writes for each executor (`exec-<n>/start`, `end`, `exit_code`, `stdout`,
+ * `stderr`) and for the job (`system-error`), read back on the gateway host.
+ */
+
+export interface ExecutorResult {
+  index: number;
+  started: boolean;
+  startTime?: string;
+  endTime?: string;
+  exitCode?: number;
+  ignored: boolean;
+}
+
+export function executorDir(workDir: string, index: number): string {
+  return join(workDir, `exec-${index}`);
+}
+
+export async function readExecutorResults(
+  workDir: string,
+  ignoreError: readonly boolean[],
+): Promise<ExecutorResult[]> {
+  return Promise.all(
+    ignoreError.map(async (ignored, index): Promise<ExecutorResult> => {
+      const dir = executorDir(workDir, index);
+      const [start, end, code] = await Promise.all([
+        readSmall(join(dir, 'start')),
+        readSmall(join(dir, 'end')),
+        readSmall(join(dir, 'exit_code')),
+      ]);
+      const result: ExecutorResult = { index, started: start !== undefined, ignored };
+      if (start) result.startTime = start;
+      if (end) result.endTime = end;
+      if (code !== undefined && /^\d+$/.test(code)) result.exitCode = Number(code);
+      return result;
+    }),
+  );
+}
+
+/** Has the first executor started? (INITIALIZING becomes RUNNING.) */
+export async function firstExecutorStarted(workDir: string): Promise<boolean> {
+  try {
+    await stat(join(executorDir(workDir, 0), 'start'));
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export async function readSystemError(workDir: string): Promise<string | undefined> {
+  return readSmall(join(workDir, 'system-error'));
+}
+
+/** The last `maxBytes` of a file (whole UTF-8 characters), or '' when it does not exist. */
+export async function readTail(path: string, maxBytes: number): Promise<string> {
+  if (maxBytes <= 0) return '';
+  let handle;
+  try {
+    handle = await open(path, 'r');
+  } catch {
+    return '';
+  }
+  try {
+    const { size } = await handle.stat();
+    const length = Math.min(size, maxBytes);
+    const buf = Buffer.alloc(length);
+    await handle.read(buf, 0, length, size - length);
+    let text = buf.toString('utf8');
+    // Drop a character cut in half at the start of the window.
+    if (size > length) text = text.replace(/^\uFFFD+/, '');
+    return text;
+  } finally {
+    await handle.close();
+  }
+}
+
+async function readSmall(path: string): Promise<string | undefined> {
+  try {
+    return (await readFile(path, 'utf8')).trim();
+  } catch {
+    return undefined;
+  }
+}

@@ -1,0 +1,208 @@
+import { spawn } from 'node:child_process';
+import { existsSync, openSync, closeSync, writeFileSync, renameSync, readFileSync } from 'node:fs';
+import { constants } from 'node:os';
+import { join } from 'node:path';
+import type { Logger } from '../../logger.js';
+import type { ComputeDriver, LaunchRequest, PollResult } from '../driver.js';
+import type { JobStatus } from '../job-status.js';
+
+/**
+ * The `local` launcher: runs a task's job script as a child process on the gateway host, in its own
+ * process group, with at most `maxConcurrentTasks` at once. Its job id is the task id. What Slurm
+ * would know is kept as files in the task directory, so a restarted gateway can still read it:
+ * `local.job` (submitted), `local.pid` (started), `local.exit` (`code:signal`), `local.cancelled`.
+ */
+export interface LocalDriverOptions {
+  workRoot: string;
+  maxConcurrentTasks: number;
+  logger: Logger;
+  /** Seconds between SIGTERM and SIGKILL on cancel, like Slurm's KillWait. */
+  killWaitSeconds?: number;
+}
+
+export class LocalDriver implements ComputeDriver {
+  readonly kind = 'local' as const;
+  readonly supportedBackendParameters: readonly string[] = [];
+  private readonly waiting: string[] = [];
+  private readonly running = new Map<string, number>();
+  private closed = false;
+
+  constructor(private readonly options: LocalDriverOptions) {}
+
+  private dir(taskId: string): string {
+    return join(this.options.workRoot, taskId);
+  }
+
+  async findJob(taskId: string): Promise<string | undefined> {
+    return existsSync(join(this.dir(taskId), 'local.job')) ? taskId : undefined;
+  }
+
+  async submit(request: LaunchRequest): Promise<string> {
+    writeAtomic(join(request.workDir, 'local.job'), new Date().toISOString());
+    this.waiting.push(request.taskId);
+    this.pump();
+    return request.taskId;
+  }
+
+  private pump(): void {
+    while (!this.closed && this.running.size < this.options.maxConcurrentTasks && this.waiting.length > 0) {
+      this.start(this.waiting.shift()!);
+    }
+  }
+
+  private start(taskId: string): void {
+    const dir = this.dir(taskId);
+    if (existsSync(join(dir, 'local.exit'))) return;
+    const out = openSync(join(dir, 'slurm.out'), 'a');
+    const err = openSync(join(dir, 'slurm.err'), 'a');
+    const child = spawn('bash', [join(dir, 'job.sh')], {
+      cwd: dir,
+      detached: true,
+      stdio: ['ignore', out, err],
+      // Like sbatch --export=NONE: the gateway's own environment does not reach the task.
+      env: { PATH: process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin', LANG: 'C.UTF-8' },
+    });
+    closeSync(out);
+    closeSync(err);
+    const pid = child.pid;
+    if (pid === undefined) {
+      writeAtomic(join(dir, 'local.exit'), '1:0');
+      writeAtomic(join(dir, 'system-error'), 'the local launcher could not start bash for the job script');
+      return;
+    }
+    this.running.set(taskId, pid);
+    writeAtomic(join(dir, 'local.pid'), String(pid));
+    child.on('exit', (code, signal) => {
+      this.running.delete(taskId);
+      writeAtomic(join(dir, 'local.exit'), `${code ?? 0}:${signal ? signalNumber(signal) : 0}`);
+      this.pump();
+    });
+    child.on('error', (e) => this.options.logger.error({ err: e, taskId }, 'local job failed to start'));
+  }
+
+  async poll(jobIds: readonly string[]): Promise<PollResult> {
+    const jobs = new Map<string, JobStatus>();
+    for (const taskId of jobIds) {
+      const dir = this.dir(taskId);
+      const exit = readText(join(dir, 'local.exit'));
+      if (exit !== undefined) {
+        const [code, signal] = exit.split(':').map(Number) as [number, number];
+        const cancelled = existsSync(join(dir, 'local.cancelled'));
+        const state = cancelled ? 'CANCELLED' : code === 0 && signal === 0 ? 'COMPLETED' : 'FAILED';
+        jobs.set(taskId, {
+          jobId: taskId,
+          state,
+          rawState: state,
+          exitCode: { code, signal },
+          node: 'localhost',
+        });
+        continue;
+      }
+      const pid = this.running.get(taskId) ?? Number(readText(join(dir, 'local.pid')) ?? NaN);
+      if (Number.isFinite(pid)) {
+        if (isAlive(pid)) {
+          jobs.set(taskId, {
+            jobId: taskId,
+            state: 'RUNNING',
+            rawState: 'RUNNING',
+            exitCode: { code: 0, signal: 0 },
+            node: 'localhost',
+          });
+        } else {
+          jobs.set(taskId, {
+            jobId: taskId,
+            state: 'NODE_FAIL',
+            rawState: 'NODE_FAIL',
+            exitCode: { code: 0, signal: 0 },
+            reason: 'the gateway process that ran the task stopped',
+          });
+        }
+        continue;
+      }
+      if (!this.waiting.includes(taskId) && existsSync(join(dir, 'local.job'))) {
+        // Submitted before a restart of the gateway: it waits for a slot again.
+        this.waiting.push(taskId);
+        this.pump();
+      }
+      jobs.set(taskId, {
+        jobId: taskId,
+        state: 'PENDING',
+        rawState: 'PENDING',
+        exitCode: { code: 0, signal: 0 },
+        reason: 'Resources',
+      });
+    }
+    return { jobs, errors: [] };
+  }
+
+  async usage(): Promise<Map<string, number>> {
+    return new Map();
+  }
+
+  async known(jobIds: readonly string[]): Promise<Set<string>> {
+    return new Set(jobIds.filter((id) => existsSync(join(this.dir(id), 'local.job'))));
+  }
+
+  async cancel(jobIds: readonly string[]): Promise<void> {
+    for (const taskId of jobIds) {
+      const dir = this.dir(taskId);
+      if (existsSync(join(dir, 'local.exit'))) continue;
+      writeAtomic(join(dir, 'local.cancelled'), new Date().toISOString());
+      const queued = this.waiting.indexOf(taskId);
+      if (queued >= 0) {
+        this.waiting.splice(queued, 1);
+        writeAtomic(join(dir, 'local.exit'), '0:15');
+        continue;
+      }
+      const pid = this.running.get(taskId) ?? Number(readText(join(dir, 'local.pid')) ?? NaN);
+      if (!Number.isFinite(pid)) {
+        writeAtomic(join(dir, 'local.exit'), '0:15');
+        continue;
+      }
+      signalGroup(pid, 'SIGTERM');
+      const timer = setTimeout(
+        () => signalGroup(pid, 'SIGKILL'),
+        (this.options.killWaitSeconds ?? 10) * 1000,
+      );
+      timer.unref();
+    }
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+  }
+}
+
+function writeAtomic(path: string, text: string): void {
+  writeFileSync(`${path}.tmp`, `${text}\n`);
+  renameSync(`${path}.tmp`, path);
+}
+
+function readText(path: string): string | undefined {
+  try {
+    return readFileSync(path, 'utf8').trim();
+  } catch {
+    return undefined;
+  }
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function signalGroup(pid: number, signal: NodeJS.Signals): void {
+  try {
+    process.kill(-pid, signal);
+  } catch {
+    // Already gone.
+  }
+}
+
+function signalNumber(signal: NodeJS.Signals): number {
+  return constants.signals[signal] ?? 15;
+}

@@ -1,0 +1,70 @@
+import { chmod, mkdir, open, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { planContainer } from '../apptainer/container-plan.js';
+import type { ImageResolver } from '../apptainer/images.js';
+import { renderJobScript, type ContainerRuntime } from '../apptainer/render-job-script.js';
+import { quoteAll } from '../shell/quote.js';
+import type { TaskRecord } from '../store/task-store.js';
+import { stageInputs, type StagingDeps } from '../staging/stage-inputs.js';
+import { buildSbatchArgs, type SbatchPolicy } from './slurm/sbatch-args.js';
+
+/**
+ * Everything between a stored task and a job ready to launch: inputs staged, images resolved, the
+ * task directory laid out, the job script and the exact sbatch command written into it.
+ */
+export interface PrepareDeps {
+  workRoot: string;
+  runtime: ContainerRuntime;
+  policy: SbatchPolicy;
+  staging: StagingDeps;
+  images: ImageResolver;
+}
+
+export interface PreparedJob {
+  workDir: string;
+  args: string[];
+  /** Notes for the task's system logs. */
+  warnings: string[];
+}
+
+export function workDirOf(workRoot: string, taskId: string): string {
+  return join(workRoot, taskId);
+}
+
+export async function prepareJob(record: TaskRecord, deps: PrepareDeps): Promise<PreparedJob> {
+  const task = record.request;
+  const workDir = workDirOf(deps.workRoot, record.id);
+  await mkdir(workDir, { recursive: true, mode: 0o755 });
+
+  const staged = await stageInputs(task.inputs ?? [], workDir, deps.staging);
+  const images = new Map<string, string>();
+  for (const [i, ex] of task.executors.entries()) {
+    if (!images.has(ex.image))
+      images.set(ex.image, await deps.images.resolve(ex.image, `executors[${i}].image`));
+  }
+  const plan = planContainer(task, workDir, staged, (image) => images.get(image) ?? image);
+  for (const dir of plan.dirs) await mkdir(dir, { recursive: true });
+  for (const file of plan.files) await (await open(file, 'a')).close();
+  for (const ex of plan.executors) await mkdir(join(workDir, `exec-${ex.index}`), { recursive: true });
+
+  const sbatch = buildSbatchArgs(record.id, task, workDir, deps.policy);
+  const script = renderJobScript({
+    taskId: record.id,
+    workDir,
+    runtime: deps.runtime,
+    plan,
+    gpus: sbatch.gpus,
+  });
+  await writeFile(join(workDir, 'job.sh'), script);
+  await chmod(join(workDir, 'job.sh'), 0o755);
+  await writeFile(join(workDir, 'sbatch-command'), `sbatch ${quoteAll(sbatch.args)}\n`);
+
+  const warnings = [...sbatch.warnings];
+  if (deps.runtime.flavor === 'bwrap-host') {
+    warnings.push(
+      `container images ignored (${[...images.keys()].join(', ')}): the bwrap-host runtime runs executors ` +
+        `over the gateway host's own filesystem, read-only; configure container.runtime apptainer for real images`,
+    );
+  }
+  return { workDir, args: sbatch.args, warnings };
+}

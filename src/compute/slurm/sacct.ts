@@ -1,0 +1,108 @@
+import { parseExitCode, parseSlurmState, type JobStatus } from '../job-status.js';
+
+/**
+ * The `sacct` query the reconciler runs once per cycle, and its parser, side by side. Output is
+ * `--parsable2` text (sacct's JSON reports exit code 0 for failed jobs in 22.05) with epoch times.
+ */
+
+export const SACCT_FIELDS = [
+  'JobID',
+  'JobName',
+  'State',
+  'ExitCode',
+  'Reason',
+  'NodeList',
+  'ElapsedRaw',
+  'Start',
+  'End',
+  'TotalCPU',
+] as const;
+
+export function buildSacctArgs(jobIds: readonly string[]): string[] {
+  return [
+    '--parsable2',
+    '--noheader',
+    '-X',
+    `--format=${SACCT_FIELDS.join(',')}`,
+    `--jobs=${jobIds.join(',')}`,
+  ];
+}
+
+/** Per-step memory of ended jobs (MaxRSS lives on the `.batch` step row). */
+export const SACCT_USAGE_FIELDS = ['JobID', 'MaxRSS'] as const;
+
+export function buildSacctUsageArgs(jobIds: readonly string[]): string[] {
+  return [
+    '--parsable2',
+    '--noheader',
+    '--noconvert',
+    `--format=${SACCT_USAGE_FIELDS.join(',')}`,
+    `--jobs=${jobIds.join(',')}`,
+  ];
+}
+
+export interface SacctParse {
+  jobs: Map<string, JobStatus>;
+  /** Lines that could not be read; each fails only itself. */
+  errors: string[];
+}
+
+export function parseSacct(text: string): SacctParse {
+  const jobs = new Map<string, JobStatus>();
+  const errors: string[] = [];
+  for (const line of text.split('\n')) {
+    if (line.trim() === '') continue;
+    const f = line.split('|');
+    if (f.length !== SACCT_FIELDS.length) {
+      errors.push(`expected ${SACCT_FIELDS.length} fields, got ${f.length}: ${line}`);
+      continue;
+    }
+    const [jobId, , rawState, exit, reason, node, elapsed, start, end, totalCpu] = f as [string, ...string[]];
+    if (jobId.includes('.')) continue; // a step row
+    const state = parseSlurmState(rawState!);
+    if (!state) {
+      errors.push(`unknown job state ${JSON.stringify(rawState)} for job ${jobId}`);
+      continue;
+    }
+    const status: JobStatus = { jobId, state, rawState: rawState!.trim(), exitCode: parseExitCode(exit!) };
+    if (reason && reason !== 'None') status.reason = reason;
+    if (node && node !== 'None assigned' && node !== '(null)') status.node = node;
+    if (elapsed && /^\d+$/.test(elapsed)) status.elapsedSeconds = Number(elapsed);
+    if (start && /^\d+$/.test(start)) status.startTime = Number(start);
+    if (end && /^\d+$/.test(end)) status.endTime = Number(end);
+    const cpu = parseDuration(totalCpu ?? '');
+    if (cpu !== undefined) status.cpuTimeSeconds = cpu;
+    // Requeued jobs have several records: the last one is the current.
+    jobs.set(jobId, status);
+  }
+  return { jobs, errors };
+}
+
+/** MaxRSS in bytes per job id, from the step rows (`123.batch`). */
+export function parseSacctUsage(text: string): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const line of text.split('\n')) {
+    const [id, rss] = line.split('|');
+    if (!id || !rss) continue;
+    const jobId = id.split('.')[0]!;
+    const bytes = parseBytes(rss);
+    if (bytes !== undefined) out.set(jobId, Math.max(out.get(jobId) ?? 0, bytes));
+  }
+  return out;
+}
+
+/** `[DD-][HH:]MM:SS[.mmm]` to seconds. */
+export function parseDuration(raw: string): number | undefined {
+  const m = /^(?:(\d+)-)?(?:(\d+):)?(\d+):(\d+(?:\.\d+)?)$/.exec(raw.trim());
+  if (!m) return undefined;
+  return Number(m[1] ?? 0) * 86400 + Number(m[2] ?? 0) * 3600 + Number(m[3]) * 60 + Number(m[4]);
+}
+
+function parseBytes(raw: string): number | undefined {
+  const m = /^(\d+(?:\.\d+)?)([KMGT]?)$/.exec(raw.trim());
+  if (!m) return undefined;
+  const unit = { '': 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3, T: 1024 ** 4 }[
+    m[2] as '' | 'K' | 'M' | 'G' | 'T'
+  ];
+  return Math.round(Number(m[1]) * unit);
+}

@@ -1,0 +1,53 @@
+import { execa } from 'execa';
+import { join } from 'node:path';
+import { CommandError } from '../../errors.js';
+import { Limiter } from '../limiter.js';
+
+/**
+ * The only place that runs Slurm's programs. Every call has a timeout, keeps stderr for the error,
+ * and controller-facing calls share one concurrency cap.
+ */
+export type SlurmTool = 'sbatch' | 'sacct' | 'squeue' | 'scancel';
+
+export interface SlurmCliOptions {
+  binDir?: string | undefined;
+  timeoutMs: number;
+  maxConcurrentCalls: number;
+}
+
+export interface SlurmCallCounts {
+  sbatch: number;
+  sacct: number;
+  squeue: number;
+  scancel: number;
+}
+
+export class SlurmCli {
+  private readonly limiter: Limiter;
+  readonly calls: SlurmCallCounts = { sbatch: 0, sacct: 0, squeue: 0, scancel: 0 };
+
+  constructor(private readonly options: SlurmCliOptions) {
+    this.limiter = new Limiter(options.maxConcurrentCalls);
+  }
+
+  async run(tool: SlurmTool, args: readonly string[], what: string): Promise<string> {
+    const file = this.options.binDir ? join(this.options.binDir, tool) : tool;
+    this.calls[tool]++;
+    return this.limiter.run(async () => {
+      const result = await execa(file, args, {
+        timeout: this.options.timeoutMs,
+        reject: false,
+        stdin: 'ignore',
+        env: { SLURM_TIME_FORMAT: '%s' },
+        maxBuffer: 256 * 1024 * 1024,
+      });
+      if (result.failed) {
+        const exitCode = typeof result.exitCode === 'number' ? result.exitCode : undefined;
+        const stderr =
+          String(result.stderr ?? '') || (result.timedOut ? '' : String(result.shortMessage ?? ''));
+        throw new CommandError(tool, args, exitCode, stderr, Boolean(result.timedOut), what);
+      }
+      return String(result.stdout);
+    });
+  }
+}

@@ -1,0 +1,159 @@
+import type { Server } from 'node:http';
+import { Redis } from 'ioredis';
+import type { Express } from 'express';
+import { createApp } from './app.js';
+import type { Config } from './config/schema.js';
+import type { Logger } from './logger.js';
+import type { ComputeDriver } from './compute/driver.js';
+import { LocalDriver } from './compute/local/local-driver.js';
+import { SlurmDriver } from './compute/slurm/slurm-driver.js';
+import type { PrepareDeps } from './compute/prepare-job.js';
+import { DirectImages } from './apptainer/images.js';
+import type { ContainerRuntime } from './apptainer/render-job-script.js';
+import { RedisTaskStore } from './store/redis-task-store.js';
+import { TaskQueues } from './queue/producer.js';
+import { TaskWorkers } from './queue/worker.js';
+import { Reconciler } from './reconciler/reconciler.js';
+import { LeaderLock } from './reconciler/leader-lock.js';
+import { AllowedRoots } from './staging/allowed-roots.js';
+import { OutputDeliverer } from './staging/deliver-outputs.js';
+import { inputSchemes } from './staging/stage-inputs.js';
+import { projectRoot } from './version.js';
+
+export interface Roles {
+  api: boolean;
+  worker: boolean;
+}
+
+export interface Gateway {
+  config: Config;
+  store: RedisTaskStore;
+  queues: TaskQueues;
+  driver: ComputeDriver;
+  app?: Express;
+  server?: Server;
+  reconciler?: Reconciler;
+  workers?: TaskWorkers;
+  /** The port the API listens on (useful when the configured port is 0). */
+  port?: number;
+  close(): Promise<void>;
+}
+
+/** The exhaustive choice of launcher. */
+export function buildDriver(config: Config, logger: Logger): ComputeDriver {
+  switch (config.backend) {
+    case 'slurm':
+      return new SlurmDriver({
+        binDir: config.slurm.binDir,
+        timeoutMs: config.slurm.commandTimeoutMs,
+        maxConcurrentCalls: config.slurm.maxConcurrentCalls,
+        sacctChunkSize: config.slurm.sacctChunkSize,
+      });
+    case 'local':
+      return new LocalDriver({
+        workRoot: config.workRoot,
+        maxConcurrentTasks: config.local.maxConcurrentTasks,
+        logger,
+      });
+    default: {
+      const never: never = config.backend;
+      throw new Error(`unknown backend ${String(never)}`);
+    }
+  }
+}
+
+export function containerRuntime(config: Config): ContainerRuntime {
+  const c = config.container;
+  const executable =
+    c.executable ??
+    (c.runtime === 'bwrap-host'
+      ? `${projectRoot()}/libexec/apptainer-bwrap`
+      : c.runtime === 'singularity'
+        ? 'singularity'
+        : 'apptainer');
+  return { flavor: c.runtime, executable, extraArgs: c.extraArgs };
+}
+
+export function connectRedis(config: Config): Redis {
+  // Fail a command quickly when Redis is away, so the API answers 503 instead of hanging.
+  return new Redis(config.redis.url, { maxRetriesPerRequest: 1, connectTimeout: 5000, lazyConnect: false });
+}
+
+export async function startGateway(config: Config, roles: Roles, logger: Logger): Promise<Gateway> {
+  const redis = connectRedis(config);
+  const store = new RedisTaskStore(redis, {
+    prefix: config.redis.prefix,
+    maxBacklog: config.server.maxBacklog,
+  });
+  const queues = new TaskQueues(redis, store.keys.bullPrefix, {
+    submitAttempts: config.worker.submitAttempts,
+    submitBackoffMs: config.worker.submitBackoffMs,
+  });
+  const driver = buildDriver(config, logger);
+  const roots = new AllowedRoots(config.storage.allowedRoots);
+  const outputs = new OutputDeliverer(roots, []);
+  const fetchers: never[] = [];
+  const gateway: Gateway = {
+    config,
+    store,
+    queues,
+    driver,
+    close: async () => {
+      await new Promise<void>((resolve) =>
+        gateway.server ? gateway.server.close(() => resolve()) : resolve(),
+      );
+      await gateway.reconciler?.stop();
+      await gateway.workers?.close();
+      await queues.close();
+      await driver.close();
+      redis.disconnect();
+    },
+  };
+
+  if (roles.worker) {
+    const prepare: PrepareDeps = {
+      workRoot: config.workRoot,
+      runtime: containerRuntime(config),
+      policy: config.slurm,
+      staging: { roots, fetchers, parallel: 4 },
+      images: new DirectImages(),
+    };
+    gateway.workers = new TaskWorkers(
+      redis,
+      store.keys.bullPrefix,
+      { store, driver, queues, prepare, outputs, logger, tailBytes: config.log.tailBytes },
+      config.worker,
+    );
+    gateway.reconciler = new Reconciler({
+      store,
+      driver,
+      queues,
+      lock: new LeaderLock(redis, store.keys.lock('reconciler'), config.reconciler.leaderTtlMs),
+      logger,
+      workRoot: config.workRoot,
+      pollIntervalMs: config.reconciler.pollIntervalMs,
+      missingGraceMs: config.slurm.missingGraceMs,
+    });
+    gateway.reconciler.start();
+  }
+
+  if (roles.api) {
+    const app = createApp({
+      config,
+      store,
+      queues,
+      logger,
+      backendParameters: driver.supportedBackendParameters,
+      storage: [...new Set([...inputSchemes(fetchers), ...outputs.schemes])],
+    });
+    gateway.app = app;
+    await new Promise<void>((resolve, reject) => {
+      const server = app.listen(config.server.port, config.server.host, () => resolve());
+      server.on('error', reject);
+      gateway.server = server;
+    });
+    const address = gateway.server!.address();
+    if (address && typeof address === 'object') gateway.port = address.port;
+  }
+  return gateway;
+}

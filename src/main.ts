@@ -1,0 +1,86 @@
+#!/usr/bin/env node
+import { loadConfig } from './config/load-config.js';
+import { ConfigError } from './errors.js';
+import { startGateway, type Roles } from './gateway.js';
+import { createLogger } from './logger.js';
+
+const USAGE = `usage: tes-gateway <serve|api|worker> [--config FILE]
+
+  serve    the API, the queue workers and the reconciler in one process (the default)
+  api      only the HTTP API (scale it out behind a load balancer)
+  worker   only the queue workers and the reconciler (one reconciler leads across all workers)
+
+Configuration: a YAML file (--config or TES_GATEWAY_CONFIG); TES_GATEWAY_PORT, TES_GATEWAY_REDIS_URL,
+TES_GATEWAY_REDIS_PREFIX, TES_GATEWAY_BACKEND, TES_GATEWAY_WORK_ROOT, TES_GATEWAY_APPTAINER and
+TES_GATEWAY_LOG_LEVEL override it.`;
+
+const ROLES: Record<string, Roles> = {
+  serve: { api: true, worker: true },
+  api: { api: true, worker: false },
+  worker: { api: false, worker: true },
+};
+
+async function main(argv: string[]): Promise<void> {
+  const args = [...argv];
+  if (args.includes('--help') || args.includes('-h')) {
+    process.stdout.write(`${USAGE}\n`);
+    return;
+  }
+  const command = args[0] && !args[0].startsWith('-') ? args.shift()! : 'serve';
+  const roles = ROLES[command];
+  let configPath: string | undefined;
+  for (let i = 0; i < args.length; i++) {
+    if (args[i] === '--config') configPath = args[++i];
+    else if (args[i]?.startsWith('--config=')) configPath = args[i]!.slice('--config='.length);
+    else {
+      process.stderr.write(`tes-gateway: unknown argument ${args[i]}\n${USAGE}\n`);
+      process.exit(2);
+    }
+  }
+  if (!roles) {
+    process.stderr.write(`tes-gateway: unknown command ${command}\n${USAGE}\n`);
+    process.exit(2);
+  }
+  let config;
+  try {
+    config = loadConfig({ path: configPath });
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`tes-gateway: ${err.message}\n`);
+      process.exit(2);
+    }
+    throw err;
+  }
+  const logger = createLogger(config.log.level, { role: command });
+  const gateway = await startGateway(config, roles, logger);
+  logger.info(
+    {
+      role: command,
+      port: gateway.port,
+      backend: config.backend,
+      workRoot: config.workRoot,
+      redisPrefix: config.redis.prefix,
+    },
+    'tes-gateway started',
+  );
+  let closing = false;
+  const shutdown = (signal: string): void => {
+    if (closing) return;
+    closing = true;
+    logger.info({ signal }, 'shutting down');
+    gateway.close().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        logger.error({ err }, 'shutdown failed');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', () => shutdown('SIGTERM'));
+  process.on('SIGINT', () => shutdown('SIGINT'));
+}
+
+main(process.argv.slice(2)).catch((err: unknown) => {
+  process.stderr.write(`tes-gateway: ${(err as Error).stack ?? String(err)}\n`);
+  process.exit(1);
+});

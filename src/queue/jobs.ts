@@ -1,0 +1,19 @@
+import type { JobStatus } from '../compute/job-status.js';
+
+/** The gateway's queues, each with its typed payload. One BullMQ queue per kind of work. */
+export const JOB_KINDS = ['submit', 'cancel', 'finalize'] as const;
+export type JobKind = (typeof JOB_KINDS)[number];
+
+export interface JobPayloads {
+  /** Stage, render and hand the task to the cluster. */
+  submit: { taskId: string };
+  /** Ask the cluster to stop the task's job. */
+  cancel: { taskId: string };
+  /** Read the ended job's results, write the task's logs and its terminal state. */
+  finalize: { taskId: string; status: JobStatus };
+}
+
+/** BullMQ dedupes on job id: the same work for the same task is never queued twice at once. */
+export function jobIdFor(kind: JobKind, taskId: string): string {
+  return `${kind}-${taskId}`;
+}

@@ -1,0 +1,24 @@
+import type { ComputeDriver } from '../../compute/driver.js';
+import type { PrepareDeps } from '../../compute/prepare-job.js';
+import type { Logger } from '../../logger.js';
+import type { TaskStore } from '../../store/task-store.js';
+import type { Enqueuer } from '../../api/handlers/tasks.js';
+import type { OutputDelivery } from '../../staging/deliver-outputs.js';
+
+/** What every queue processor works with. */
+export interface ProcessorContext {
+  store: TaskStore;
+  driver: ComputeDriver;
+  queues: Enqueuer;
+  prepare: PrepareDeps;
+  outputs: OutputDelivery;
+  logger: Logger;
+  /** Bytes of each executor's stdout/stderr kept in the FULL view. */
+  tailBytes: number;
+}
+
+/** Which attempt this is, so a processor can tell a retry from the last try. */
+export interface Attempt {
+  number: number;
+  of: number;
+}

@@ -1,0 +1,99 @@
+import { join } from 'node:path';
+import {
+  executorDir,
+  readExecutorResults,
+  readSystemError,
+  readTail,
+} from '../../compute/executor-results.js';
+import { effectiveExitCode, type JobStatus } from '../../compute/job-status.js';
+import { workDirOf } from '../../compute/prepare-job.js';
+import { decideEndState } from '../../compute/slurm/slurm-states.js';
+import { isTerminal } from '../../tes/state.js';
+import { withLog, withSystemLogs } from '../../tes/task-logs.js';
+import type { TesExecutorLog } from '../../tes/types.js';
+import type { ProcessorContext } from './context.js';
+
+/**
+ * Closes a task whose job ended, once: reads the executors' result files, delivers outputs, writes
+ * executor logs, times and job metadata, then the terminal state, all in one atomic change. A cancel
+ * requested before the end wins (CANCELED).
+ */
+export async function processFinalize(
+  taskId: string,
+  status: JobStatus,
+  ctx: ProcessorContext,
+): Promise<void> {
+  const { store } = ctx;
+  for (let round = 0; round < 2; round++) {
+    const record = await store.get(taskId);
+    if (!record || isTerminal(record.state)) return;
+    const workDir = record.run?.workDir ?? workDirOf(ctx.prepare.workRoot, taskId);
+    const canceling = record.state === 'CANCELING';
+    const executors = record.request.executors;
+    const results = await readExecutorResults(
+      workDir,
+      executors.map((e) => e.ignore_error === true),
+    );
+    const decision = decideEndState(status, results, canceling);
+    const systemLogs: string[] = [];
+    const scriptError = await readSystemError(workDir);
+    if (scriptError) systemLogs.push(scriptError);
+    systemLogs.push(...decision.systemLogs);
+
+    let state = decision.state;
+    let outputs: Awaited<ReturnType<typeof ctx.outputs.deliver>> = { files: [], errors: [] };
+    if (!canceling && results.some((r) => r.started) && record.request.outputs?.length) {
+      outputs = await ctx.outputs.deliver(record.request.outputs, workDir);
+      systemLogs.push(...outputs.errors);
+      if (outputs.errors.length > 0 && state === 'COMPLETE') state = 'SYSTEM_ERROR';
+    }
+
+    const execLogs: TesExecutorLog[] = [];
+    for (const r of results) {
+      if (!r.started) continue;
+      const dir = executorDir(workDir, r.index);
+      const log: TesExecutorLog = {
+        // An executor killed with its job (OOM, time limit, cancel) has no exit code of its own.
+        exit_code: r.exitCode ?? effectiveExitCode(status.exitCode),
+        stdout: await readTail(join(dir, 'stdout'), ctx.tailBytes),
+        stderr: await readTail(join(dir, 'stderr'), ctx.tailBytes),
+      };
+      if (r.startTime) log.start_time = r.startTime;
+      const end = r.endTime ?? (status.endTime ? new Date(status.endTime * 1000).toISOString() : undefined);
+      if (end) log.end_time = end;
+      execLogs.push(log);
+    }
+    const metadata: Record<string, string> = {
+      backend: ctx.driver.kind,
+      job_id: status.jobId,
+      job_state: status.rawState,
+    };
+    if (status.node) metadata.node = status.node;
+    if (status.elapsedSeconds !== undefined) metadata.elapsed_seconds = String(status.elapsedSeconds);
+    if (status.cpuTimeSeconds !== undefined) metadata.cpu_time_seconds = String(status.cpuTimeSeconds);
+    if (status.maxRssBytes !== undefined) metadata.max_rss_bytes = String(status.maxRssBytes);
+    const start = results.find((r) => r.startTime)?.startTime ?? toIso(status.startTime);
+    const end = toIso(status.endTime) ?? [...results].reverse().find((r) => r.endTime)?.endTime;
+    let logs = withLog(record.logs, {
+      logs: execLogs,
+      outputs: outputs.files,
+      metadata: { ...(record.logs?.[0]?.metadata ?? {}), ...metadata },
+      ...(start ? { start_time: start } : {}),
+      ...(end ? { end_time: end } : {}),
+    });
+    logs = withSystemLogs(logs, systemLogs);
+    const t = await store.transition(taskId, state, {
+      from: canceling ? ['CANCELING'] : ['QUEUED', 'INITIALIZING', 'RUNNING'],
+      logs,
+    });
+    if (t.outcome === 'ok' || t.outcome === 'same') {
+      ctx.logger.info({ taskId, state, jobId: status.jobId }, 'task finished');
+      return;
+    }
+    // A cancel came in while this ran: decide again, as cancelled.
+  }
+}
+
+function toIso(epochSeconds: number | undefined): string | undefined {
+  return epochSeconds ? new Date(epochSeconds * 1000).toISOString() : undefined;
+}

@@ -1,0 +1,86 @@
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { PlanError } from '../../apptainer/container-plan.js';
+import { prepareJob, workDirOf } from '../../compute/prepare-job.js';
+import { ResourceLimitError } from '../../compute/slurm/sbatch-args.js';
+import { SubmissionRejectedError } from '../../errors.js';
+import { StagingError } from '../../staging/staging-error.js';
+import { withSystemLogs } from '../../tes/task-logs.js';
+import type { Attempt, ProcessorContext } from './context.js';
+
+/** Errors a retry cannot fix: the task ends SYSTEM_ERROR with the reason. */
+export function isPermanent(err: unknown): boolean {
+  return (
+    err instanceof SubmissionRejectedError ||
+    err instanceof StagingError ||
+    err instanceof PlanError ||
+    err instanceof ResourceLimitError ||
+    (err as { permanent?: boolean })?.permanent === true
+  );
+}
+
+/**
+ * Hands a task to the cluster, exactly once. Before submitting it looks for a job already carrying the
+ * task's marker: sbatch may have submitted and then timed out, or a worker may have died between
+ * sbatch and the Redis write. A cancel that arrives meanwhile is honoured after the fact.
+ */
+export async function processSubmit(taskId: string, attempt: Attempt, ctx: ProcessorContext): Promise<void> {
+  const { store, driver, logger } = ctx;
+  const record = await store.get(taskId);
+  if (!record || record.run?.jobId) return;
+  if (record.state === 'QUEUED') {
+    const t = await store.transition(taskId, 'INITIALIZING', { from: ['QUEUED'] });
+    if (t.outcome !== 'ok' && t.outcome !== 'same') return;
+  } else if (record.state !== 'INITIALIZING') {
+    return;
+  }
+
+  let prepared;
+  let jobId: string;
+  try {
+    prepared = await prepareJob(record, ctx.prepare);
+    jobId =
+      (await driver.findJob(taskId, new Date(record.creationTime))) ??
+      (await driver.submit({
+        taskId,
+        workDir: prepared.workDir,
+        args: prepared.args,
+        since: new Date(record.creationTime),
+      }));
+  } catch (err) {
+    const last = attempt.number >= attempt.of;
+    if (!isPermanent(err) && !last) {
+      logger.warn({ taskId, err, attempt }, 'submission failed; it will be retried');
+      throw err;
+    }
+    const reason = (err as Error).message;
+    const lines = isPermanent(err)
+      ? [`the task could not be submitted: ${reason}`]
+      : [`the task could not be submitted after ${attempt.of} attempts: ${reason}`];
+    await store.transition(taskId, 'SYSTEM_ERROR', {
+      from: ['INITIALIZING', 'QUEUED'],
+      logs: withSystemLogs(record.logs, lines),
+    });
+    logger.info({ taskId, reason }, 'task failed before submission');
+    return;
+  }
+
+  await writeFile(join(prepared.workDir, 'job_id'), `${jobId}\n`);
+  const run = {
+    workDir: workDirOf(ctx.prepare.workRoot, taskId),
+    submittedAt: new Date().toISOString(),
+    jobId,
+  };
+  await store.setJob(taskId, jobId, run);
+  const logs = withSystemLogs(record.logs, [
+    ...prepared.warnings,
+    `submitted as ${driver.kind} job ${jobId}`,
+  ]);
+  const t = await store.transition(taskId, 'QUEUED', { from: ['INITIALIZING'], logs, run });
+  if (t.outcome === 'illegal') {
+    // Cancelled while it was being submitted: the job just made must go too.
+    await driver.cancel([jobId]);
+    if (t.previous === 'CANCELED') await store.clearJob(taskId);
+    logger.info({ taskId, jobId }, 'task cancelled during submission; its job was cancelled');
+  }
+}

@@ -1,0 +1,68 @@
+import { UnrecoverableError, Worker, type Job } from 'bullmq';
+import type { Redis } from 'ioredis';
+import { CancelBatcher } from '../compute/cancel-batcher.js';
+import type { JobKind, JobPayloads } from './jobs.js';
+import type { ProcessorContext } from './processors/context.js';
+import { processCancel } from './processors/cancel.js';
+import { processFinalize } from './processors/finalize.js';
+import { processSubmit } from './processors/submit.js';
+
+export interface WorkerTuning {
+  submitConcurrency: number;
+  finalizeConcurrency: number;
+}
+
+/** Runs the three queues' processors in this process. */
+export class TaskWorkers {
+  private readonly workers: Worker[];
+  /** Each worker blocks on its own connection; BullMQ leaves connections it was given open. */
+  private readonly connections: Redis[] = [];
+
+  constructor(connection: Redis, prefix: string, ctx: ProcessorContext, tuning: WorkerTuning) {
+    const batcher = new CancelBatcher(ctx.driver);
+    const make = <K extends JobKind>(
+      kind: K,
+      concurrency: number,
+      run: (job: Job<JobPayloads[K]>) => Promise<void>,
+    ): Worker =>
+      new Worker<JobPayloads[K]>(
+        kind,
+        async (job) => {
+          try {
+            await run(job);
+          } catch (err) {
+            if ((err as { permanent?: boolean }).permanent)
+              throw new UnrecoverableError((err as Error).message);
+            throw err;
+          }
+        },
+        { connection: this.connect(connection), prefix, concurrency },
+      );
+    this.workers = [
+      make('submit', tuning.submitConcurrency, (job) =>
+        processSubmit(job.data.taskId, { number: job.attemptsMade + 1, of: job.opts.attempts ?? 1 }, ctx),
+      ),
+      make('cancel', 64, (job) => processCancel(job.data.taskId, ctx, batcher)),
+      make('finalize', tuning.finalizeConcurrency, (job) =>
+        processFinalize(job.data.taskId, job.data.status, ctx),
+      ),
+    ];
+    for (const w of this.workers) {
+      w.on('failed', (job, err) =>
+        ctx.logger.warn({ queue: w.name, jobId: job?.id, err }, 'queue job failed'),
+      );
+      w.on('error', (err) => ctx.logger.error({ queue: w.name, err }, 'queue worker error'));
+    }
+  }
+
+  private connect(base: Redis): Redis {
+    const c = base.duplicate({ maxRetriesPerRequest: null });
+    this.connections.push(c);
+    return c;
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.workers.map((w) => w.close()));
+    for (const c of this.connections) c.disconnect();
+  }
+}

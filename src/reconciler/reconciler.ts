@@ -1,0 +1,191 @@
+import type { ComputeDriver } from '../compute/driver.js';
+import { firstExecutorStarted } from '../compute/executor-results.js';
+import type { JobStatus } from '../compute/job-status.js';
+import { workDirOf } from '../compute/prepare-job.js';
+import { phaseOf } from '../compute/slurm/slurm-states.js';
+import type { Logger } from '../logger.js';
+import type { Enqueuer } from '../api/handlers/tasks.js';
+import type { TaskRecord, TaskStore } from '../store/task-store.js';
+import { withLog, withSystemLogs } from '../tes/task-logs.js';
+import type { LeaderLock } from './leader-lock.js';
+
+export interface ReconcilerOptions {
+  store: TaskStore;
+  driver: ComputeDriver;
+  queues: Enqueuer;
+  lock: LeaderLock;
+  logger: Logger;
+  workRoot: string;
+  pollIntervalMs: number;
+  /** How long a job may be missing from accounting before the scheduler is asked whether it exists. */
+  missingGraceMs: number;
+}
+
+export interface CycleReport {
+  active: number;
+  ended: number;
+  changed: number;
+}
+
+/**
+ * The one loop that maps the cluster back to TES. Only the leader polls; each cycle is one batched
+ * status query for every active job. A failed query changes nothing; a job absent from accounting is
+ * not finished until the scheduler confirms it does not know it either.
+ */
+export class Reconciler {
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<void> | undefined;
+  private stopped = false;
+  private cycles = 0;
+  /** Last pending reason written per task, so the logs are not rewritten each cycle. */
+  private readonly reasons = new Map<string, string>();
+
+  constructor(private readonly o: ReconcilerOptions) {}
+
+  start(): void {
+    const tick = (): void => {
+      if (this.stopped) return;
+      this.running = this.tick().finally(() => {
+        this.running = undefined;
+        if (!this.stopped) this.timer = setTimeout(tick, this.o.pollIntervalMs);
+      });
+    };
+    tick();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    await this.running;
+    await this.o.lock.release().catch(() => undefined);
+  }
+
+  private async tick(): Promise<void> {
+    try {
+      if (!(await this.o.lock.acquire())) return;
+      await this.cycle();
+      if (++this.cycles % 10 === 0) await this.requeueLostSubmissions();
+    } catch (err) {
+      this.o.logger.error({ err }, 'reconciler cycle failed; no task state was changed by it');
+    }
+  }
+
+  /** One pass over every active job. Public so tests and the benchmark can drive it. */
+  async cycle(): Promise<CycleReport> {
+    const { store, driver } = this.o;
+    const active = await store.activeJobs();
+    if (active.size === 0) return { active: 0, ended: 0, changed: 0 };
+    const poll = await driver.poll([...new Set(active.values())]);
+    for (const e of poll.errors) this.o.logger.warn({ record: e }, 'unreadable accounting record skipped');
+
+    const ended: Array<{ record: TaskRecord; status: JobStatus }> = [];
+    const missing: TaskRecord[] = [];
+    let changed = 0;
+    for (const [taskId, jobId] of active) {
+      const record = await store.get(taskId);
+      if (!record) continue;
+      const status = poll.jobs.get(jobId);
+      if (!status) {
+        missing.push(record);
+        continue;
+      }
+      switch (phaseOf(status.state)) {
+        case 'waiting':
+          changed += await this.onWaiting(record, status);
+          break;
+        case 'started':
+          changed += await this.onStarted(record, status);
+          break;
+        case 'ended':
+          ended.push({ record, status });
+          break;
+      }
+    }
+
+    if (ended.length > 0) {
+      const usage = await driver.usage(ended.map((e) => e.status.jobId)).catch((err: unknown) => {
+        this.o.logger.warn({ err }, 'job memory usage unavailable');
+        return new Map<string, number>();
+      });
+      for (const { record, status } of ended) {
+        const rss = usage.get(status.jobId);
+        await this.o.queues.enqueue('finalize', {
+          taskId: record.id,
+          status: rss === undefined ? status : { ...status, maxRssBytes: rss },
+        });
+        this.reasons.delete(record.id);
+      }
+    }
+    if (missing.length > 0) await this.onMissing(missing);
+    return { active: active.size, ended: ended.length, changed };
+  }
+
+  private async onWaiting(record: TaskRecord, status: JobStatus): Promise<number> {
+    if (record.state === 'CANCELING') return 0;
+    const note = `Slurm job ${status.jobId} is ${status.rawState}: ${status.reason ?? 'no reason given'}`;
+    // Written when the reason changes, not every cycle; the map spares a read of the logs.
+    const fresh = this.reasons.get(record.id) !== note && record.logs?.[0]?.system_logs?.at(-1) !== note;
+    this.reasons.set(record.id, note);
+    if (record.state === 'QUEUED' && !fresh) return 0;
+    const t = await this.o.store.transition(
+      record.id,
+      'QUEUED',
+      fresh ? { logs: withSystemLogs(record.logs, [note]) } : {},
+    );
+    return t.outcome === 'ok' ? 1 : 0;
+  }
+
+  private async onStarted(record: TaskRecord, status: JobStatus): Promise<number> {
+    if (record.state === 'CANCELING' || record.state === 'RUNNING') return 0;
+    const workDir = record.run?.workDir ?? workDirOf(this.o.workRoot, record.id);
+    const to = (await firstExecutorStarted(workDir)) ? 'RUNNING' : 'INITIALIZING';
+    if (to === record.state) return 0;
+    const start = status.startTime
+      ? new Date(status.startTime * 1000).toISOString()
+      : new Date().toISOString();
+    const logs = withLog(record.logs, { start_time: record.logs?.[0]?.start_time ?? start });
+    const withNode = status.node
+      ? withLog(logs, { metadata: { ...(logs[0]?.metadata ?? {}), node: status.node } })
+      : logs;
+    const t = await this.o.store.transition(record.id, to, { logs: withNode });
+    return t.outcome === 'ok' ? 1 : 0;
+  }
+
+  /** Jobs absent from accounting: young ones are just not recorded yet; old ones are checked. */
+  private async onMissing(records: TaskRecord[]): Promise<void> {
+    const now = Date.now();
+    const old = records.filter(
+      (r) => now - Date.parse(r.run?.submittedAt ?? r.creationTime) > this.o.missingGraceMs,
+    );
+    if (old.length === 0) return;
+    const known = await this.o.driver.known(old.map((r) => r.run!.jobId!));
+    for (const r of old) {
+      const jobId = r.run!.jobId!;
+      if (known.has(jobId)) continue;
+      await this.o.queues.enqueue('finalize', {
+        taskId: r.id,
+        status: {
+          jobId,
+          state: 'NODE_FAIL',
+          rawState: 'MISSING',
+          exitCode: { code: 0, signal: 0 },
+          reason: 'neither accounting nor the controller knows the job any more',
+        },
+      });
+    }
+  }
+
+  /**
+   * A task stored but never handed to the queue (the API process died in between) is queued again.
+   * Enqueueing is idempotent by job id, and the submit processor skips tasks that have a job.
+   */
+  private async requeueLostSubmissions(): Promise<void> {
+    const ids = await this.o.store.idsInState('QUEUED', 1000);
+    const cutoff = Date.now() - 60_000;
+    for (const id of ids) {
+      const record = await this.o.store.get(id);
+      if (!record || record.run?.jobId || Date.parse(record.creationTime) > cutoff) continue;
+      await this.o.queues.enqueue('submit', { taskId: id });
+    }
+  }
+}

@@ -1,0 +1,90 @@
+import { mkdir, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { StagedInput } from '../apptainer/container-plan.js';
+import type { TesInput } from '../tes/types.js';
+import { Limiter } from '../compute/limiter.js';
+import { AllowedRoots } from './allowed-roots.js';
+import { StagingError } from './staging-error.js';
+
+/** Downloads one remote input (a file or a directory tree) to a path on the gateway host. */
+export interface InputFetcher {
+  /** URL schemes it serves, without the colon: `http`, `s3`. */
+  readonly schemes: readonly string[];
+  fetch(url: string, dest: string, type: 'FILE' | 'DIRECTORY', field: string): Promise<void>;
+}
+
+export interface StagingDeps {
+  roots: AllowedRoots;
+  fetchers: readonly InputFetcher[];
+  /** Downloads of one task running at once. */
+  parallel: number;
+}
+
+/** The URL schemes a task's inputs may use with these fetchers (for service-info). */
+export function inputSchemes(fetchers: readonly InputFetcher[]): string[] {
+  return ['file', ...fetchers.flatMap((f) => f.schemes)];
+}
+
+/**
+ * Puts every input where the job can bind it: `content` is written into the task directory; `file://`
+ * URLs and bare paths under the allowed roots are bound where they are (never copied); remote URLs are
+ * downloaded, each distinct URL once per task, a few at a time.
+ */
+export async function stageInputs(
+  inputs: readonly TesInput[],
+  workDir: string,
+  deps: StagingDeps,
+): Promise<StagedInput[]> {
+  const limiter = new Limiter(deps.parallel);
+  const downloads = new Map<string, Promise<string>>();
+  return Promise.all(
+    inputs.map(async (input, index): Promise<StagedInput> => {
+      const field = `inputs[${index}]`;
+      const kind = input.type === 'DIRECTORY' ? 'dir' : 'file';
+      const base: Omit<StagedInput, 'hostPath'> = { index, containerPath: input.path, kind };
+      if (input.content !== undefined) {
+        const dir = join(workDir, 'inputs', String(index));
+        await mkdir(dir, { recursive: true });
+        const hostPath = join(dir, 'content');
+        await writeFile(hostPath, input.content);
+        return { ...base, hostPath };
+      }
+      const url = input.url ?? '';
+      const scheme = schemeOf(url);
+      if (scheme === 'file') {
+        const hostPath = await deps.roots.check(url, AllowedRoots.pathOf(url, field), field, true);
+        const st = await stat(hostPath);
+        if (kind === 'dir' && !st.isDirectory()) throw new StagingError(field, `${url} is not a directory`);
+        if (kind === 'file' && !st.isFile())
+          throw new StagingError(field, `${url} is not a regular file (set type DIRECTORY for a folder)`);
+        return { ...base, hostPath };
+      }
+      const fetcher = deps.fetchers.find((f) => f.schemes.includes(scheme));
+      if (!fetcher) {
+        throw new StagingError(
+          field,
+          `${scheme}:// URLs are not supported by this gateway (supported: ${inputSchemes(deps.fetchers).join(', ')}); ${url}`,
+        );
+      }
+      const key = `${input.type ?? 'FILE'} ${url}`;
+      let download = downloads.get(key);
+      if (!download) {
+        const dest = join(workDir, 'inputs', String(index), 'data');
+        download = limiter.run(async () => {
+          await mkdir(join(workDir, 'inputs', String(index)), { recursive: true });
+          await fetcher.fetch(url, dest, input.type === 'DIRECTORY' ? 'DIRECTORY' : 'FILE', field);
+          return dest;
+        });
+        downloads.set(key, download);
+      }
+      return { ...base, hostPath: await download };
+    }),
+  );
+}
+
+/** `file` for bare absolute paths, else the URL's scheme in lower case. */
+export function schemeOf(url: string): string {
+  if (url.startsWith('/')) return 'file';
+  const m = /^([A-Za-z][A-Za-z0-9+.-]*):/.exec(url);
+  return m ? m[1]!.toLowerCase() : '';
+}

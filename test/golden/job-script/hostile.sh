@@ -1,0 +1,44 @@
+#!/bin/bash
+# Client values below are single-quoted on purpose: a `$` in them is text, never code.
+# shellcheck disable=SC2016
+# Job script of TES task 01jd0000000000000000000000, written by tes-gateway.
+# Runs the executors one after another, each in a container, and records start time, end time
+# and exit code of each under exec-<n>/ in the task directory.
+set -u
+task_dir=/var/lib/tes-gateway/tasks/01jd0000000000000000000000
+runtime=apptainer
+cd -- "$task_dir" || { echo "cannot enter the task directory $task_dir" >&2; exit 120; }
+
+stamp() { date -u +%Y-%m-%dT%H:%M:%S.%3NZ; }
+# Write a result file whole: a reader never sees half of it.
+record() { printf '%s\n' "$2" > "$1.tmp" && mv -f -- "$1.tmp" "$1"; }
+
+if ! command -v -- "$runtime" > /dev/null 2>&1; then
+  record system-error "the container runtime $runtime was not found on $(hostname); install it or set container.executable"
+  exit 127
+fi
+mkdir -p -- exec-0
+
+mounts=(
+  --mount 'type=bind,src=/var/lib/tes-gateway/tasks/01jd0000000000000000000000/tmp,dst=/tmp'
+  --mount 'type=bind,src=/var/lib/tes-gateway/tasks/01jd0000000000000000000000/mnt/out $(x),dst=/out $(x)'
+  --mount 'type=bind,src=/var/lib/tes-gateway/tasks/01jd0000000000000000000000/var-tmp,dst=/var/tmp'
+  --mount 'type=bind,src=/var/lib/tes-gateway/tasks/01jd0000000000000000000000/mnt/work dir/$(pwd),dst=/work dir/$(pwd)'
+  --mount 'type=bind,src=/shared/input 0,"dst=/in dir/it'\''s a ""file"", really.txt",ro'
+)
+options=(exec --containall --cleanenv)
+
+# executor 0
+record exec-0/start "$(stamp)"
+APPTAINERENV_VAR_0='' APPTAINERENV_VAR_1=' ' APPTAINERENV_VAR_2=plain APPTAINERENV_VAR_3='two words' APPTAINERENV_VAR_4='it'\''s' APPTAINERENV_VAR_5='"double"' APPTAINERENV_VAR_6='$(touch /tmp/pwned)' APPTAINERENV_VAR_7='`touch /tmp/pwned`' APPTAINERENV_VAR_8='${HOME}' APPTAINERENV_VAR_9='$HOME' APPTAINERENV_VAR_10='a;b && c || d | e > f < g' APPTAINERENV_VAR_11='line one
+line two' APPTAINERENV_VAR_12='tab	here' APPTAINERENV_VAR_13='back\slash' APPTAINERENV_VAR_14='*?[glob]' APPTAINERENV_VAR_15='~root' APPTAINERENV_VAR_16=-n APPTAINERENV_VAR_17=--flag=value APPTAINERENV_VAR_18='ünïcødé ✓ 日本' APPTAINERENV_VAR_19='mixed '\''single'\'' "double" $(x) `y` \z' APPTAINERENV_VAR_20='!history' APPTAINERENV_VAR_21='#comment' APPTAINERENV_VAR_22='a,b=c' "$runtime" "${options[@]}" --pwd '/work dir/$(pwd)' "${mounts[@]}" 'docker://img'\''$(x)' '' ' ' plain 'two words' 'it'\''s' '"double"' '$(touch /tmp/pwned)' '`touch /tmp/pwned`' '${HOME}' '$HOME' 'a;b && c || d | e > f < g' 'line one
+line two' 'tab	here' 'back\slash' '*?[glob]' '~root' -n --flag=value 'ünïcødé ✓ 日本' 'mixed '\''single'\'' "double" $(x) `y` \z' '!history' '#comment' 'a,b=c' \
+  < '/shared/input 0' > exec-0/stdout 2> exec-0/stderr
+rc=$?
+record exec-0/end "$(stamp)"
+record exec-0/exit_code "$rc"
+cp -- exec-0/stderr '/var/lib/tes-gateway/tasks/01jd0000000000000000000000/mnt/out $(x)/err
+log'
+[ "$rc" -eq 0 ] || exit "$rc"
+
+exit 0

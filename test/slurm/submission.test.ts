@@ -1,0 +1,141 @@
+import { jest } from '@jest/globals';
+import { execFileSync } from 'node:child_process';
+import { CommandError } from '../../src/errors.js';
+import { prepareJob } from '../../src/compute/prepare-job.js';
+import { containerRuntime } from '../../src/gateway.js';
+import { DirectImages } from '../../src/apptainer/images.js';
+import { AllowedRoots } from '../../src/staging/allowed-roots.js';
+import { jobNameFor } from '../../src/compute/slurm/sbatch-args.js';
+import {
+  createTask,
+  FAKE_APPTAINER,
+  requireSlurm,
+  startTestGateway,
+  testImages,
+  waitFor,
+  type TestGateway,
+} from '../helpers/gateway.js';
+
+/** Submission on the real cluster: exactly one job per task, cancels of pending jobs, a missing runtime. */
+jest.setTimeout(180_000);
+
+let image: string;
+const slurmConfig = (extra: Record<string, unknown> = {}) => ({
+  backend: 'slurm',
+  container: { runtime: 'apptainer', executable: FAKE_APPTAINER },
+  slurm: { defaultPartition: 'debug', ...extra },
+});
+
+function jobsNamed(taskId: string): string[] {
+  const out = execFileSync('squeue', ['-h', '-t', 'all', `--name=${jobNameFor(taskId)}`, '-o', '%i'], {
+    encoding: 'utf8',
+  });
+  return out.split('\n').filter(Boolean);
+}
+
+beforeAll(() => {
+  requireSlurm();
+  image = testImages().busybox;
+});
+
+describe('submission', () => {
+  let gw: TestGateway | undefined;
+  afterEach(async () => {
+    await gw?.close();
+    gw = undefined;
+  });
+
+  it('never makes a second job when sbatch times out after submitting', async () => {
+    gw = await startTestGateway('sbatch-timeout', slurmConfig());
+    const driver = gw.gateway.driver;
+    const realSubmit = driver.submit.bind(driver);
+    let calls = 0;
+    driver.submit = async (request) => {
+      calls++;
+      await realSubmit(request);
+      throw new CommandError(
+        'sbatch',
+        request.args,
+        undefined,
+        'sbatch: error: Socket timed out on send/recv operation',
+        true,
+        'failed to submit',
+      );
+    };
+    const id = await createTask(gw.base, { executors: [{ image, command: ['echo', 'once'] }] });
+    const task = await waitFor(gw.base, id);
+    expect(task.state).toBe('COMPLETE');
+    expect(calls).toBe(1);
+    expect(jobsNamed(id)).toHaveLength(1);
+  });
+
+  it('never makes a second job when a worker dies between sbatch and the Redis write', async () => {
+    // An API without workers stores and enqueues; a "worker" submits and dies before recording.
+    const api = await startTestGateway('crash', slurmConfig(), { roles: { api: true, worker: false } });
+    const id = await createTask(api.base, { executors: [{ image, command: ['echo', 'survived'] }] });
+    const record = (await api.gateway.store.get(id))!;
+    const prepared = await prepareJob(record, {
+      workRoot: api.workRoot,
+      runtime: containerRuntime(api.gateway.config),
+      policy: api.gateway.config.slurm,
+      staging: { roots: new AllowedRoots([]), fetchers: [], parallel: 1 },
+      images: new DirectImages(),
+    });
+    const orphan = await api.gateway.driver.submit({
+      taskId: id,
+      workDir: prepared.workDir,
+      args: prepared.args,
+      since: new Date(record.creationTime),
+    });
+    // A new worker on the same Redis and work root picks the queued submission up.
+    gw = await startTestGateway('crash', slurmConfig(), { prefix: api.prefix, workRoot: api.workRoot });
+    const task = await waitFor(gw.base, id);
+    expect(task.state).toBe('COMPLETE');
+    expect(task.logs[0].metadata.job_id).toBe(orphan);
+    expect(jobsNamed(id)).toEqual([orphan]);
+    expect(execLogsOf(task)[0]!.stdout).toBe('survived\n');
+    await api.gateway.close();
+  });
+
+  it('cancels a task whose job is pending in Slurm, with the pending reason in the logs', async () => {
+    gw = await startTestGateway('pending', slurmConfig({ extraArgs: ['--hold'] }));
+    const id = await createTask(gw.base, { executors: [{ image, command: ['true'] }] });
+    const pending = await waitForLog(gw, id, /JobHeldUser/);
+    expect(pending.state).toBe('QUEUED');
+    const res = await fetch(`${gw.base}/tasks/${id}:cancel`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: 'null',
+    });
+    expect(res.status).toBe(200);
+    const task = await waitFor(gw.base, id, undefined, 60_000);
+    expect(task.state).toBe('CANCELED');
+  });
+
+  it('fails the task with a clear SYSTEM_ERROR when the container runtime is missing', async () => {
+    gw = await startTestGateway('no-runtime', {
+      ...slurmConfig(),
+      container: { runtime: 'apptainer', executable: '/nonexistent/apptainer' },
+    });
+    const id = await createTask(gw.base, { executors: [{ image, command: ['true'] }] });
+    const task = await waitFor(gw.base, id);
+    expect(task.state).toBe('SYSTEM_ERROR');
+    expect(task.logs[0].system_logs.join('\n')).toMatch(
+      /the container runtime \/nonexistent\/apptainer was not found on \S+/,
+    );
+  });
+});
+
+function execLogsOf(task: any): Array<{ stdout: string }> {
+  return task.logs[0].logs;
+}
+
+async function waitForLog(gw: TestGateway, id: string, pattern: RegExp): Promise<any> {
+  for (let i = 0; i < 150; i++) {
+    const res = await fetch(`${gw.base}/tasks/${id}?view=FULL`);
+    const task = (await res.json()) as any;
+    if ((task.logs?.[0]?.system_logs ?? []).some((l: string) => pattern.test(l))) return task;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new Error(`task ${id} never logged ${pattern}`);
+}
