@@ -76,6 +76,14 @@ export const configSchema = z
         runtime: z.enum(['apptainer', 'singularity', 'bwrap-host']).default('apptainer'),
         executable: z.string().min(1).optional(),
         extraArgs: z.array(z.string()).default([]),
+        imageCacheDir: z
+          .string()
+          .startsWith('/', 'must be an absolute path')
+          .default('/var/lib/tes-gateway/images'),
+        imageCacheMaxBytes: z.number().int().positive().optional(),
+        pullTimeoutMs: z.number().int().positive().default(600000),
+        pullAttempts: z.number().int().positive().default(3),
+        pullBackoffMs: z.number().int().positive().default(2000),
       })
       .strict()
       .default({}),

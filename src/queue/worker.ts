@@ -1,6 +1,6 @@
 import { UnrecoverableError, Worker, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
-import { CancelBatcher } from '../compute/cancel-batcher.js';
+import { Batcher } from '../compute/batcher.js';
 import type { JobKind, JobPayloads } from './jobs.js';
 import type { ProcessorContext } from './processors/context.js';
 import { processCancel } from './processors/cancel.js';
@@ -19,7 +19,8 @@ export class TaskWorkers {
   private readonly connections: Redis[] = [];
 
   constructor(connection: Redis, prefix: string, ctx: ProcessorContext, tuning: WorkerTuning) {
-    const batcher = new CancelBatcher(ctx.driver);
+    const cancels = new Batcher<string, void>((jobIds) => ctx.driver.cancel(jobIds));
+    const usage = new Batcher<string, number>((jobIds) => ctx.driver.usage(jobIds), 250);
     const make = <K extends JobKind>(
       kind: K,
       concurrency: number,
@@ -42,9 +43,9 @@ export class TaskWorkers {
       make('submit', tuning.submitConcurrency, (job) =>
         processSubmit(job.data.taskId, { number: job.attemptsMade + 1, of: job.opts.attempts ?? 1 }, ctx),
       ),
-      make('cancel', 64, (job) => processCancel(job.data.taskId, ctx, batcher)),
+      make('cancel', 64, (job) => processCancel(job.data.taskId, ctx, cancels)),
       make('finalize', tuning.finalizeConcurrency, (job) =>
-        processFinalize(job.data.taskId, job.data.status, ctx),
+        processFinalize(job.data.taskId, job.data.status, ctx, usage),
       ),
     ];
     for (const w of this.workers) {

@@ -81,8 +81,9 @@ export class Reconciler {
     const ended: Array<{ record: TaskRecord; status: JobStatus }> = [];
     const missing: TaskRecord[] = [];
     let changed = 0;
+    const records = await store.getMany([...active.keys()]);
     for (const [taskId, jobId] of active) {
-      const record = await store.get(taskId);
+      const record = records.get(taskId);
       if (!record) continue;
       const status = poll.jobs.get(jobId);
       if (!status) {
@@ -102,19 +103,9 @@ export class Reconciler {
       }
     }
 
-    if (ended.length > 0) {
-      const usage = await driver.usage(ended.map((e) => e.status.jobId)).catch((err: unknown) => {
-        this.o.logger.warn({ err }, 'job memory usage unavailable');
-        return new Map<string, number>();
-      });
-      for (const { record, status } of ended) {
-        const rss = usage.get(status.jobId);
-        await this.o.queues.enqueue('finalize', {
-          taskId: record.id,
-          status: rss === undefined ? status : { ...status, maxRssBytes: rss },
-        });
-        this.reasons.delete(record.id);
-      }
+    for (const { record, status } of ended) {
+      await this.o.queues.enqueue('finalize', { taskId: record.id, status });
+      this.reasons.delete(record.id);
     }
     if (missing.length > 0) await this.onMissing(missing);
     return { active: active.size, ended: ended.length, changed };

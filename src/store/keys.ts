@@ -40,6 +40,18 @@ export class Keys {
   lock(name: string): string {
     return `${this.prefix}lock:${name}`;
   }
+  /** Pull lock of one cached image, keyed by its cache file name (which already hashes the reference). */
+  imagePull(cacheName: string): string {
+    return `${this.prefix}image:pull:${cacheName}`;
+  }
+  /** A permanent pull failure, remembered briefly so that callers fail fast instead of pulling again. */
+  imageFailure(cacheName: string): string {
+    return `${this.prefix}image:failed:${cacheName}`;
+  }
+  /** Sorted set: cache file path -> last use (epoch ms), for LRU eviction. */
+  get imageLastUse(): string {
+    return `${this.prefix}image:last-use`;
+  }
   get bullPrefix(): string {
     return `${this.prefix}bull`;
   }

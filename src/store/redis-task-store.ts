@@ -81,6 +81,23 @@ export class RedisTaskStore implements TaskStore {
     return toRecord(taskId, state, req, created, logs, run);
   }
 
+  async getMany(taskIds: readonly string[]): Promise<Map<string, TaskRecord>> {
+    const out = new Map<string, TaskRecord>();
+    for (let i = 0; i < taskIds.length; i += 1000) {
+      const chunk = taskIds.slice(i, i + 1000);
+      const pipeline = this.redis.pipeline();
+      for (const id of chunk) pipeline.hmget(this.keys.task(id), 'state', 'req', 'created', 'logs', 'run');
+      const replies = (await pipeline.exec()) ?? [];
+      chunk.forEach((id, j) => {
+        const [err, fields] = replies[j] ?? [];
+        if (err) throw err;
+        const [state, req, created, logs, run] = fields as Array<string | null>;
+        if (state && req && created) out.set(id, toRecord(id, state, req, created, logs, run));
+      });
+    }
+    return out;
+  }
+
   async list(query: ListQuery): Promise<ListPage> {
     const sets: string[] = [];
     if (query.state) sets.push(this.keys.state(query.state));

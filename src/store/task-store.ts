@@ -54,6 +54,8 @@ export interface TaskStore {
   readonly redis: Redis;
   create(request: TaskRequest, options?: { logs?: TesTaskLog[] }): Promise<TaskRecord>;
   get(taskId: string): Promise<TaskRecord | undefined>;
+  /** Several tasks in one round trip; absent ones are left out. */
+  getMany(taskIds: readonly string[]): Promise<Map<string, TaskRecord>>;
   list(query: ListQuery): Promise<ListPage>;
   transition(
     taskId: string,

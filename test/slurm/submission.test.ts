@@ -2,6 +2,8 @@ import { jest } from '@jest/globals';
 import { execFileSync } from 'node:child_process';
 import { CommandError } from '../../src/errors.js';
 import { prepareJob } from '../../src/compute/prepare-job.js';
+import { launch } from '../../src/queue/processors/submit.js';
+import type { ProcessorContext } from '../../src/queue/processors/context.js';
 import { containerRuntime } from '../../src/gateway.js';
 import { DirectImages } from '../../src/apptainer/images.js';
 import { AllowedRoots } from '../../src/staging/allowed-roots.js';
@@ -81,12 +83,7 @@ describe('submission', () => {
       staging: { roots: new AllowedRoots([]), fetchers: [], parallel: 1 },
       images: new DirectImages(),
     });
-    const orphan = await api.gateway.driver.submit({
-      taskId: id,
-      workDir: prepared.workDir,
-      args: prepared.args,
-      since: new Date(record.creationTime),
-    });
+    const orphan = await launch({ driver: api.gateway.driver } as ProcessorContext, record, prepared);
     // A new worker on the same Redis and work root picks the queued submission up.
     gw = await startTestGateway('crash', slurmConfig(), { prefix: api.prefix, workRoot: api.workRoot });
     const task = await waitFor(gw.base, id);

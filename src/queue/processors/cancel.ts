@@ -1,4 +1,4 @@
-import type { CancelBatcher } from '../../compute/cancel-batcher.js';
+import type { Batcher } from '../../compute/batcher.js';
 import type { ProcessorContext } from './context.js';
 
 /**
@@ -8,10 +8,10 @@ import type { ProcessorContext } from './context.js';
 export async function processCancel(
   taskId: string,
   ctx: ProcessorContext,
-  batcher: CancelBatcher,
+  cancels: Batcher<string, void>,
 ): Promise<void> {
   const record = await ctx.store.get(taskId);
   if (!record || record.state !== 'CANCELING' || !record.run?.jobId) return;
-  await batcher.cancel(record.run.jobId);
+  await cancels.request(record.run.jobId);
   ctx.logger.info({ taskId, jobId: record.run.jobId }, 'cancel sent to the cluster');
 }

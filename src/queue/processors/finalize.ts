@@ -11,6 +11,7 @@ import { decideEndState } from '../../compute/slurm/slurm-states.js';
 import { isTerminal } from '../../tes/state.js';
 import { withLog, withSystemLogs } from '../../tes/task-logs.js';
 import type { TesExecutorLog } from '../../tes/types.js';
+import type { Batcher } from '../../compute/batcher.js';
 import type { ProcessorContext } from './context.js';
 
 /**
@@ -22,8 +23,16 @@ export async function processFinalize(
   taskId: string,
   status: JobStatus,
   ctx: ProcessorContext,
+  usage?: Batcher<string, number>,
 ): Promise<void> {
   const { store } = ctx;
+  // Peak memory lives on the job's step rows; jobs that end together are looked up in one query.
+  const maxRssBytes =
+    status.maxRssBytes ??
+    (await usage?.request(status.jobId).catch((err: unknown) => {
+      ctx.logger.warn({ err, jobId: status.jobId }, 'job memory usage unavailable');
+      return undefined;
+    }));
   for (let round = 0; round < 2; round++) {
     const record = await store.get(taskId);
     if (!record || isTerminal(record.state)) return;
@@ -71,7 +80,7 @@ export async function processFinalize(
     if (status.node) metadata.node = status.node;
     if (status.elapsedSeconds !== undefined) metadata.elapsed_seconds = String(status.elapsedSeconds);
     if (status.cpuTimeSeconds !== undefined) metadata.cpu_time_seconds = String(status.cpuTimeSeconds);
-    if (status.maxRssBytes !== undefined) metadata.max_rss_bytes = String(status.maxRssBytes);
+    if (maxRssBytes !== undefined) metadata.max_rss_bytes = String(maxRssBytes);
     const start = results.find((r) => r.startTime)?.startTime ?? toIso(status.startTime);
     const end = toIso(status.endTime) ?? [...results].reverse().find((r) => r.endTime)?.endTime;
     let logs = withLog(record.logs, {

@@ -1,12 +1,40 @@
-import { writeFile } from 'node:fs/promises';
+import { access, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { PlanError } from '../../apptainer/container-plan.js';
-import { prepareJob, workDirOf } from '../../compute/prepare-job.js';
+import { prepareJob, workDirOf, type PreparedJob } from '../../compute/prepare-job.js';
 import { ResourceLimitError } from '../../compute/slurm/sbatch-args.js';
 import { SubmissionRejectedError } from '../../errors.js';
 import { StagingError } from '../../staging/staging-error.js';
+import type { TaskRecord } from '../../store/task-store.js';
 import { withSystemLogs } from '../../tes/task-logs.js';
 import type { Attempt, ProcessorContext } from './context.js';
+
+/** Written just before sbatch: its presence means a job may exist although Redis has none. */
+const SUBMIT_MARKER = 'submit-attempted';
+
+/** Marks the attempt, then submits. A worker that dies after this leaves a job the next one finds. */
+export async function launch(
+  ctx: ProcessorContext,
+  record: TaskRecord,
+  prepared: PreparedJob,
+): Promise<string> {
+  await writeFile(join(prepared.workDir, SUBMIT_MARKER), `${new Date().toISOString()}\n`);
+  return ctx.driver.submit({
+    taskId: record.id,
+    workDir: prepared.workDir,
+    args: prepared.args,
+    since: new Date(record.creationTime),
+  });
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await access(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 /** Errors a retry cannot fix: the task ends SYSTEM_ERROR with the reason. */
 export function isPermanent(err: unknown): boolean {
