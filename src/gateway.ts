@@ -8,7 +8,8 @@ import type { ComputeDriver } from './compute/driver.js';
 import { LocalDriver } from './compute/local/local-driver.js';
 import { SlurmDriver } from './compute/slurm/slurm-driver.js';
 import type { PrepareDeps } from './compute/prepare-job.js';
-import { DirectImages } from './apptainer/images.js';
+import { DirectImages, type ImageResolver } from './apptainer/images.js';
+import { ImageCache } from './apptainer/image-cache.js';
 import type { ContainerRuntime } from './apptainer/render-job-script.js';
 import { RedisTaskStore } from './store/redis-task-store.js';
 import { TaskQueues } from './queue/producer.js';
@@ -34,6 +35,7 @@ export interface Gateway {
   server?: Server;
   reconciler?: Reconciler;
   workers?: TaskWorkers;
+  images?: ImageResolver;
   /** The port the API listens on (useful when the configured port is 0). */
   port?: number;
   close(): Promise<void>;
@@ -74,6 +76,40 @@ export function containerRuntime(config: Config): ContainerRuntime {
   return { flavor: c.runtime, executable, extraArgs: c.extraArgs };
 }
 
+/**
+ * Images are pulled once on the gateway host into the shared cache, so compute nodes never pull.
+ * The bwrap-host runtime ignores images, so it needs no cache.
+ */
+export function buildImageResolver(
+  config: Config,
+  redis: Redis,
+  store: RedisTaskStore,
+  logger: Logger,
+): ImageResolver {
+  if (config.container.runtime === 'bwrap-host') return new DirectImages();
+  const c = config.container;
+  const cache: ImageCache = new ImageCache({
+    redis,
+    keys: store.keys,
+    cacheDir: c.imageCacheDir,
+    executable: containerRuntime(config).executable,
+    pullTimeoutMs: c.pullTimeoutMs,
+    attempts: c.pullAttempts,
+    backoffMs: c.pullBackoffMs,
+    maxBytes: c.imageCacheMaxBytes,
+    logger,
+    // Images of tasks not yet finished stay, whatever their age.
+    inUse: async () => {
+      const ids = [...(await store.activeJobs()).keys(), ...(await store.idsInState('INITIALIZING', 10_000))];
+      const records = await store.getMany(ids);
+      return new Set(
+        [...records.values()].flatMap((r) => r.request.executors.map((e) => cache.pathOf(e.image))),
+      );
+    },
+  });
+  return cache;
+}
+
 export function connectRedis(config: Config): Redis {
   // Fail a command quickly when Redis is away, so the API answers 503 instead of hanging.
   return new Redis(config.redis.url, { maxRetriesPerRequest: 1, connectTimeout: 5000, lazyConnect: false });
@@ -104,6 +140,7 @@ export async function startGateway(config: Config, roles: Roles, logger: Logger)
       );
       await gateway.reconciler?.stop();
       await gateway.workers?.close();
+      if (gateway.images instanceof ImageCache) gateway.images.close();
       await queues.close();
       await driver.close();
       redis.disconnect();
@@ -111,12 +148,14 @@ export async function startGateway(config: Config, roles: Roles, logger: Logger)
   };
 
   if (roles.worker) {
+    const images = buildImageResolver(config, redis, store, logger);
+    gateway.images = images;
     const prepare: PrepareDeps = {
       workRoot: config.workRoot,
       runtime: containerRuntime(config),
       policy: config.slurm,
       staging: { roots, fetchers, parallel: 4 },
-      images: new DirectImages(),
+      images,
     };
     gateway.workers = new TaskWorkers(
       redis,

@@ -1,6 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { loadConfig } from '../../src/config/load-config.js';
 import { startGateway, type Gateway } from '../../src/gateway.js';
 import { createLogger } from '../../src/logger.js';
@@ -56,6 +56,7 @@ export async function startTestGateway(
       reconciler: { pollIntervalMs: 500 },
       worker: { submitBackoffMs: 200 },
       ...overrides,
+      ...withImageCache(overrides, workRoot),
     },
   });
   const gateway = await startGateway(
@@ -77,6 +78,12 @@ export async function startTestGateway(
       redis.disconnect();
     },
   };
+}
+
+/** Tests keep pulled images in a directory of their own, unless they name one. */
+function withImageCache(overrides: Record<string, unknown>, workRoot: string): Record<string, unknown> {
+  const container = (overrides.container ?? {}) as Record<string, unknown>;
+  return { container: { imageCacheDir: join(workRoot, '..', `${basename(workRoot)}-images`), ...container } };
 }
 
 export async function createTask(base: string, body: unknown): Promise<string> {

@@ -1,0 +1,532 @@
+import { execa } from 'execa';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Redis } from 'ioredis';
+import type { Logger } from '../logger.js';
+import { LeaderLock } from '../reconciler/leader-lock.js';
+import type { Keys } from '../store/keys.js';
+import { toImageRef, type ImageResolver } from './images.js';
+
+/**
+ * The shared SIF cache on the gateway host. Compute nodes often have no route to a registry, so every
+ * image is pulled here, once, and the job script gets the cached file.
+ *
+ * "Once" holds across the workers of one process (they share the in-flight promise) and across
+ * processes sharing the Redis (a lease per reference; the others poll for the file). The holder pulls
+ * to a temporary name in the cache directory and renames it into place, so a reader never sees half
+ * an image. Transient failures are retried with exponential backoff; permanent ones fail at once and
+ * are remembered for a short time, so callers queued behind the failing pull fail fast with the same
+ * message instead of asking the registry again.
+ *
+ * Tested against the real Redis and the apptainer stand-in (test/integration/image-cache.test.ts);
+ * a real registry and real Apptainer are tried by hand.
+ */
+
+export interface ImageCacheOptions {
+  redis: Redis;
+  keys: Keys;
+  /** Shared by every gateway process on this host (or on a shared file system). */
+  cacheDir: string;
+  /** apptainer or singularity: a name on PATH or an absolute path. */
+  executable: string;
+  /** Limit of one pull attempt. */
+  pullTimeoutMs: number;
+  /** Pull attempts for transient failures, the first included. */
+  attempts: number;
+  /** Wait before the second attempt; it doubles for each one after. */
+  backoffMs: number;
+  /** Evict least recently used images after a pull while the cache holds more. */
+  maxBytes?: number | undefined;
+  /** Cache paths that active tasks still use: never evicted. */
+  inUse?: (() => Promise<Set<string>>) | undefined;
+  logger: Logger;
+  /** Lease of a pull; renewed at a third of it, so it only expires when its holder died. */
+  lockTtlMs?: number | undefined;
+  /** How long a permanent failure is remembered. */
+  failureTtlMs?: number | undefined;
+  /** How often a process waiting for another's pull looks again. */
+  pollIntervalMs?: number | undefined;
+  /**
+   * Images used more recently than this are not evicted: between resolve() and the moment a task
+   * counts as active, its image is protected by nothing else.
+   */
+  evictMinIdleMs?: number | undefined;
+}
+
+/** An executor's image cannot be provided; `permanent` says a retry will not help. */
+export class ImagePullError extends Error {
+  constructor(
+    readonly field: string,
+    /** The reference as pulled (normalized), or the absolute path that was given. */
+    readonly image: string,
+    reason: string,
+    readonly permanent: boolean,
+  ) {
+    super(`${field}: ${reason}`);
+    this.name = 'ImagePullError';
+  }
+}
+
+/**
+ * A failed pull, before it is attributed to a field: several callers (and fields) can share one pull.
+ */
+class PullFailure extends Error {
+  constructor(
+    reason: string,
+    readonly permanent: boolean,
+  ) {
+    super(reason);
+    this.name = 'PullFailure';
+  }
+}
+
+interface CachedImage {
+  path: string;
+  bytes: number;
+  mtimeMs: number;
+}
+
+type AttemptOutcome = { ok: true } | { ok: false; detail: string; permanent: boolean };
+
+const DOCKER_HUB_HOSTS = new Set(['docker.io', 'index.docker.io', 'registry-1.docker.io']);
+
+/**
+ * The reference an image is pulled and cached by. Docker references that name the same image are
+ * made equal (`alpine`, `docker://alpine`, `docker.io/library/alpine` and `docker://alpine:latest`
+ * all become `docker://alpine:latest`), so they share one file; other schemes stay as given.
+ */
+export function toCanonicalRef(image: string): string {
+  const ref = toImageRef(image);
+  if (!ref.startsWith('docker://')) return ref;
+  const rest = ref.slice('docker://'.length);
+  const at = rest.indexOf('@');
+  const digest = at >= 0 ? rest.slice(at) : '';
+  let name = at >= 0 ? rest.slice(0, at) : rest;
+  // a colon before the last slash is a registry port, not a tag
+  const colon = name.indexOf(':', name.lastIndexOf('/') + 1);
+  let tag = '';
+  if (colon >= 0) {
+    tag = name.slice(colon);
+    name = name.slice(0, colon);
+  }
+  const parts = name.split('/');
+  if (parts.length > 1 && DOCKER_HUB_HOSTS.has(parts[0] ?? '')) parts.shift();
+  if (parts.length > 1 && parts[0] === 'library') parts.shift();
+  if (!tag && !digest) tag = ':latest';
+  return `docker://${parts.join('/')}${tag}${digest}`;
+}
+
+/** Why `ref` cannot be a reference at all, or undefined. The registry judges the rest. */
+function checkReference(ref: string): string | undefined {
+  const rest = ref.slice(ref.indexOf('://') + 3);
+  if (!rest || rest.startsWith(':') || rest.startsWith('@')) return 'invalid image reference: no name';
+  if (/[\s\x00-\x1f\x7f]/.test(rest)) return 'invalid image reference: it contains white space';
+  return undefined;
+}
+
+/** `docker://alpine:latest` -> `docker_alpine_latest-<12 hex>.sif`: readable, and unique by the hash. */
+export function cacheFileName(ref: string): string {
+  const hash = createHash('sha256').update(ref).digest('hex').slice(0, 12);
+  const readable = ref
+    .replace('://', '_')
+    .replace(/[^A-Za-z0-9._-]/g, '_')
+    .slice(0, 120);
+  return `${readable}-${hash}.sif`;
+}
+
+/**
+ * Network trouble and overloaded registries pass; a registry's answer about the image does not.
+ * Transient patterns are tried first because a 5xx or a timeout makes the rest of the text unreliable;
+ * what matches neither is retried, since the attempts are bounded anyway.
+ */
+const TRANSIENT = [
+  /time[sd]? ?out/i, // i/o timeout, TLS handshake timeout, Client.Timeout, timed out
+  /connection (refused|reset)/i,
+  /too many requests|\b429\b/i,
+  /internal server error|bad gateway|service unavailable|status(?: code)?:? 5\d\d|\b50[0234] [A-Z]/i,
+  /unexpected EOF|temporary failure in name resolution/i,
+];
+const PERMANENT = [
+  /manifest unknown|name unknown/i,
+  /unauthori[sz]ed|forbidden|denied/i,
+  /not found/i,
+  /invalid reference/i,
+];
+
+export function isPermanentPullFailure(message: string): boolean {
+  if (TRANSIENT.some((re) => re.test(message))) return false;
+  return PERMANENT.some((re) => re.test(message));
+}
+
+/** The lines of the tool's output that say what went wrong (Apptainer prints FATAL: ...). */
+function summarize(output: string): string {
+  const lines = output
+    .split('\n')
+    .map((l) => l.trimEnd())
+    .filter((l) => l.trim() !== '');
+  const fatal = lines.filter((l) => /^(FATAL|ERROR)\b/.test(l));
+  const text = (fatal.length > 0 ? fatal : lines.slice(-3)).join('; ');
+  return text.length > 2000 ? `${text.slice(0, 2000)}…` : text;
+}
+
+const KILL_GRACE_MS = 5000;
+
+function signalGroup(pid: number | undefined, signal: NodeJS.Signals): void {
+  if (pid === undefined) return;
+  try {
+    process.kill(-pid, signal);
+  } catch {
+    // the group is gone already
+  }
+}
+
+function plural(n: number, word: string): string {
+  return `${n} ${word}${n === 1 ? '' : 's'}`;
+}
+
+async function isFile(path: string): Promise<boolean> {
+  try {
+    return (await stat(path)).isFile();
+  } catch {
+    return false;
+  }
+}
+
+export class ImageCache implements ImageResolver {
+  private readonly inFlight = new Map<string, Promise<string>>();
+  private readonly closing = new AbortController();
+  private readonly lockTtlMs: number;
+  private readonly failureTtlMs: number;
+  private readonly pollIntervalMs: number;
+  private readonly evictMinIdleMs: number;
+  /** Waiting longer than the holder could possibly pull means something is wrong with the holder. */
+  private readonly maxWaitMs: number;
+
+  constructor(private readonly options: ImageCacheOptions) {
+    this.lockTtlMs = options.lockTtlMs ?? 30_000;
+    this.failureTtlMs = options.failureTtlMs ?? 60_000;
+    this.pollIntervalMs = options.pollIntervalMs ?? 200;
+    this.evictMinIdleMs = options.evictMinIdleMs ?? 10 * 60_000;
+    this.maxWaitMs =
+      options.attempts * (options.pullTimeoutMs + 10_000) +
+      options.backoffMs * 2 ** options.attempts +
+      this.lockTtlMs;
+  }
+
+  /** The cache file an image is (or will be) kept in. */
+  pathOf(image: string): string {
+    return join(this.options.cacheDir, cacheFileName(toCanonicalRef(image)));
+  }
+
+  async resolve(image: string, field: string): Promise<string> {
+    if (image.startsWith('/')) return this.resolveFile(image, field);
+    const ref = toCanonicalRef(image);
+    const invalid = checkReference(ref);
+    if (invalid) throw new ImagePullError(field, ref, `cannot pull ${ref}: ${invalid}`, true);
+    try {
+      return await this.obtain(ref);
+    } catch (err) {
+      if (err instanceof PullFailure) throw new ImagePullError(field, ref, err.message, err.permanent);
+      throw err;
+    }
+  }
+
+  /** Stops pulls under way (their callers get a transient error); the cache is not usable after. */
+  close(): void {
+    this.closing.abort();
+  }
+
+  /** Total size of the cached images, in bytes. */
+  async sizeBytes(): Promise<number> {
+    return (await this.listImages()).reduce((sum, image) => sum + image.bytes, 0);
+  }
+
+  /**
+   * Deletes least recently used images until the cache holds at most maxBytes; never one in `inUse`
+   * (cache paths of active tasks) or one used within evictMinIdleMs. Returns the deleted paths.
+   */
+  async evict(inUse: Set<string>): Promise<string[]> {
+    const limit = this.options.maxBytes;
+    if (limit === undefined) return [];
+    await this.removeOrphanedTemporaries();
+    const images = await this.listImages();
+    let total = images.reduce((sum, image) => sum + image.bytes, 0);
+    if (total <= limit) return [];
+
+    const { redis, keys } = this.options;
+    const scores = await redis.zrange(keys.imageLastUse, 0, -1, 'WITHSCORES');
+    const lastUse = new Map<string, number>();
+    for (let i = 0; i + 1 < scores.length; i += 2) lastUse.set(scores[i]!, Number(scores[i + 1]));
+    // an image nobody recorded (copied in by hand, or the record was lost) counts from its mtime
+    const usedAt = (image: CachedImage): number => lastUse.get(image.path) ?? image.mtimeMs;
+    const candidates = images.filter((i) => !inUse.has(i.path)).sort((a, b) => usedAt(a) - usedAt(b));
+
+    const evicted: string[] = [];
+    for (const image of candidates) {
+      if (total <= limit) break;
+      // read again: a resolve() may have handed this image out since the list was taken
+      const score = await redis.zscore(keys.imageLastUse, image.path);
+      const used = score === null ? image.mtimeMs : Number(score);
+      if (Date.now() - used < this.evictMinIdleMs) continue;
+      await rm(image.path, { force: true });
+      await redis.zrem(keys.imageLastUse, image.path);
+      total -= image.bytes;
+      evicted.push(image.path);
+    }
+    if (evicted.length > 0)
+      this.options.logger.info(
+        { evicted, totalBytes: total, maxBytes: limit },
+        'images evicted from the cache',
+      );
+    if (total > limit)
+      this.options.logger.warn(
+        { totalBytes: total, maxBytes: limit },
+        'the image cache stays above its limit: the remaining images are in use or were used recently',
+      );
+    return evicted;
+  }
+
+  private async resolveFile(path: string, field: string): Promise<string> {
+    try {
+      await stat(path);
+      return path;
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      const reason =
+        code === 'ENOENT' || code === 'ENOTDIR'
+          ? `image file ${path} does not exist`
+          : `cannot read image file ${path}: ${(err as Error).message}`;
+      throw new ImagePullError(field, path, reason, true);
+    }
+  }
+
+  /** Callers in this process asking for the same reference share one promise. */
+  private obtain(ref: string): Promise<string> {
+    let pending = this.inFlight.get(ref);
+    if (!pending) {
+      pending = this.obtainShared(ref).finally(() => this.inFlight.delete(ref));
+      this.inFlight.set(ref, pending);
+    }
+    return pending;
+  }
+
+  /** Across processes: the lease holder pulls, the others wait for the file or the failure. */
+  private async obtainShared(ref: string): Promise<string> {
+    const { redis, keys, cacheDir } = this.options;
+    const name = cacheFileName(ref);
+    const path = join(cacheDir, name);
+    const deadline = Date.now() + this.maxWaitMs;
+    for (;;) {
+      if (await this.useIfPresent(path)) return path;
+      await this.throwIfFailedRecently(name);
+      const lock = new LeaderLock(redis, keys.imagePull(name), this.lockTtlMs);
+      if (await lock.acquire()) {
+        try {
+          // the previous holder may have finished between our look and the lease
+          if (await this.useIfPresent(path)) return path;
+          await this.throwIfFailedRecently(name);
+          return await this.pullHolding(ref, path, lock);
+        } finally {
+          await lock
+            .release()
+            .catch((err: unknown) =>
+              this.options.logger.warn({ err, image: ref }, 'could not release an image pull lock'),
+            );
+        }
+      }
+      if (Date.now() > deadline)
+        throw new PullFailure(
+          `cannot pull ${ref}: gave up after waiting ${this.maxWaitMs} ms for another gateway process to pull it`,
+          false,
+        );
+      await this.pause(this.pollIntervalMs, ref);
+    }
+  }
+
+  private async throwIfFailedRecently(name: string): Promise<void> {
+    const failure = await this.options.redis.get(this.options.keys.imageFailure(name));
+    if (failure !== null) throw new PullFailure(failure, true);
+  }
+
+  /** True when the image is cached; records the use first, so eviction sees it as fresh. */
+  private async useIfPresent(path: string): Promise<boolean> {
+    if (!(await isFile(path))) return false;
+    await this.options.redis.zadd(this.options.keys.imageLastUse, Date.now(), path);
+    // an eviction may have run between the look and the record
+    return isFile(path);
+  }
+
+  private async pullHolding(ref: string, path: string, lock: LeaderLock): Promise<string> {
+    const { logger, attempts, backoffMs, redis, keys } = this.options;
+    await mkdir(this.options.cacheDir, { recursive: true });
+    const renewal = setInterval(() => {
+      lock
+        .acquire()
+        .then((held) => {
+          if (!held)
+            logger.warn({ image: ref }, 'lost the pull lock of an image; another process may pull too');
+        })
+        .catch((err: unknown) => logger.warn({ err, image: ref }, 'could not renew an image pull lock'));
+    }, this.lockTtlMs / 3);
+    renewal.unref();
+    const started = Date.now();
+    try {
+      for (let attempt = 1; ; attempt++) {
+        logger.info({ image: ref, attempt }, 'pulling an image into the cache');
+        const outcome = await this.pullOnce(ref, path);
+        if (outcome.ok) break;
+        if (outcome.permanent) {
+          const reason = `cannot pull ${ref}: ${outcome.detail}`;
+          await redis.set(keys.imageFailure(cacheFileName(ref)), reason, 'PX', this.failureTtlMs);
+          logger.warn({ image: ref, reason }, 'image pull failed for good');
+          throw new PullFailure(reason, true);
+        }
+        if (attempt >= attempts)
+          throw new PullFailure(
+            `cannot pull ${ref} after ${plural(attempts, 'attempt')}: ${outcome.detail}`,
+            false,
+          );
+        const delayMs = backoffMs * 2 ** (attempt - 1);
+        logger.warn({ image: ref, attempt, delayMs, reason: outcome.detail }, 'image pull failed; retrying');
+        await this.pause(delayMs, ref);
+      }
+    } finally {
+      clearInterval(renewal);
+    }
+    await this.options.redis.zadd(keys.imageLastUse, Date.now(), path);
+    logger.info({ image: ref, path, ms: Date.now() - started }, 'image pulled into the cache');
+    if (this.options.maxBytes !== undefined) await this.evictAfterPull(path);
+    return path;
+  }
+
+  /** One `pull` to a temporary file, renamed into place on success and removed on failure. */
+  private async pullOnce(ref: string, path: string): Promise<AttemptOutcome> {
+    const { executable, pullTimeoutMs, cacheDir } = this.options;
+    const token = `pull-${randomBytes(8).toString('hex')}`;
+    const temporary = join(cacheDir, `.${token}.sif`);
+    const result = await this.runPull(['pull', '--force', temporary, ref]);
+    try {
+      if (result.isCanceled) throw new PullFailure(`cannot pull ${ref}: the image cache is closing`, false);
+      if (result.failed) {
+        const output = summarize(String(result.stderr ?? '')) || summarize(String(result.stdout ?? ''));
+        if (result.timedOut)
+          return {
+            ok: false,
+            permanent: false,
+            detail: `${executable} pull timed out after ${pullTimeoutMs} ms${output ? `: ${output}` : ''}`,
+          };
+        if (typeof result.exitCode !== 'number') {
+          const missing = (result as { code?: string }).code === 'ENOENT';
+          return {
+            ok: false,
+            permanent: true,
+            detail: missing
+              ? `the container runtime ${executable} was not found on the gateway host; install it or set container.executable (TES_GATEWAY_APPTAINER)`
+              : `cannot run ${executable}: ${result.shortMessage}`,
+          };
+        }
+        const detail = output || `${executable} pull failed (exit ${result.exitCode})`;
+        return { ok: false, permanent: isPermanentPullFailure(detail), detail };
+      }
+      if (!(await isFile(temporary)))
+        return { ok: false, permanent: false, detail: `${executable} pull succeeded but wrote no image` };
+      // atomic: readers see either no image or the whole one
+      await rename(temporary, path);
+      return { ok: true };
+    } finally {
+      await this.removeTemporaries((name) => name.includes(token));
+    }
+  }
+
+  /**
+   * Runs the pull in a process group of its own and stops the whole group on timeout or close:
+   * helpers the pull started (mksquashfs, or `sleep` in the stand-in) would otherwise keep running
+   * and hold the output pipes open, so the timeout would not end the wait.
+   */
+  private async runPull(args: string[]) {
+    const { executable, pullTimeoutMs } = this.options;
+    const subprocess = execa(executable, args, {
+      timeout: pullTimeoutMs,
+      cancelSignal: this.closing.signal,
+      forceKillAfterDelay: KILL_GRACE_MS,
+      detached: true,
+      reject: false,
+      stdin: 'ignore',
+    });
+    const stopGroup = (): void => {
+      signalGroup(subprocess.pid, 'SIGTERM');
+      setTimeout(() => signalGroup(subprocess.pid, 'SIGKILL'), KILL_GRACE_MS).unref();
+    };
+    const timer = setTimeout(stopGroup, pullTimeoutMs);
+    this.closing.signal.addEventListener('abort', stopGroup);
+    try {
+      return await subprocess;
+    } finally {
+      clearTimeout(timer);
+      this.closing.signal.removeEventListener('abort', stopGroup);
+    }
+  }
+
+  private async evictAfterPull(pulled: string): Promise<void> {
+    try {
+      const inUse = new Set(this.options.inUse ? await this.options.inUse() : []);
+      inUse.add(pulled);
+      await this.evict(inUse);
+    } catch (err) {
+      // the pull succeeded; a full cache is a problem for later, not for this task
+      this.options.logger.warn({ err }, 'image cache eviction failed');
+    }
+  }
+
+  /** Temporaries older than any attempt can run were left by a process that died mid-pull. */
+  private async removeOrphanedTemporaries(): Promise<void> {
+    const cutoff = Date.now() - 2 * this.options.pullTimeoutMs - 60_000;
+    await this.removeTemporaries((name, mtimeMs) => name.includes('pull-') && mtimeMs < cutoff);
+  }
+
+  private async removeTemporaries(match: (name: string, mtimeMs: number) => boolean): Promise<void> {
+    for (const entry of await this.readCacheDir()) {
+      if (!entry.startsWith('.')) continue;
+      const file = join(this.options.cacheDir, entry);
+      try {
+        if (match(entry, (await stat(file)).mtimeMs)) await rm(file, { force: true, recursive: true });
+      } catch {
+        // gone meanwhile
+      }
+    }
+  }
+
+  private async listImages(): Promise<CachedImage[]> {
+    const images: CachedImage[] = [];
+    for (const entry of await this.readCacheDir()) {
+      if (entry.startsWith('.') || !entry.endsWith('.sif')) continue;
+      const path = join(this.options.cacheDir, entry);
+      try {
+        const info = await stat(path);
+        if (info.isFile()) images.push({ path, bytes: info.size, mtimeMs: info.mtimeMs });
+      } catch {
+        // evicted meanwhile
+      }
+    }
+    return images;
+  }
+
+  private async readCacheDir(): Promise<string[]> {
+    try {
+      return await readdir(this.options.cacheDir);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw err;
+    }
+  }
+
+  private async pause(ms: number, ref: string): Promise<void> {
+    try {
+      await sleep(ms, undefined, { signal: this.closing.signal });
+    } catch {
+      throw new PullFailure(`cannot pull ${ref}: the image cache is closing`, false);
+    }
+  }
+}
