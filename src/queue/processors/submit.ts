@@ -66,15 +66,13 @@ export async function processSubmit(taskId: string, attempt: Attempt, ctx: Proce
   let prepared;
   let jobId: string;
   try {
+    const workDir = workDirOf(ctx.prepare.workRoot, taskId);
+    // Only an attempt that got as far as sbatch can have left a job behind: look for it then.
+    const earlier = (await exists(join(workDir, SUBMIT_MARKER)))
+      ? await driver.findJob(taskId, new Date(record.creationTime))
+      : undefined;
     prepared = await prepareJob(record, ctx.prepare);
-    jobId =
-      (await driver.findJob(taskId, new Date(record.creationTime))) ??
-      (await driver.submit({
-        taskId,
-        workDir: prepared.workDir,
-        args: prepared.args,
-        since: new Date(record.creationTime),
-      }));
+    jobId = earlier ?? (await launch(ctx, record, prepared));
   } catch (err) {
     const last = attempt.number >= attempt.of;
     if (!isPermanent(err) && !last) {
