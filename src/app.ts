@@ -1,13 +1,12 @@
-import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import querystring from 'node:querystring';
 import express, { type Express, type NextFunction, type Request, type Response } from 'express';
 import * as OpenApiValidator from 'express-openapi-validator';
-import { pinoHttp } from 'pino-http';
 import type { Config } from './config/schema.js';
 import type { Logger } from './logger.js';
 import type { TaskStore } from './store/task-store.js';
 import { errorHandler, notFoundHandler } from './api/error-handler.js';
+import { requestContext } from './api/request-context.js';
 import { taskHandlers, type Enqueuer } from './api/handlers/tasks.js';
 import { buildServiceInfo, serviceInfoHandler } from './api/handlers/service-info.js';
 import { normalizeTaskBody } from './tes/normalize.js';
@@ -49,18 +48,7 @@ export function createApp(deps: AppDeps): Express {
   app.disable('x-powered-by');
   app.set('etag', false);
   app.set('query parser', parseQuery);
-  app.use(
-    pinoHttp({
-      logger: deps.logger,
-      genReqId: (req, res) => {
-        const given = req.headers['x-request-id'];
-        const id = typeof given === 'string' && /^[\w.-]{1,128}$/.test(given) ? given : randomUUID();
-        res.setHeader('X-Request-Id', id);
-        return id;
-      },
-      customLogLevel: (_req, res, err) => (err || res.statusCode >= 500 ? 'error' : 'debug'),
-    }),
-  );
+  app.use(requestContext(deps.logger));
   app.use(
     express.json({
       limit: config.server.bodyLimitBytes,

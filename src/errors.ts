@@ -30,7 +30,7 @@ export class BacklogFullError extends Error {
     readonly backlog: number,
     readonly retryAfterSeconds: number,
   ) {
-    super(`the gateway holds ${backlog} tasks not yet submitted to the cluster; retry later`);
+    super(`the gateway already holds ${backlog} queued tasks, its configured limit; retry later`);
     this.name = 'BacklogFullError';
   }
 }

@@ -92,7 +92,7 @@ export function buildImageResolver(
     redis,
     keys: store.keys,
     cacheDir: c.imageCacheDir,
-    executable: containerRuntime(config).executable,
+    executable: c.pullExecutable ?? containerRuntime(config).executable,
     pullTimeoutMs: c.pullTimeoutMs,
     attempts: c.pullAttempts,
     backoffMs: c.pullBackoffMs,

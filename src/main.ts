@@ -10,9 +10,11 @@ const USAGE = `usage: tes-gateway <serve|api|worker> [--config FILE]
   api      only the HTTP API (scale it out behind a load balancer)
   worker   only the queue workers and the reconciler (one reconciler leads across all workers)
 
-Configuration: a YAML file (--config or TES_GATEWAY_CONFIG); TES_GATEWAY_PORT, TES_GATEWAY_REDIS_URL,
-TES_GATEWAY_REDIS_PREFIX, TES_GATEWAY_BACKEND, TES_GATEWAY_WORK_ROOT, TES_GATEWAY_APPTAINER and
-TES_GATEWAY_LOG_LEVEL override it.`;
+Configuration: a YAML file (--config or TES_GATEWAY_CONFIG), checked at start. These environment
+variables override it: TES_GATEWAY_PORT, TES_GATEWAY_HOST, TES_GATEWAY_REDIS_URL,
+TES_GATEWAY_REDIS_PREFIX, TES_GATEWAY_BACKEND, TES_GATEWAY_WORK_ROOT, TES_GATEWAY_APPTAINER,
+TES_GATEWAY_CONTAINER_RUNTIME, TES_GATEWAY_LOG_LEVEL, TES_GATEWAY_POLL_INTERVAL_MS,
+TES_GATEWAY_S3_ACCESS_KEY_ID and TES_GATEWAY_S3_SECRET_ACCESS_KEY.`;
 
 const ROLES: Record<string, Roles> = {
   serve: { api: true, worker: true },

@@ -15,8 +15,8 @@ import { checkTaskRules, type TaskRules } from '../tes/validate-task.js';
 export function errorHandler(rules: TaskRules): ErrorRequestHandler {
   return (err: unknown, req, res, _next) => {
     const { status, message, errors, retryAfter } = toHttp(err, req.method, req.path, req.body, rules);
-    if (status >= 500) req.log?.error({ err }, 'request failed');
-    else req.log?.info({ status, message }, 'request refused');
+    if (status >= 500) req.log.error({ err, method: req.method, url: req.originalUrl }, 'request failed');
+    else req.log.info({ status, message, method: req.method, url: req.originalUrl }, 'request refused');
     if (res.headersSent) return;
     if (retryAfter !== undefined) res.setHeader('Retry-After', String(retryAfter));
     res.status(status).json(errors && errors.length > 0 ? { status, message, errors } : { status, message });

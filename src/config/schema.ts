@@ -74,7 +74,10 @@ export const configSchema = z
     container: z
       .object({
         runtime: z.enum(['apptainer', 'singularity', 'bwrap-host']).default('apptainer'),
+        /** The runtime on the compute nodes (job scripts call it). */
         executable: z.string().min(1).optional(),
+        /** The runtime on the gateway host that pulls images, when it lives elsewhere; else `executable`. */
+        pullExecutable: z.string().min(1).optional(),
         extraArgs: z.array(z.string()).default([]),
         imageCacheDir: z
           .string()
@@ -91,8 +94,9 @@ export const configSchema = z
       .object({
         submitConcurrency: z.number().int().positive().default(16),
         finalizeConcurrency: z.number().int().positive().default(8),
-        submitAttempts: z.number().int().positive().default(6),
-        submitBackoffMs: z.number().int().positive().default(2000),
+        // Exponential backoff: 8 attempts from 5 s ride out about 10 minutes of controller trouble.
+        submitAttempts: z.number().int().positive().default(8),
+        submitBackoffMs: z.number().int().positive().default(5000),
       })
       .strict()
       .default({}),
@@ -131,6 +135,38 @@ export const configSchema = z
     storage: z
       .object({
         allowedRoots: z.array(z.string().startsWith('/', 'must be an absolute path')).default([]),
+        http: z
+          .object({
+            maxBytes: z
+              .number()
+              .int()
+              .positive()
+              .default(100 * 1024 ** 3),
+            timeoutMs: z
+              .number()
+              .int()
+              .positive()
+              .default(6 * 3600 * 1000),
+            stallTimeoutMs: z.number().int().positive().default(120_000),
+            attempts: z.number().int().positive().default(4),
+            backoffMs: z.number().int().min(0).default(1000),
+          })
+          .strict()
+          .default({}),
+        s3: z
+          .object({
+            endpoint: z.string().url().optional(),
+            region: z.string().min(1).default('us-east-1'),
+            forcePathStyle: z.boolean().default(false),
+            accessKeyId: z.string().min(1).optional(),
+            secretAccessKey: z.string().min(1).optional(),
+            maxAttempts: z.number().int().positive().default(4),
+          })
+          .strict()
+          .refine((s) => (s.accessKeyId === undefined) === (s.secretAccessKey === undefined), {
+            message: 'set accessKeyId and secretAccessKey together, or neither for the AWS default chain',
+          })
+          .default({}),
       })
       .strict()
       .default({}),

@@ -7,7 +7,7 @@ import { SlurmCli, type SlurmCliOptions } from './slurm-cli.js';
 
 /** Failures that a later attempt may not meet: the controller was busy, down or slow. */
 const TRANSIENT =
-  /socket timed out|unable to contact slurm controller|connection refused|temporarily unavailable|try again|zero bytes were transmitted|transport endpoint|connection reset|slurmctld.*(down|not responding)|communication connection failure/i;
+  /socket timed out|unable to contact slurm controller|connection refused|temporarily unavailable|try again|zero bytes were transmitted|transport endpoint|connection reset|slurmctld.*(down|not responding)|communication connection failure|munge|authentication failure|protocol authentication error/i;
 
 /** What scancel says of a job that has already gone: cancelling it again is not an error. */
 const ALREADY_GONE = /already completing or completed|invalid job id specified|job has already finished/i;
@@ -24,6 +24,8 @@ export class SlurmDriver implements ComputeDriver {
   readonly kind = 'slurm' as const;
   readonly supportedBackendParameters = SLURM_BACKEND_PARAMETERS;
   readonly cli: SlurmCli;
+  /** sacct calls by purpose: job states (reconciler), peak memory (finalization), job lookups. */
+  readonly sacctCalls = { states: 0, usage: 0, lookups: 0 };
 
   constructor(private readonly options: SlurmDriverOptions) {
     this.cli = new SlurmCli(options);
@@ -41,6 +43,7 @@ export class SlurmDriver implements ComputeDriver {
     if (fromQueue) return fromQueue;
     // A relative start time avoids any question of the controller's time zone.
     const minutes = Math.ceil((Date.now() - since.getTime()) / 60_000) + 2;
+    this.sacctCalls.lookups++;
     const accounted = await this.cli.run(
       'sacct',
       ['-n', '-X', '-P', '-S', `now-${minutes}minutes`, `--name=${name}`, '--format=JobID'],
@@ -80,6 +83,7 @@ export class SlurmDriver implements ComputeDriver {
     const errors: string[] = [];
     for (let i = 0; i < jobIds.length; i += this.options.sacctChunkSize) {
       const chunk = jobIds.slice(i, i + this.options.sacctChunkSize);
+      this.sacctCalls.states++;
       const text = await this.cli.run('sacct', buildSacctArgs(chunk), 'failed to read job states');
       const parsed = parseSacct(text);
       for (const [id, s] of parsed.jobs) jobs.set(id, s);
@@ -90,6 +94,7 @@ export class SlurmDriver implements ComputeDriver {
 
   async usage(jobIds: readonly string[]): Promise<Map<string, number>> {
     if (jobIds.length === 0) return new Map();
+    this.sacctCalls.usage++;
     const text = await this.cli.run('sacct', buildSacctUsageArgs(jobIds), 'failed to read job usage');
     return parseSacctUsage(text);
   }

@@ -1,0 +1,46 @@
+import { randomUUID } from 'node:crypto';
+import type { RequestHandler } from 'express';
+import type { Logger } from '../logger.js';
+
+declare module 'express-serve-static-core' {
+  interface Request {
+    /** The request's id: the client's X-Request-Id when it is sane, else a new one. */
+    id: string;
+    /** A logger that carries the request id. */
+    log: Logger;
+  }
+}
+
+/**
+ * Gives every request an id (echoed in X-Request-Id) and a logger carrying it. The child logger is
+ * made only when something logs: reads are hot (clients poll every task every second) and most log
+ * nothing. Each request is logged at debug level when it ends.
+ */
+export function requestContext(logger: Logger): RequestHandler {
+  return (req, res, next) => {
+    const given = req.headers['x-request-id'];
+    const id = typeof given === 'string' && /^[\w.-]{1,128}$/.test(given) ? given : randomUUID();
+    req.id = id;
+    res.setHeader('X-Request-Id', id);
+    let child: Logger | undefined;
+    Object.defineProperty(req, 'log', {
+      configurable: true,
+      get: () => (child ??= logger.child({ reqId: id })),
+    });
+    if (logger.isLevelEnabled('debug')) {
+      const start = performance.now();
+      res.on('finish', () => {
+        req.log.debug(
+          {
+            method: req.method,
+            url: req.originalUrl,
+            status: res.statusCode,
+            ms: Math.round(performance.now() - start),
+          },
+          'request',
+        );
+      });
+    }
+    next();
+  };
+}
