@@ -15,6 +15,8 @@ if ((${#missing[@]} > 0)); then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 if [[ ! -d node_modules ]] || [[ package-lock.json -nt node_modules/.package-lock.json ]]; then
-  echo "deps: npm ci"
-  npm ci --no-audit --no-fund --loglevel=error
+  # `npm install` installs the locked versions too; npm 11's `npm ci` refuses this lock file because
+  # it expects entries for other platforms' optional native modules.
+  echo "deps: npm install (locked versions)"
+  npm install --no-audit --no-fund --loglevel=error
 fi

@@ -19,6 +19,8 @@ import { LeaderLock } from './reconciler/leader-lock.js';
 import { AllowedRoots } from './staging/allowed-roots.js';
 import { OutputDeliverer } from './staging/deliver-outputs.js';
 import { inputSchemes } from './staging/stage-inputs.js';
+import { HttpFetcher } from './staging/http-fetcher.js';
+import { S3Storage } from './staging/s3-storage.js';
 import { projectRoot } from './version.js';
 
 export interface Roles {
@@ -127,8 +129,9 @@ export async function startGateway(config: Config, roles: Roles, logger: Logger)
   });
   const driver = buildDriver(config, logger);
   const roots = new AllowedRoots(config.storage.allowedRoots);
-  const outputs = new OutputDeliverer(roots, []);
-  const fetchers: never[] = [];
+  const s3 = new S3Storage(config.storage.s3);
+  const fetchers = [new HttpFetcher(config.storage.http), s3];
+  const outputs = new OutputDeliverer(roots, [s3]);
   const gateway: Gateway = {
     config,
     store,
@@ -143,6 +146,7 @@ export async function startGateway(config: Config, roles: Roles, logger: Logger)
       if (gateway.images instanceof ImageCache) gateway.images.close();
       await queues.close();
       await driver.close();
+      s3.close();
       redis.disconnect();
     },
   };
