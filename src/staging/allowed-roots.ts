@@ -57,7 +57,8 @@ export class AllowedRoots {
    * (an output), its nearest existing ancestor is resolved instead.
    */
   async check(url: string, path: string, field: string, mustExist: boolean): Promise<string> {
-    if (path.split('/').includes('..')) {
+    // The URL parser folds `..` away before the path is seen: look at what the client wrote.
+    if (hasDotDot(path) || hasDotDot(safeDecode(url))) {
       throw new StagingError(field, `${url} contains '..'; allowed roots: ${this.describe()}`);
     }
     let real: string;
@@ -88,5 +89,17 @@ async function realExisting(path: string): Promise<string> {
       rest.push(cur.slice(parent.length + (parent.endsWith(sep) ? 0 : 1)));
       cur = parent;
     }
+  }
+}
+
+function hasDotDot(text: string): boolean {
+  return text.split(/[/\\]/).includes('..');
+}
+
+function safeDecode(text: string): string {
+  try {
+    return decodeURIComponent(text);
+  } catch {
+    return text;
   }
 }

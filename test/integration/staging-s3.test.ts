@@ -1,12 +1,5 @@
-import {
-  CreateBucketCommand,
-  GetObjectCommand,
-  PutObjectCommand,
-  S3Client,
-  type S3ClientConfig,
-} from '@aws-sdk/client-s3';
+import { GetObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { jest } from '@jest/globals';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import {
   existsSync,
@@ -21,12 +14,12 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { AllowedRoots } from '../../src/staging/allowed-roots.js';
 import { OutputDeliverer } from '../../src/staging/deliver-outputs.js';
 import { S3Storage, type S3StorageOptions } from '../../src/staging/s3-storage.js';
 import { stageInputs } from '../../src/staging/stage-inputs.js';
 import { StagingError } from '../../src/staging/staging-error.js';
+import { S3_KEY_ID, S3_SECRET, startS3Server, type S3Server } from '../helpers/s3-server.js';
 
 /**
  * S3Storage against s3rver, a real S3-compatible server from npm, in a child process on 127.0.0.1 with
@@ -38,18 +31,10 @@ import { StagingError } from '../../src/staging/staging-error.js';
 jest.setTimeout(60_000);
 
 const BUCKET = 'tesgw-staging';
-/** The one key id s3rver knows. */
-const KEY_ID = 'S3RVER';
-const SECRET = 'tesgw-Secret/Value+9f8e7d6c';
+const KEY_ID = S3_KEY_ID;
+const SECRET = S3_SECRET;
 
-const SERVER_SCRIPT = `
-const S3rver = require('s3rver');
-const server = new S3rver({ address: '127.0.0.1', port: 0, silent: true, directory: process.env.S3RVER_DIR });
-server.run().then(({ port }) => console.log(JSON.stringify({ port })), (err) => { console.error(err); process.exit(1); });
-`;
-
-let child: ChildProcess;
-let serverDir: string;
+let server: S3Server;
 let endpoint: string;
 let admin: S3Client;
 let dir: string;
@@ -96,36 +81,13 @@ function tree(root: string, prefix = ''): string[] {
 }
 
 beforeAll(async () => {
-  serverDir = mkdtempSync(join(tmpdir(), 'tesgw-s3rver-'));
-  child = spawn(process.execPath, ['--openssl-legacy-provider', '-e', SERVER_SCRIPT], {
-    cwd: process.cwd(),
-    env: { ...process.env, S3RVER_DIR: serverDir },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  const line = await new Promise<string>((resolve, reject) => {
-    createInterface({ input: child.stdout! }).once('line', resolve);
-    child.once('exit', (code) => reject(new Error(`s3rver exited with ${code}`)));
-  });
-  const { port } = JSON.parse(line) as { port: number };
-  endpoint = `http://127.0.0.1:${port}`;
-  const config: S3ClientConfig = {
-    endpoint,
-    region: 'us-east-1',
-    forcePathStyle: true,
-    credentials: { accessKeyId: KEY_ID, secretAccessKey: SECRET },
-    requestChecksumCalculation: 'WHEN_REQUIRED',
-  };
-  admin = new S3Client(config);
-  await admin.send(new CreateBucketCommand({ Bucket: BUCKET }));
+  server = await startS3Server();
+  endpoint = server.endpoint;
+  admin = server.admin;
+  await server.createBucket(BUCKET);
 });
 afterAll(async () => {
-  admin?.destroy();
-  if (child && child.exitCode === null) {
-    const exited = new Promise((resolve) => child.once('exit', resolve));
-    child.kill('SIGTERM');
-    await exited;
-  }
-  rmSync(serverDir, { recursive: true, force: true });
+  await server?.close();
 });
 beforeEach(() => {
   dir = mkdtempSync(join(tmpdir(), 'tesgw-s3-'));
