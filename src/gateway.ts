@@ -117,6 +117,27 @@ export function connectRedis(config: Config): Redis {
   return new Redis(config.redis.url, { maxRetriesPerRequest: 1, connectTimeout: 5000, lazyConnect: false });
 }
 
+/**
+ * The validator loads the spec on the first request; asking for service-info once at start loads it
+ * then, so a broken spec stops the start instead of failing every request, and the first client
+ * request does not wait for it.
+ */
+async function checkApi(host: string, port: number, gateway: Gateway): Promise<void> {
+  const target = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host;
+  const url = `http://${target.includes(':') ? `[${target}]` : target}:${port}/ga4gh/tes/v1/service-info`;
+  const res = await fetch(url).catch((err: unknown) => ({
+    ok: false,
+    status: 0,
+    text: async () => String(err),
+  }));
+  if (!res.ok) {
+    await gateway.close();
+    throw new Error(
+      `the API did not answer its own service-info at ${url} (${res.status}): ${await res.text()}`,
+    );
+  }
+}
+
 export async function startGateway(config: Config, roles: Roles, logger: Logger): Promise<Gateway> {
   const redis = connectRedis(config);
   const store = new RedisTaskStore(redis, {
@@ -197,6 +218,7 @@ export async function startGateway(config: Config, roles: Roles, logger: Logger)
     });
     const address = gateway.server!.address();
     if (address && typeof address === 'object') gateway.port = address.port;
+    await checkApi(config.server.host, gateway.port!, gateway);
   }
   return gateway;
 }

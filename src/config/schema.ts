@@ -92,7 +92,8 @@ export const configSchema = z
       .default({}),
     worker: z
       .object({
-        submitConcurrency: z.number().int().positive().default(16),
+        // Submissions mostly wait (files, Redis, sbatch); sbatch itself is capped by slurm.maxConcurrentCalls.
+        submitConcurrency: z.number().int().positive().default(64),
         finalizeConcurrency: z.number().int().positive().default(8),
         // Exponential backoff: 8 attempts from 5 s ride out about 10 minutes of controller trouble.
         submitAttempts: z.number().int().positive().default(8),

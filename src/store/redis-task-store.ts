@@ -81,6 +81,11 @@ export class RedisTaskStore implements TaskStore {
     return toRecord(taskId, state, req, created, logs, run);
   }
 
+  async getState(taskId: string): Promise<TesState | undefined> {
+    const state = await this.redis.hget(this.keys.task(taskId), 'state');
+    return state ? (state as TesState) : undefined;
+  }
+
   async getMany(taskIds: readonly string[]): Promise<Map<string, TaskRecord>> {
     const out = new Map<string, TaskRecord>();
     for (let i = 0; i < taskIds.length; i += 1000) {

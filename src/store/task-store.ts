@@ -54,6 +54,8 @@ export interface TaskStore {
   readonly redis: Redis;
   create(request: TaskRequest, options?: { logs?: TesTaskLog[] }): Promise<TaskRecord>;
   get(taskId: string): Promise<TaskRecord | undefined>;
+  /** Only the state: what MINIMAL reads need, without parsing the task. */
+  getState(taskId: string): Promise<TesState | undefined>;
   /** Several tasks in one round trip; absent ones are left out. */
   getMany(taskIds: readonly string[]): Promise<Map<string, TaskRecord>>;
   list(query: ListQuery): Promise<ListPage>;

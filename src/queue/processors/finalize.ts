@@ -26,13 +26,6 @@ export async function processFinalize(
   usage?: Batcher<string, number>,
 ): Promise<void> {
   const { store } = ctx;
-  // Peak memory lives on the job's step rows; jobs that end together are looked up in one query.
-  const maxRssBytes =
-    status.maxRssBytes ??
-    (await usage?.request(status.jobId).catch((err: unknown) => {
-      ctx.logger.warn({ err, jobId: status.jobId }, 'job memory usage unavailable');
-      return undefined;
-    }));
   for (let round = 0; round < 2; round++) {
     const record = await store.get(taskId);
     if (!record || isTerminal(record.state)) return;
@@ -80,7 +73,7 @@ export async function processFinalize(
     if (status.node) metadata.node = status.node;
     if (status.elapsedSeconds !== undefined) metadata.elapsed_seconds = String(status.elapsedSeconds);
     if (status.cpuTimeSeconds !== undefined) metadata.cpu_time_seconds = String(status.cpuTimeSeconds);
-    if (maxRssBytes !== undefined) metadata.max_rss_bytes = String(maxRssBytes);
+    if (status.maxRssBytes !== undefined) metadata.max_rss_bytes = String(status.maxRssBytes);
     const start = results.find((r) => r.startTime)?.startTime ?? toIso(status.startTime);
     const end = toIso(status.endTime) ?? [...results].reverse().find((r) => r.endTime)?.endTime;
     let logs = withLog(record.logs, {
@@ -97,6 +90,7 @@ export async function processFinalize(
     });
     if (t.outcome === 'ok' || t.outcome === 'same') {
       ctx.logger.info({ taskId, state, jobId: status.jobId }, 'task finished');
+      if (usage && status.maxRssBytes === undefined) await recordPeakMemory(taskId, status.jobId, ctx, usage);
       return;
     }
     // A cancel came in while this ran: decide again, as cancelled.
@@ -105,4 +99,27 @@ export async function processFinalize(
 
 function toIso(epochSeconds: number | undefined): string | undefined {
   return epochSeconds ? new Date(epochSeconds * 1000).toISOString() : undefined;
+}
+
+/**
+ * Peak memory lives on the job's step rows, which accounting may fill in a little later; it is looked
+ * up after the terminal state is written (so clients are not kept waiting for it), in one query for
+ * all jobs that ended together, and added to the task's metadata.
+ */
+async function recordPeakMemory(
+  taskId: string,
+  jobId: string,
+  ctx: ProcessorContext,
+  usage: Batcher<string, number>,
+): Promise<void> {
+  try {
+    const bytes = await usage.request(jobId);
+    if (bytes === undefined) return;
+    const record = await ctx.store.get(taskId);
+    if (!record?.logs?.[0]) return;
+    const metadata = { ...(record.logs[0].metadata ?? {}), max_rss_bytes: String(bytes) };
+    await ctx.store.setLogs(taskId, withLog(record.logs, { metadata }));
+  } catch (err) {
+    ctx.logger.warn({ err, taskId, jobId }, 'job memory usage unavailable');
+  }
 }

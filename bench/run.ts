@@ -1,0 +1,31 @@
+import { benchApi } from './api.js';
+import { benchSlurm } from './slurm.js';
+import { benchData } from './data.js';
+import { printTable, type Row } from './table.js';
+
+/**
+ * `npm run bench`: measures the gateway against real Redis, real HTTP and the real single-node Slurm
+ * and prints one table. Sections can be chosen: `npm run bench -- api slurm`.
+ */
+const SECTIONS: Record<string, (rows: Row[]) => Promise<void>> = {
+  api: benchApi,
+  slurm: benchSlurm,
+  data: benchData,
+};
+
+async function main(): Promise<void> {
+  const wanted = process.argv.slice(2).filter((a) => a in SECTIONS);
+  const rows: Row[] = [];
+  for (const name of wanted.length > 0 ? wanted : Object.keys(SECTIONS)) {
+    process.stderr.write(`bench: ${name}...\n`);
+    try {
+      await SECTIONS[name]!(rows);
+    } catch (err) {
+      rows.push({ section: name, metric: 'failed', value: (err as Error).message });
+    }
+  }
+  printTable(rows);
+  process.exit(0);
+}
+
+void main();

@@ -1,0 +1,206 @@
+import { execFileSync, execFile } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { Redis } from 'ioredis';
+import { loadConfig } from '../src/config/load-config.js';
+import { startGateway } from '../src/gateway.js';
+import { createLogger } from '../src/logger.js';
+import { SlurmDriver } from '../src/compute/slurm/slurm-driver.js';
+import { dropPrefix } from './api.js';
+import { fmt, percentile, type Row } from './table.js';
+
+const run = promisify(execFile);
+const TASKS = Number(process.env.BENCH_SLURM_TASKS ?? 200);
+const ROOT = process.cwd();
+/** Creates N tasks at once over HTTP and prints their ids as JSON. */
+const CLIENT = `
+const [url, body, n] = process.argv.slice(1);
+Promise.all(Array.from({ length: Number(n) }, () =>
+  fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body }).then((r) => r.json()).then((j) => j.id),
+)).then((ids) => console.log(JSON.stringify(ids)));
+`;
+const TERMINAL = new Set(['COMPLETE', 'EXECUTOR_ERROR', 'SYSTEM_ERROR', 'CANCELED', 'PREEMPTED']);
+
+/**
+ * Execution on the real single-node Slurm: 200 one-executor tasks through the gateway against the
+ * same 200 jobs submitted with plain sbatch in a loop; submission latency and throughput, time from a
+ * job's end to the task's terminal state, and Slurm calls per task.
+ */
+export async function benchSlurm(rows: Row[]): Promise<void> {
+  try {
+    execFileSync('sinfo', ['-h'], { stdio: 'pipe', timeout: 10_000 });
+  } catch {
+    rows.push({ section: 'slurm', metric: 'skipped', value: 'no cluster (bash scripts/slurm-up.sh)' });
+    return;
+  }
+  const images = join(ROOT, '.tmp', 'images');
+  execFileSync('bash', [join(ROOT, 'test/apptainer/build-images.sh'), images], { stdio: 'pipe' });
+  const image = join(images, 'busybox.sif');
+
+  // The plain loop: what a person with a shell script would do, with the same container per job.
+  const runtime = join(ROOT, 'test/apptainer/apptainer');
+  const plainDir = mkdtempSync('/var/tmp/tesgw-bench-plain-');
+  const script = join(plainDir, 'job.sh');
+  writeFileSync(script, `#!/bin/bash\n${runtime} exec --containall --cleanenv ${image} true\n`);
+  const loopStart = performance.now();
+  const loopIds: string[] = [];
+  for (let i = 0; i < TASKS; i++) {
+    const { stdout } = await run('sbatch', [
+      '--parsable',
+      '--job-name=bench-plain',
+      '--hold',
+      '--export=NONE',
+      `--chdir=${plainDir}`,
+      '--output=/dev/null',
+      script,
+    ]);
+    loopIds.push(stdout.trim());
+  }
+  const loopSeconds = (performance.now() - loopStart) / 1000;
+  await run('scancel', ['--name=bench-plain']);
+  await waitForQueueEmpty();
+
+  const prefix = `tesgw-bench-slurm:${Date.now()}:`;
+  const workRoot = mkdtempSync('/var/tmp/tesgw-bench-');
+  const config = loadConfig({
+    env: {},
+    overrides: {
+      server: { port: 0, host: '127.0.0.1' },
+      redis: { prefix },
+      workRoot,
+      backend: 'slurm',
+      log: { level: 'silent' },
+      container: { runtime: 'apptainer', executable: join(ROOT, 'test/apptainer/apptainer') },
+      // Held, so that submission is measured alone: on a cluster the jobs run on other machines.
+      slurm: { extraArgs: ['--hold'] },
+    },
+  });
+  const gateway = await startGateway(config, { api: true, worker: true }, createLogger('silent'));
+  const base = `http://127.0.0.1:${gateway.port}/ga4gh/tes/v1`;
+  const redis = new Redis(config.redis.url);
+  try {
+    const body = JSON.stringify({ executors: [{ image, command: ['true'] }] });
+    // The client is a process of its own, as it would be.
+    const t0 = Date.now();
+    const { stdout } = await run(process.execPath, ['-e', CLIENT, `${base}/tasks`, body, String(TASKS)], {
+      maxBuffer: 64 * 1024 * 1024,
+    });
+    const ids = JSON.parse(stdout) as string[];
+    // Submission alone: every task has its job.
+    const deadlineSubmit = Date.now() + 120_000;
+    let records = await gateway.store.getMany(ids);
+    while ([...records.values()].some((r) => !r.run?.jobId) && Date.now() < deadlineSubmit) {
+      await new Promise((r) => setTimeout(r, 20));
+      records = await gateway.store.getMany(ids);
+    }
+    const jobIds = [...records.values()].map((r) => r.run!.jobId!);
+    // Then the jobs run, and a client watches them end.
+    await run('scontrol', ['release', jobIds.join(',')]);
+    // Record when each task is first seen terminal, from the API, as a client would.
+    const seen = new Map<string, number>();
+    const deadline = Date.now() + 300_000;
+    const failed = new Map<string, string>();
+    while (seen.size < ids.length && Date.now() < deadline) {
+      const res = await fetch(`${base}/tasks?page_size=2047`);
+      const now = Date.now();
+      for (const t of ((await res.json()) as { tasks: Array<{ id: string; state: string }> }).tasks) {
+        if (seen.has(t.id) || !TERMINAL.has(t.state)) continue;
+        seen.set(t.id, now);
+        if (t.state !== 'COMPLETE') failed.set(t.id, t.state);
+      }
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    if (failed.size > 0) {
+      const [id, state] = [...failed][0]!;
+      const task = (await (await fetch(`${base}/tasks/${id}?view=FULL`)).json()) as {
+        logs?: Array<{ system_logs?: string[] }>;
+      };
+      throw new Error(
+        `${failed.size} tasks did not complete, e.g. ${id} ${state}: ${task.logs?.[0]?.system_logs?.join('; ')}`,
+      );
+    }
+    if (seen.size < ids.length) throw new Error(`${ids.length - seen.size} tasks did not complete`);
+
+    records = await gateway.store.getMany(ids);
+    const submitted: number[] = [];
+    const createToSubmit: number[] = [];
+    const endToTerminal: number[] = [];
+    for (const id of ids) {
+      const r = records.get(id)!;
+      const sub = Date.parse(r.run!.submittedAt!);
+      submitted.push(sub);
+      createToSubmit.push(sub - Date.parse(r.creationTime));
+      const end = Date.parse(readFileSync(join(workRoot, id, 'exec-0', 'end'), 'utf8').trim());
+      endToTerminal.push(seen.get(id)! - end);
+    }
+    createToSubmit.sort((a, b) => a - b);
+    endToTerminal.sort((a, b) => a - b);
+    const gatewaySeconds = (Math.max(...submitted) - t0) / 1000;
+    const ratio = loopSeconds / gatewaySeconds;
+    rows.push({
+      section: 'slurm',
+      metric: `${TASKS} jobs, plain sbatch loop (same container job): submission time (s)`,
+      value: fmt(loopSeconds, 2),
+    });
+    rows.push({
+      section: 'slurm',
+      metric: `${TASKS} tasks through the gateway: create to last submitted (s)`,
+      value: fmt(gatewaySeconds, 2),
+    });
+    rows.push({
+      section: 'slurm',
+      metric: 'gateway submission throughput / plain loop',
+      value: fmt(ratio, 2),
+      goal: '>= 0.9',
+      verdict: ratio >= 0.9 ? 'met' : 'missed',
+    });
+    rows.push({
+      section: 'slurm',
+      metric: 'create to job submitted, per task: p50 / p99 (ms)',
+      value: `${fmt(percentile(createToSubmit, 50))} / ${fmt(percentile(createToSubmit, 99))}`,
+    });
+    const interval = config.reconciler.pollIntervalMs;
+    const maxLag = endToTerminal[endToTerminal.length - 1]!;
+    rows.push({
+      section: 'slurm',
+      metric: `job end to terminal state seen by a client: p50 / p99 / max (ms), poll ${interval} ms`,
+      value: `${fmt(percentile(endToTerminal, 50))} / ${fmt(percentile(endToTerminal, 99))} / ${fmt(maxLag)}`,
+      goal: `<= ${interval + 1000}`,
+      verdict: maxLag <= interval + 1000 ? 'met' : 'missed',
+    });
+    const driver = gateway.driver as SlurmDriver;
+    const cycles = gateway.reconciler!.stats.cycles;
+    rows.push({
+      section: 'slurm',
+      metric: 'sbatch calls per task',
+      value: fmt(driver.cli.calls.sbatch / TASKS, 2),
+      goal: '1',
+    });
+    rows.push({
+      section: 'slurm',
+      metric: 'sacct calls per task (states + usage + lookups)',
+      value: `${fmt(driver.cli.calls.sacct / TASKS, 3)} (${driver.sacctCalls.states} + ${driver.sacctCalls.usage} + ${driver.sacctCalls.lookups})`,
+    });
+    const perCycle = driver.sacctCalls.states / Math.max(1, cycles);
+    rows.push({
+      section: 'slurm',
+      metric: `sacct state queries per reconciler cycle (${cycles} cycles)`,
+      value: fmt(perCycle, 2),
+      goal: '<= 1',
+      verdict: perCycle <= 1 ? 'met' : 'missed',
+    });
+  } finally {
+    await gateway.close();
+    await dropPrefix(redis, prefix);
+    redis.disconnect();
+  }
+}
+
+async function waitForQueueEmpty(): Promise<void> {
+  for (let i = 0; i < 600; i++) {
+    const { stdout } = await run('squeue', ['-h', '--name=bench-plain', '-o', '%i']);
+    if (stdout.trim() === '') return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
