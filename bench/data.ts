@@ -45,7 +45,7 @@ export async function benchData(rows: Row[]): Promise<void> {
   const server = spawn(process.execPath, ['-e', SERVER], { stdio: ['ignore', 'pipe', 'inherit'] });
   try {
     const port = await new Promise<string>((resolve) =>
-      createInterface({ input: server.stdout! }).once('line', resolve),
+      createInterface({ input: server.stdout }).once('line', resolve),
     );
     const base = `http://127.0.0.1:${port}`;
     const dir = mkdtempSync('/var/tmp/tesgw-bench-data-');
