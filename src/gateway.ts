@@ -52,6 +52,8 @@ export function buildDriver(config: Config, logger: Logger): ComputeDriver {
         timeoutMs: config.slurm.commandTimeoutMs,
         maxConcurrentCalls: config.slurm.maxConcurrentCalls,
         sacctChunkSize: config.slurm.sacctChunkSize,
+        arrayWindowMs: config.slurm.arrayWindowMs,
+        maxArraySize: config.slurm.maxArraySize,
       });
     case 'local':
       return new LocalDriver({

@@ -23,7 +23,7 @@ export interface ComputeDriver {
   readonly kind: 'slurm' | 'local';
   readonly supportedBackendParameters: readonly string[];
   /** The job already submitted for a task, if any: what makes submission idempotent. */
-  findJob(taskId: string, since: Date): Promise<string | undefined>;
+  findJob(taskId: string, since: Date, workDir: string): Promise<string | undefined>;
   /** Submits and returns the job id; throws SubmissionRejectedError when retrying cannot help. */
   submit(request: LaunchRequest): Promise<string>;
   /** One batched status query for all the given jobs. A job absent from the result is unknown yet. */

@@ -123,6 +123,9 @@ export const configSchema = z
         maxConcurrentCalls: z.number().int().positive().default(4),
         commandTimeoutMs: z.number().int().positive().default(30000),
         sacctChunkSize: z.number().int().min(1).max(15000).default(5000),
+        // Submissions with the same request arriving within this window go as one job array (0: never).
+        arrayWindowMs: z.number().int().min(0).default(25),
+        maxArraySize: z.number().int().min(2).max(10_000).default(1000),
         missingGraceMs: z.number().int().min(0).default(120000),
       })
       .strict()

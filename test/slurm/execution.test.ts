@@ -96,7 +96,7 @@ describe('tasks on the real Slurm cluster', () => {
     expect(log!.stdout).toBe(`hello\n${ENV_VALUE}`);
     expect(task.logs[0].metadata).toMatchObject({
       backend: 'slurm',
-      job_id: expect.stringMatching(/^\d+$/),
+      job_id: expect.stringMatching(/^\d+(_\d+)?$/),
       node: expect.any(String),
     });
     expect(task.logs[0].start_time).toEqual(expect.any(String));

@@ -8,6 +8,7 @@ import { containerRuntime } from '../../src/gateway.js';
 import { DirectImages } from '../../src/apptainer/images.js';
 import { AllowedRoots } from '../../src/staging/allowed-roots.js';
 import { jobNameFor } from '../../src/compute/slurm/sbatch-args.js';
+import type { SlurmDriver } from '../../src/compute/slurm/slurm-driver.js';
 import {
   createTask,
   FAKE_APPTAINER,
@@ -69,6 +70,47 @@ describe('submission', () => {
     expect(task.state).toBe('COMPLETE');
     expect(calls).toBe(1);
     expect(jobsNamed(id)).toHaveLength(1);
+  });
+
+  it('submits a burst of like tasks as one job array', async () => {
+    gw = await startTestGateway('array', slurmConfig());
+    const body = { executors: [{ image, command: ['sh', '-c', 'echo $((6 * 7))'] }] };
+    const ids = await Promise.all(Array.from({ length: 8 }, () => createTask(gw!.base, body)));
+    const tasks = await Promise.all(ids.map((id) => waitFor(gw!.base, id)));
+    expect(tasks.map((t) => t.state)).toEqual(Array(8).fill('COMPLETE'));
+    expect(tasks.map((t) => t.logs[0].logs[0].stdout)).toEqual(Array(8).fill('42\n'));
+    const jobIds: string[] = tasks.map((t) => t.logs[0].metadata.job_id);
+    const bases = new Set(jobIds.map((j) => j.split('_')[0]));
+    expect(bases.size).toBeLessThan(8);
+    expect(jobIds.some((j) => j.includes('_'))).toBe(true);
+  });
+
+  it('never makes a second array when the sbatch of an array times out after submitting', async () => {
+    gw = await startTestGateway('array-timeout', slurmConfig());
+    const cli = (gw.gateway.driver as SlurmDriver).cli;
+    const realRun = cli.run.bind(cli);
+    let arrays = 0;
+    cli.run = async (tool, args, what) => {
+      const out = await realRun(tool, args, what);
+      if (tool === 'sbatch' && args.some((a) => a.startsWith('--array=')) && arrays++ === 0) {
+        throw new CommandError(
+          'sbatch',
+          args,
+          undefined,
+          'sbatch: error: Socket timed out on send/recv operation',
+          true,
+          what,
+        );
+      }
+      return out;
+    };
+    const body = { executors: [{ image, command: ['true'] }] };
+    const ids = await Promise.all(Array.from({ length: 5 }, () => createTask(gw!.base, body)));
+    const tasks = await Promise.all(ids.map((id) => waitFor(gw!.base, id)));
+    expect(tasks.map((t) => t.state)).toEqual(Array(5).fill('COMPLETE'));
+    expect(arrays).toBe(1);
+    const jobIds = new Set(tasks.map((t) => t.logs[0].metadata.job_id));
+    expect(jobIds.size).toBe(5);
   });
 
   it('never makes a second job when a worker dies between sbatch and the Redis write', async () => {

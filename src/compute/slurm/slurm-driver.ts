@@ -1,7 +1,11 @@
+import { randomBytes } from 'node:crypto';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import { CommandError, SubmissionRejectedError } from '../../errors.js';
 import type { ComputeDriver, LaunchRequest, PollResult } from '../driver.js';
 import type { JobStatus } from '../job-status.js';
 import { buildSacctArgs, buildSacctUsageArgs, parseSacct, parseSacctUsage } from './sacct.js';
+import { arrayJobName, arrayKey, buildArrayArgs, expandJobId, renderDispatcher } from './job-arrays.js';
 import { jobNameFor, SLURM_BACKEND_PARAMETERS } from './sbatch-args.js';
 import { SlurmCli, type SlurmCliOptions } from './slurm-cli.js';
 
@@ -18,6 +22,18 @@ export function isTransientSlurmError(err: CommandError): boolean {
 
 export interface SlurmDriverOptions extends SlurmCliOptions {
   sacctChunkSize: number;
+  /** Submissions with the same Slurm request arriving within this window share a job array; 0: never. */
+  arrayWindowMs: number;
+  maxArraySize: number;
+}
+
+/** Where a task submitted as part of an array records its array and index, before sbatch runs. */
+const ARRAY_ELEMENT_FILE = 'array-element';
+
+interface PendingSubmit {
+  request: LaunchRequest;
+  resolve: (jobId: string) => void;
+  reject: (err: unknown) => void;
 }
 
 export class SlurmDriver implements ComputeDriver {
@@ -26,17 +42,27 @@ export class SlurmDriver implements ComputeDriver {
   readonly cli: SlurmCli;
   /** sacct calls by purpose: job states (reconciler), peak memory (finalization), job lookups. */
   readonly sacctCalls = { states: 0, usage: 0, lookups: 0 };
+  private readonly bursts = new Map<string, PendingSubmit[]>();
 
   constructor(private readonly options: SlurmDriverOptions) {
     this.cli = new SlurmCli(options);
   }
 
-  async findJob(taskId: string, since: Date): Promise<string | undefined> {
-    const name = jobNameFor(taskId);
+  async findJob(taskId: string, since: Date, workDir: string): Promise<string | undefined> {
+    const element = await readArrayElement(workDir);
+    if (element) {
+      const base = await this.findByName(element.name, since, taskId);
+      return base ? `${base}_${element.index}` : undefined;
+    }
+    return this.findByName(jobNameFor(taskId), since, taskId);
+  }
+
+  /** The job (or array) id of the job with this name, from the controller, else from accounting. */
+  private async findByName(name: string, since: Date, taskId: string): Promise<string | undefined> {
     // The controller knows young jobs before accounting does; accounting remembers old ones.
     const queued = await this.cli.run(
       'squeue',
-      ['-h', '-t', 'all', `--name=${name}`, '-o', '%i'],
+      ['-h', '-t', 'all', `--name=${name}`, '-o', '%F'],
       `look up the job of task ${taskId}`,
     );
     const fromQueue = firstJobId(queued);
@@ -46,36 +72,86 @@ export class SlurmDriver implements ComputeDriver {
     this.sacctCalls.lookups++;
     const accounted = await this.cli.run(
       'sacct',
-      ['-n', '-X', '-P', '-S', `now-${minutes}minutes`, `--name=${name}`, '--format=JobID'],
+      ['-n', '-X', '-P', '-S', `now-${minutes}minutes`, `--name=${name}`, '--format=JobIDRaw,JobID'],
       `look up the job of task ${taskId}`,
     );
-    return firstJobId(accounted);
+    // An array's rows name its elements; the array's own id is the part before `_`.
+    for (const line of accounted.split('\n')) {
+      const [, id] = line.trim().split('|');
+      const base = id?.split('_')[0];
+      if (base && /^\d+$/.test(base)) return base;
+    }
+    return undefined;
   }
 
   async submit(request: LaunchRequest): Promise<string> {
-    let out: string;
+    if (this.options.arrayWindowMs <= 0) return this.submitOne(request);
+    return new Promise((resolve, reject) => {
+      const key = arrayKey(request.args);
+      let burst = this.bursts.get(key);
+      if (!burst) {
+        burst = [];
+        this.bursts.set(key, burst);
+        setTimeout(() => void this.flush(key, burst!), this.options.arrayWindowMs);
+      }
+      burst.push({ request, resolve, reject });
+      if (burst.length >= this.options.maxArraySize) void this.flush(key, burst);
+    });
+  }
+
+  private async submitOne(request: LaunchRequest): Promise<string> {
+    const out = await this.sbatch(request.args, `task ${request.taskId}`);
+    return parseJobId(out, request.args, `task ${request.taskId}`);
+  }
+
+  /** One sbatch for a burst: a single task goes alone, several go as one array. */
+  private async flush(key: string, burst: PendingSubmit[]): Promise<void> {
+    if (this.bursts.get(key) !== burst) return;
+    this.bursts.delete(key);
+    if (burst.length === 1) {
+      const [one] = burst;
+      await this.submitOne(one!.request).then(one!.resolve, one!.reject);
+      return;
+    }
     try {
-      out = await this.cli.run('sbatch', request.args, `failed to submit task ${request.taskId}`);
+      const batchId = randomBytes(6).toString('hex');
+      const name = arrayJobName(batchId);
+      const arrayDir = join(dirname(burst[0]!.request.workDir), '.arrays');
+      await mkdir(arrayDir, { recursive: true });
+      const dispatcher = join(arrayDir, `${batchId}.sh`);
+      await writeFile(
+        dispatcher,
+        renderDispatcher(
+          batchId,
+          burst.map((p) => p.request.workDir),
+        ),
+        { mode: 0o755 },
+      );
+      // Each task learns its place before sbatch runs, so a retry after a lost answer finds it.
+      await Promise.all(
+        burst.map((p, i) => writeFile(join(p.request.workDir, ARRAY_ELEMENT_FILE), `${name} ${i}\n`)),
+      );
+      const args = buildArrayArgs(burst[0]!.request.args, batchId, burst.length, dispatcher, arrayDir);
+      await writeFile(join(arrayDir, `${batchId}.sbatch-command`), `sbatch ${args.join(' ')}\n`);
+      const what = `${burst.length} tasks (array ${name})`;
+      const base = parseJobId(await this.sbatch(args, what), args, what);
+      burst.forEach((p, i) => p.resolve(`${base}_${i}`));
+    } catch (err) {
+      for (const p of burst) p.reject(err);
+    }
+  }
+
+  private async sbatch(args: readonly string[], what: string): Promise<string> {
+    try {
+      return await this.cli.run('sbatch', args, `failed to submit ${what}`);
     } catch (err) {
       if (err instanceof CommandError && !isTransientSlurmError(err)) {
         throw new SubmissionRejectedError(
-          `Slurm refused the job of task ${request.taskId}: ${err.stderr.trim() || err.message}`,
+          `Slurm refused the job of ${what}: ${err.stderr.trim() || err.message}`,
         );
       }
       throw err;
     }
-    const jobId = out.trim().split(';')[0] ?? '';
-    if (!/^\d+(_\d+)?$/.test(jobId)) {
-      throw new CommandError(
-        'sbatch',
-        request.args,
-        0,
-        `unexpected output: ${out.trim()}`,
-        false,
-        `failed to submit task ${request.taskId}`,
-      );
-    }
-    return jobId;
   }
 
   async poll(jobIds: readonly string[]): Promise<PollResult> {
@@ -83,10 +159,14 @@ export class SlurmDriver implements ComputeDriver {
     const errors: string[] = [];
     for (let i = 0; i < jobIds.length; i += this.options.sacctChunkSize) {
       const chunk = jobIds.slice(i, i + this.options.sacctChunkSize);
+      // Pending array elements are listed only under their array's id, collapsed (`12_[3-9]`).
+      const query = [...new Set(chunk.map((id) => id.split('_')[0]!))];
       this.sacctCalls.states++;
-      const text = await this.cli.run('sacct', buildSacctArgs(chunk), 'failed to read job states');
+      const text = await this.cli.run('sacct', buildSacctArgs(query), 'failed to read job states');
       const parsed = parseSacct(text);
-      for (const [id, s] of parsed.jobs) jobs.set(id, s);
+      for (const [id, s] of parsed.jobs) {
+        for (const one of expandJobId(id)) jobs.set(one, { ...s, jobId: one });
+      }
       errors.push(...parsed.errors);
     }
     return { jobs, errors };
@@ -111,7 +191,8 @@ export class SlurmDriver implements ComputeDriver {
         text
           .split('\n')
           .map((l) => l.trim())
-          .filter(Boolean),
+          .filter(Boolean)
+          .flatMap(expandJobId),
       );
     } catch (err) {
       if (err instanceof CommandError && /invalid job id/i.test(err.stderr)) return new Set();
@@ -138,4 +219,28 @@ function firstJobId(text: string): string | undefined {
     if (/^\d+(_\d+)?$/.test(id)) return id;
   }
   return undefined;
+}
+
+function parseJobId(out: string, args: readonly string[], what: string): string {
+  const jobId = out.trim().split(';')[0] ?? '';
+  if (!/^\d+$/.test(jobId)) {
+    throw new CommandError(
+      'sbatch',
+      args,
+      0,
+      `unexpected output: ${out.trim()}`,
+      false,
+      `failed to submit ${what}`,
+    );
+  }
+  return jobId;
+}
+
+async function readArrayElement(workDir: string): Promise<{ name: string; index: number } | undefined> {
+  try {
+    const [name, index] = (await readFile(join(workDir, ARRAY_ELEMENT_FILE), 'utf8')).trim().split(' ');
+    return name && index && /^\d+$/.test(index) ? { name, index: Number(index) } : undefined;
+  } catch {
+    return undefined;
+  }
 }

@@ -69,7 +69,7 @@ export async function processSubmit(taskId: string, attempt: Attempt, ctx: Proce
     const workDir = workDirOf(ctx.prepare.workRoot, taskId);
     // Only an attempt that got as far as sbatch can have left a job behind: look for it then.
     const earlier = (await exists(join(workDir, SUBMIT_MARKER)))
-      ? await driver.findJob(taskId, new Date(record.creationTime))
+      ? await driver.findJob(taskId, new Date(record.creationTime), workDir)
       : undefined;
     prepared = await prepareJob(record, ctx.prepare);
     jobId = earlier ?? (await launch(ctx, record, prepared));
