@@ -1,14 +1,18 @@
 #!/usr/bin/env node
 import { loadConfig } from './config/load-config.js';
 import { ConfigError } from './errors.js';
-import { startGateway, type Roles } from './gateway.js';
+import { buildImageResolver, connectRedis, startGateway, type Roles } from './gateway.js';
+import { ImageCache } from './apptainer/image-cache.js';
+import type { Config } from './config/schema.js';
+import { RedisTaskStore } from './store/redis-task-store.js';
 import { createLogger } from './logger.js';
 
-const USAGE = `usage: tes-gateway <serve|api|worker> [--config FILE]
+const USAGE = `usage: tes-gateway <serve|api|worker|images> [--config FILE]
 
   serve    the API, the queue workers and the reconciler in one process (the default)
   api      only the HTTP API (scale it out behind a load balancer)
   worker   only the queue workers and the reconciler (one reconciler leads across all workers)
+  images   report the shared image cache: each image's size and last use, the total and the cap
 
 Configuration: a YAML file (--config or TES_GATEWAY_CONFIG), checked at start. These environment
 variables override it: TES_GATEWAY_PORT, TES_GATEWAY_HOST, TES_GATEWAY_REDIS_URL,
@@ -39,13 +43,17 @@ async function main(argv: string[]): Promise<void> {
       process.exit(2);
     }
   }
-  if (!roles) {
+  if (!roles && command !== 'images') {
     process.stderr.write(`tes-gateway: unknown command ${command}\n${USAGE}\n`);
     process.exit(2);
   }
   let config;
   try {
     config = loadConfig({ path: configPath });
+    if (command === 'images') {
+      await reportImages(config);
+      return;
+    }
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(`tes-gateway: ${err.message}\n`);
@@ -54,7 +62,7 @@ async function main(argv: string[]): Promise<void> {
     throw err;
   }
   const logger = createLogger(config.log.level, { role: command });
-  const gateway = await startGateway(config, roles, logger);
+  const gateway = await startGateway(config, roles!, logger);
   logger.info(
     {
       role: command,
@@ -80,6 +88,36 @@ async function main(argv: string[]): Promise<void> {
   };
   process.on('SIGTERM', () => shutdown('SIGTERM'));
   process.on('SIGINT', () => shutdown('SIGINT'));
+}
+
+/** `tes-gateway images`: what the shared image cache holds, for the operator. */
+async function reportImages(config: Config): Promise<void> {
+  const redis = connectRedis(config);
+  try {
+    const store = new RedisTaskStore(redis, {
+      prefix: config.redis.prefix,
+      maxBacklog: config.server.maxBacklog,
+    });
+    const cache = buildImageResolver(config, redis, store, createLogger('silent'));
+    if (!(cache instanceof ImageCache)) {
+      process.stdout.write(`no image cache: the ${config.container.runtime} runtime does not use images\n`);
+      return;
+    }
+    const images = await cache.report();
+    const total = images.reduce((sum, i) => sum + i.bytes, 0);
+    const mib = (bytes: number): string => `${(bytes / 2 ** 20).toFixed(1)} MiB`;
+    for (const i of images) {
+      const used = i.lastUsedMs > 0 ? new Date(i.lastUsedMs).toISOString() : 'never recorded';
+      process.stdout.write(`${mib(i.bytes).padStart(12)}  ${used.padEnd(24)}  ${i.path}\n`);
+    }
+    const cap = config.container.imageCacheMaxBytes;
+    process.stdout.write(
+      `${images.length} images, ${mib(total)} in ${config.container.imageCacheDir}` +
+        `${cap ? ` (cap ${mib(cap)})` : ' (no cap: container.imageCacheMaxBytes)'}\n`,
+    );
+  } finally {
+    redis.disconnect();
+  }
 }
 
 main(process.argv.slice(2)).catch((err: unknown) => {

@@ -238,6 +238,17 @@ export class ImageCache implements ImageResolver {
     this.closing.abort();
   }
 
+  /** Every cached image with its size and last use (ms since the epoch; 0 when never recorded). */
+  async report(): Promise<Array<{ path: string; bytes: number; lastUsedMs: number }>> {
+    const images = await this.listImages();
+    const scores = await this.options.redis.zrange(this.options.keys.imageLastUse, 0, -1, 'WITHSCORES');
+    const lastUse = new Map<string, number>();
+    for (let i = 0; i + 1 < scores.length; i += 2) lastUse.set(scores[i]!, Number(scores[i + 1]));
+    return images
+      .map((image) => ({ path: image.path, bytes: image.bytes, lastUsedMs: lastUse.get(image.path) ?? 0 }))
+      .sort((a, b) => b.lastUsedMs - a.lastUsedMs);
+  }
+
   /** Total size of the cached images, in bytes. */
   async sizeBytes(): Promise<number> {
     return (await this.listImages()).reduce((sum, image) => sum + image.bytes, 0);

@@ -197,6 +197,15 @@ describe('ImageCache', () => {
     expect(world.pulls()).toHaveLength(1);
   });
 
+  it('reports each cached image with its size and last use', async () => {
+    const a = world.cache('a');
+    const path = await a.resolve('busybox', FIELD);
+    const report = await a.report();
+    expect(report).toEqual([{ path, bytes: statSync(path).size, lastUsedMs: expect.any(Number) }]);
+    expect(report[0]!.lastUsedMs).toBeGreaterThan(Date.now() - 60_000);
+    expect(await a.sizeBytes()).toBe(report[0]!.bytes);
+  });
+
   it('shares one file among the spellings of one image', async () => {
     const a = world.cache('a');
     const paths = new Set(
