@@ -181,7 +181,7 @@ export async function startGateway(config: Config, roles: Roles, logger: Logger)
       workRoot: config.workRoot,
       runtime: containerRuntime(config),
       policy: config.slurm,
-      staging: { roots, fetchers, parallel: 4 },
+      staging: { roots, fetchers, parallel: config.storage.parallelDownloads },
       images,
     };
     gateway.workers = new TaskWorkers(

@@ -139,6 +139,8 @@ export const configSchema = z
     storage: z
       .object({
         allowedRoots: z.array(z.string().startsWith('/', 'must be an absolute path')).default([]),
+        /** Downloads of one task's inputs running at once. */
+        parallelDownloads: z.number().int().positive().default(8),
         http: z
           .object({
             maxBytes: z
