@@ -50,6 +50,16 @@ export async function firstExecutorStarted(workDir: string): Promise<boolean> {
   }
 }
 
+/** Has the job script finished (its EXIT trap wrote `job-end`)? */
+export async function jobScriptEnded(workDir: string): Promise<boolean> {
+  try {
+    await stat(join(workDir, 'job-end'));
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 export async function readSystemError(workDir: string): Promise<string | undefined> {
   return readSmall(join(workDir, 'system-error'));
 }

@@ -94,7 +94,7 @@ export const configSchema = z
       .object({
         // Submissions mostly wait (files, Redis, sbatch); sbatch itself is capped by slurm.maxConcurrentCalls.
         submitConcurrency: z.number().int().positive().default(64),
-        finalizeConcurrency: z.number().int().positive().default(8),
+        finalizeConcurrency: z.number().int().positive().default(32),
         // Exponential backoff: 8 attempts from 5 s ride out about 10 minutes of controller trouble.
         submitAttempts: z.number().int().positive().default(8),
         submitBackoffMs: z.number().int().positive().default(5000),

@@ -1,5 +1,6 @@
 import type { ComputeDriver } from '../compute/driver.js';
-import { firstExecutorStarted } from '../compute/executor-results.js';
+import { firstExecutorStarted, jobScriptEnded } from '../compute/executor-results.js';
+import { Limiter } from '../compute/limiter.js';
 import type { JobStatus } from '../compute/job-status.js';
 import { workDirOf } from '../compute/prepare-job.js';
 import { phaseOf } from '../compute/slurm/slurm-states.js';
@@ -21,6 +22,9 @@ export interface ReconcilerOptions {
   missingGraceMs: number;
 }
 
+/** How soon to look again after a job script was seen to end: accounting shows it within ~0.2 s. */
+const FOLLOW_UP_MS = 300;
+
 export interface CycleReport {
   active: number;
   ended: number;
@@ -37,6 +41,8 @@ export class Reconciler {
   private running: Promise<void> | undefined;
   private stopped = false;
   private ticks = 0;
+  /** Set by a cycle that saw a job script end while Slurm still ran the job: look again soon. */
+  private endingSoon = false;
   /** Cycles run as leader with active jobs (for the benchmark). */
   readonly stats = { cycles: 0 };
   /** Last pending reason written per task, so the logs are not rewritten each cycle. */
@@ -47,9 +53,14 @@ export class Reconciler {
   start(): void {
     const tick = (): void => {
       if (this.stopped) return;
+      // Cycles start one interval apart, however long each takes: a job's end is seen within one
+      // interval of reaching accounting.
+      const started = Date.now();
       this.running = this.tick().finally(() => {
         this.running = undefined;
-        if (!this.stopped) this.timer = setTimeout(tick, this.o.pollIntervalMs);
+        const next = this.endingSoon ? Math.min(FOLLOW_UP_MS, this.o.pollIntervalMs) : this.o.pollIntervalMs;
+        const wait = Math.max(0, next - (Date.now() - started));
+        if (!this.stopped) this.timer = setTimeout(tick, wait);
       });
     };
     tick();
@@ -76,12 +87,14 @@ export class Reconciler {
   async cycle(): Promise<CycleReport> {
     const { store, driver } = this.o;
     const active = await store.activeJobs();
+    this.endingSoon = false;
     if (active.size === 0) return { active: 0, ended: 0, changed: 0 };
     this.stats.cycles++;
     const poll = await driver.poll([...new Set(active.values())]);
     for (const e of poll.errors) this.o.logger.warn({ record: e }, 'unreadable accounting record skipped');
 
     const ended: Array<{ record: TaskRecord; status: JobStatus }> = [];
+    const started: TaskRecord[] = [];
     const missing: TaskRecord[] = [];
     let changed = 0;
     const records = await store.getMany([...active.keys()]);
@@ -99,6 +112,7 @@ export class Reconciler {
           break;
         case 'started':
           changed += await this.onStarted(record, status);
+          started.push(record);
           break;
         case 'ended':
           ended.push({ record, status });
@@ -111,7 +125,19 @@ export class Reconciler {
       this.reasons.delete(record.id);
     }
     if (missing.length > 0) await this.onMissing(missing);
+    this.endingSoon = await this.anyScriptEnded(started);
     return { active: active.size, ended: ended.length, changed };
+  }
+
+  /** Jobs Slurm still reports as started whose script already ended: accounting will show it soon. */
+  private async anyScriptEnded(started: readonly TaskRecord[]): Promise<boolean> {
+    const limiter = new Limiter(32);
+    const ended = await Promise.all(
+      started.map((r) =>
+        limiter.run(() => jobScriptEnded(r.run?.workDir ?? workDirOf(this.o.workRoot, r.id))),
+      ),
+    );
+    return ended.includes(true);
   }
 
   private async onWaiting(record: TaskRecord, status: JobStatus): Promise<number> {

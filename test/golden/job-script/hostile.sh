@@ -12,6 +12,8 @@ cd -- "$task_dir" || { echo "cannot enter the task directory $task_dir" >&2; exi
 stamp() { date -u +%Y-%m-%dT%H:%M:%S.%3NZ; }
 # Write a result file whole: a reader never sees half of it.
 record() { printf '%s\n' "$2" > "$1.tmp" && mv -f -- "$1.tmp" "$1"; }
+# The end of the script, however it ends: the reconciler then looks for the job in accounting soon.
+trap 'record job-end "$(stamp)"' EXIT
 
 if ! command -v -- "$runtime" > /dev/null 2>&1; then
   record system-error "the container runtime $runtime was not found on $(hostname); install it or set container.executable"
