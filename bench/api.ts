@@ -20,7 +20,8 @@ export async function benchApi(rows: Row[]): Promise<void> {
   const prefix = `tesgw-bench:${Date.now()}:`;
   const port = 18_000 + Math.floor(Math.random() * 1000);
   const overrides = {
-    server: { port, host: '127.0.0.1', maxBacklog: 10_000_000 },
+    // As it would be deployed on this 2-core host: one API process per core.
+    server: { port, host: '127.0.0.1', maxBacklog: 10_000_000, processes: 2 },
     redis: { prefix },
     log: { level: 'warn' },
   };

@@ -24,6 +24,8 @@ for check in typecheck lint format:check check:types-drift; do
   fi
 done
 
+# The CLI tests run the built program.
+npm run -s build >.tmp/build.log 2>&1 || { echo "build failed"; tail -n 40 .tmp/build.log; failed=$((failed + 1)); }
 rm -f .tmp/jest.json
 node --experimental-vm-modules node_modules/jest/bin/jest.js --json --outputFile=.tmp/jest.json "$@"
 if [[ -s .tmp/jest.json ]]; then

@@ -1,11 +1,12 @@
 #!/usr/bin/env node
+import cluster from 'node:cluster';
 import { loadConfig } from './config/load-config.js';
 import { ConfigError } from './errors.js';
 import { buildImageResolver, connectRedis, startGateway, type Roles } from './gateway.js';
 import { ImageCache } from './apptainer/image-cache.js';
 import type { Config } from './config/schema.js';
 import { RedisTaskStore } from './store/redis-task-store.js';
-import { createLogger } from './logger.js';
+import { createLogger, type Logger } from './logger.js';
 
 const USAGE = `usage: tes-gateway <serve|api|worker|images> [--config FILE]
 
@@ -62,6 +63,10 @@ async function main(argv: string[]): Promise<void> {
     throw err;
   }
   const logger = createLogger(config.log.level, { role: command });
+  if (command === 'api' && config.server.processes > 1 && cluster.isPrimary) {
+    superviseApiProcesses(config.server.processes, logger);
+    return;
+  }
   const gateway = await startGateway(config, roles!, logger);
   logger.info(
     {
@@ -88,6 +93,27 @@ async function main(argv: string[]): Promise<void> {
   };
   process.on('SIGTERM', () => shutdown('SIGTERM'));
   process.on('SIGINT', () => shutdown('SIGINT'));
+}
+
+/**
+ * `tes-gateway api` with server.processes > 1: that many API processes share the port (the API is
+ * stateless around Redis). One that dies is replaced; SIGTERM stops them all.
+ */
+function superviseApiProcesses(count: number, logger: Logger): void {
+  let stopping = false;
+  for (let i = 0; i < count; i++) cluster.fork();
+  cluster.on('exit', (worker, code, signal) => {
+    if (stopping) return;
+    logger.error({ pid: worker.process.pid, code, signal }, 'an API process stopped; starting another');
+    cluster.fork();
+  });
+  const stop = (signal: NodeJS.Signals): void => {
+    stopping = true;
+    for (const worker of Object.values(cluster.workers ?? {})) worker?.process.kill(signal);
+    process.exitCode = 0;
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGTERM'));
 }
 
 /** `tes-gateway images`: what the shared image cache holds, for the operator. */

@@ -29,6 +29,8 @@ export const configSchema = z
           .min(128 * 1024, 'must be at least 131072 (128 KiB), the size TES clients rely on')
           .default(1024 * 1024),
         maxBacklog: z.number().int().positive().default(100_000),
+        /** Processes serving the API on one port (`tes-gateway api` only): reads scale with cores. */
+        processes: z.number().int().positive().max(64).default(1),
         serviceInfo: z
           .object({
             id: z.string().min(1).default('org.ga4gh.tes-slurm-gateway'),
