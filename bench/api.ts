@@ -33,7 +33,6 @@ export async function benchApi(rows: Row[]): Promise<void> {
   const base = `http://127.0.0.1:${port}/ga4gh/tes/v1`;
   const redis = new Redis(config.redis.url);
   const store = new RedisTaskStore(redis, { prefix, maxBacklog: config.server.maxBacklog });
-  const gateway = { store };
   try {
     const body = JSON.stringify({
       name: 'bench task',
@@ -49,7 +48,7 @@ export async function benchApi(rows: Row[]): Promise<void> {
       connections: 50,
       duration: LOAD_SECONDS,
     });
-    const createdCount = await gateway.store.countInState('QUEUED');
+    const createdCount = await store.countInState('QUEUED');
     const memWithQueue = (await usedMemory(redis)) - memStart;
     rows.push({
       section: 'api',
@@ -71,7 +70,7 @@ export async function benchApi(rows: Row[]): Promise<void> {
       });
     }
 
-    const ids = await gateway.store.idsInState('QUEUED', 10_000);
+    const ids = await store.idsInState('QUEUED', 10_000);
     let next = 0;
     const read = await autocannon({
       url: base,
@@ -97,7 +96,7 @@ export async function benchApi(rows: Row[]): Promise<void> {
     const toAdd = STORED - createdCount;
     const inFlight = new Set<Promise<unknown>>();
     for (let i = 0; i < toAdd; i++) {
-      const p = gateway.store
+      const p = store
         .create({
           name: `task-${i}`,
           tags: { run: `r${(i % 100) + 2}`, kind: 'bench' },
@@ -109,7 +108,7 @@ export async function benchApi(rows: Row[]): Promise<void> {
     }
     await Promise.all(inFlight);
     const perTaskStore = ((await usedMemory(redis)) - storeMemStart) / toAdd;
-    const total = await gateway.store.countInState('QUEUED');
+    const total = await store.countInState('QUEUED');
 
     const latencies: number[] = [];
     for (let i = 0; i < 2000; i++) {

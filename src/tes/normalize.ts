@@ -43,12 +43,6 @@ export function normalizeTaskBody(body: unknown): unknown {
   return cleaned;
 }
 
-/** A cancel body may be missing, `{}` or a JSON `null` (the Rust tes crate sends that). */
-export function normalizeCancelBody(body: unknown): Record<string, never> {
-  void body;
-  return {};
-}
-
 function dropNulls(value: unknown): unknown {
   if (Array.isArray(value)) return value.filter((v) => v !== null).map(dropNulls);
   if (isRecord(value)) {
