@@ -6,6 +6,7 @@ import autocannon from 'autocannon';
 import { Redis } from 'ioredis';
 import { loadConfig } from '../src/config/load-config.js';
 import { RedisTaskStore } from '../src/store/redis-task-store.js';
+import { dropPrefix } from '../src/store/drop-prefix.js';
 import { fmt, percentile, type Row } from './table.js';
 
 /**
@@ -175,13 +176,4 @@ async function startApiProcess(configFile: string, probe: string): Promise<Child
 async function usedMemory(redis: Redis): Promise<number> {
   const info = await redis.info('memory');
   return Number(/used_memory:(\d+)/.exec(info)?.[1] ?? 0);
-}
-
-export async function dropPrefix(redis: Redis, prefix: string): Promise<void> {
-  let cursor = '0';
-  do {
-    const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 5000);
-    cursor = next;
-    if (keys.length > 0) await redis.unlink(...keys);
-  } while (cursor !== '0');
 }

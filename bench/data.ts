@@ -10,7 +10,8 @@ import { createLogger } from '../src/logger.js';
 import { HttpFetcher } from '../src/staging/http-fetcher.js';
 import { AllowedRoots } from '../src/staging/allowed-roots.js';
 import { stageInputs } from '../src/staging/stage-inputs.js';
-import { dropPrefix } from './api.js';
+import { dropPrefix } from '../src/store/drop-prefix.js';
+import { waitForJobs } from './wait-for-jobs.js';
 import { fmt, type Row } from './table.js';
 
 const run = promisify(execFile);
@@ -146,11 +147,7 @@ async function benchSharedImage(rows: Row[]): Promise<void> {
         return ((await res.json()) as { id: string }).id;
       }),
     );
-    let records = await gateway.store.getMany(ids);
-    while ([...records.values()].some((r) => !r.run?.jobId) && Date.now() - t0 < 120_000) {
-      await new Promise((r) => setTimeout(r, 20));
-      records = await gateway.store.getMany(ids);
-    }
+    const records = await waitForJobs(gateway.store, ids);
     const last = Math.max(...[...records.values()].map((r) => Date.parse(r.run!.submittedAt!)));
     const pulls = existsSync(pullLog) ? readFileSync(pullLog, 'utf8').split('\n').filter(Boolean).length : 0;
     rows.push({

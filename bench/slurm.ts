@@ -7,7 +7,8 @@ import { loadConfig } from '../src/config/load-config.js';
 import { startGateway } from '../src/gateway.js';
 import { createLogger } from '../src/logger.js';
 import { SlurmDriver } from '../src/compute/slurm/slurm-driver.js';
-import { dropPrefix } from './api.js';
+import { dropPrefix } from '../src/store/drop-prefix.js';
+import { waitForJobs } from './wait-for-jobs.js';
 import { fmt, percentile, type Row } from './table.js';
 
 const run = promisify(execFile);
@@ -88,12 +89,7 @@ export async function benchSlurm(rows: Row[]): Promise<void> {
     });
     const ids = JSON.parse(stdout) as string[];
     // Submission alone: every task has its job.
-    const deadlineSubmit = Date.now() + 120_000;
-    let records = await gateway.store.getMany(ids);
-    while ([...records.values()].some((r) => !r.run?.jobId) && Date.now() < deadlineSubmit) {
-      await new Promise((r) => setTimeout(r, 20));
-      records = await gateway.store.getMany(ids);
-    }
+    let records = await waitForJobs(gateway.store, ids);
     const jobIds = [...records.values()].map((r) => r.run!.jobId!);
     // Then the jobs run, and a client watches them end.
     await run('scontrol', ['release', jobIds.join(',')]);
