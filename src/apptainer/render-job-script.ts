@@ -1,12 +1,26 @@
 import { csvField, quote, quoteAll } from '../shell/quote.js';
-import type { Bind, ContainerPlan, ExecutorPlan } from './container-plan.js';
+import {
+  PlanError,
+  type Bind,
+  type ContainerPlan,
+  type ExecutorPlan,
+  type StreamFile,
+} from './container-plan.js';
 
 /**
  * The job script of a task (pure; golden-tested). Both launchers run this very script: `sbatch` on a
  * cluster, a child process on the gateway host. It runs the executors in order, each in its own
  * container, and records for each `exec-<n>/start`, `exec-<n>/end` and `exec-<n>/exit_code` in the
  * task directory, where the reconciler reads them. Nothing on the compute node calls the gateway.
+ *
+ * The script runs with the gateway's rights, outside the container, so it never follows a link the
+ * task made: every path it touches in a writable place after an executor ran (stdout and stderr
+ * copies, a stdin the task could have written) is resolved first and must stay inside that place
+ * and be a regular file; otherwise the script records `system-error` and stops (exit 121).
  */
+
+/** The job script's exit code when it refuses a path the task made point elsewhere. */
+export const REFUSED_PATH_EXIT = 121;
 
 export type RuntimeFlavor = 'apptainer' | 'singularity' | 'bwrap-host';
 
@@ -40,6 +54,8 @@ export function renderJobScript(input: JobScriptInput): string {
     '# Runs the executors one after another, each in a container, and records start time, end time',
     '# and exit code of each under exec-<n>/ in the task directory.',
     'set -u',
+    "# What the job writes in the task directory is for the job's user only.",
+    'umask 077',
     `task_dir=${quote(input.workDir)}`,
     `runtime=${quote(runtime.executable)}`,
     'cd -- "$task_dir" || { echo "cannot enter the task directory $task_dir" >&2; exit 120; }',
@@ -61,16 +77,63 @@ export function renderJobScript(input: JobScriptInput): string {
     ')',
     `options=(${quoteAll(execOptions(runtime, input.gpus))})`,
   ];
+  const checks = plan.executors.some((ex) => ex.stdin?.place || ex.stdout || ex.stderr);
+  if (checks) lines.push('', ...PATH_CHECKS);
   for (const ex of plan.executors) lines.push('', ...renderExecutor(ex, runtime.flavor));
   lines.push('', 'exit 0', '');
   return lines.join('\n');
 }
+
+/**
+ * Bash functions for paths the job touches in the task's writable places once an executor has ended.
+ * By then nothing of the task runs any more (the container had its own PID namespace), so what is
+ * checked stays as it was checked.
+ */
+const PATH_CHECKS = [
+  '# Record why the job stops, and stop it.',
+  `refuse() { record system-error "$1"; printf '%s\\n' "$1" >&2; exit ${REFUSED_PATH_EXIT}; }`,
+  '# realpath of $2 (mode $1: -e must exist, -m may be missing) into $resolved, keeping a trailing newline.',
+  'resolve() { resolved=$(realpath "$1" -- "$2" && printf x) && resolved=${resolved%$\'\\n\'x}; }',
+  '# inside FIELD PATH HOST_PATH PLACE PLACE_HOST_DIR: HOST_PATH lies in a writable place of the task,',
+  '# where the task may have made links. Its real path, left in $resolved, must lie inside the place',
+  '# and, if it exists, be a regular file.',
+  'inside() {',
+  '  local place',
+  '  resolve -e "$5" || refuse "$1: the writable place $4 is missing on $(hostname)"',
+  '  place=$resolved',
+  '  resolve -m "$3" || refuse "$1: $2 cannot be resolved (a loop of symbolic links?); the gateway does not follow links a task makes"',
+  '  case $resolved in',
+  '  "$place"/*) ;;',
+  '  *) refuse "$1: $2 resolves to $resolved, outside the task\'s writable place $4; the gateway does not follow links a task makes" ;;',
+  '  esac',
+  '  if [ -e "$resolved" ] && [ ! -f "$resolved" ]; then refuse "$1: $2 is not a regular file"; fi',
+  '}',
+];
 
 function execOptions(runtime: ContainerRuntime, gpus: boolean): string[] {
   const opts = ['exec', '--containall', '--cleanenv'];
   if (gpus) opts.push('--nv');
   return [...opts, ...runtime.extraArgs];
 }
+
+/**
+ * An env name goes into the script unquoted (`APPTAINERENV_<name>=...`), so it is checked again here,
+ * whatever validation ran before: a name that is not a plain variable name would be shell code.
+ */
+function checkEnvName(index: number, name: string): string {
+  if (!ENV_NAME.test(name)) {
+    throw new PlanError(
+      `executors[${index}].env.${name}`,
+      'must be a variable name of letters, digits and _, not starting with a digit',
+    );
+  }
+  if (name === 'HOME') {
+    throw new PlanError(`executors[${index}].env.HOME`, 'cannot be set: the container runtime manages HOME');
+  }
+  return name;
+}
+
+const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
 /** `--mount` value as Apptainer parses it: one CSV record, fields quoted when they need it. */
 export function mountSpec(b: Bind): string {
@@ -82,20 +145,33 @@ export function mountSpec(b: Bind): string {
 function renderExecutor(ex: ExecutorPlan, flavor: RuntimeFlavor): string[] {
   const dir = `exec-${ex.index}`;
   const prefix = envPrefix(flavor);
-  const env = Object.entries(ex.env).map(([k, v]) => `${prefix}${k}=${quote(v)} `);
+  const env = Object.entries(ex.env).map(([k, v]) => `${prefix}${checkEnvName(ex.index, k)}=${quote(v)} `);
   const pwd = ex.workdir ? ` --pwd ${quote(ex.workdir)}` : '';
-  const stdin = ex.stdinHost ? quote(ex.stdinHost) : '/dev/null';
-  const lines = [
-    `# executor ${ex.index}`,
+  const lines = [`# executor ${ex.index}`];
+  let stdin = '/dev/null';
+  if (ex.stdin?.place) {
+    // An earlier executor may have left a link here.
+    lines.push(checkInside(ex.index, 'stdin', ex.stdin));
+    stdin = '"$resolved"';
+  } else if (ex.stdin) stdin = quote(ex.stdin.host);
+  lines.push(
     `record ${dir}/start "$(stamp)"`,
     `${env.join('')}"$runtime" "\${options[@]}"${pwd} "\${mounts[@]}" ${quote(ex.image)} ${quoteAll(ex.command)} \\`,
     `  < ${stdin} > ${dir}/stdout 2> ${dir}/stderr`,
     'rc=$?',
     `record ${dir}/end "$(stamp)"`,
     `record ${dir}/exit_code "$rc"`,
-  ];
-  if (ex.stdoutHost) lines.push(`cp -- ${dir}/stdout ${quote(ex.stdoutHost)}`);
-  if (ex.stderrHost) lines.push(`cp -- ${dir}/stderr ${quote(ex.stderrHost)}`);
+  );
+  for (const stream of ['stdout', 'stderr'] as const) {
+    const file = ex[stream];
+    if (file) lines.push(checkInside(ex.index, stream, file), `cp -- ${dir}/${stream} "$resolved"`);
+  }
   if (!ex.ignoreError) lines.push('[ "$rc" -eq 0 ] || exit "$rc"');
   return lines;
+}
+
+function checkInside(index: number, stream: string, file: StreamFile): string {
+  // The planner gives every stdout and stderr a place; one without would be a bug, not a task's doing.
+  if (!file.place) throw new Error(`executors[${index}].${stream}: ${file.path} has no writable place`);
+  return `inside ${quoteAll([`executors[${index}].${stream}`, file.path, file.host, file.place.dst, file.place.src])}`;
 }

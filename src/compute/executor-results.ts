@@ -64,6 +64,32 @@ export async function readSystemError(workDir: string): Promise<string | undefin
   return readSmall(join(workDir, 'system-error'));
 }
 
+/**
+ * How many bytes of each log to keep when each may keep at most `perLog` and all together `total`:
+ * every log gets an equal share, and what a small log leaves of its share goes to the larger ones.
+ */
+export function shareLogBytes(sizes: readonly number[], perLog: number, total: number): number[] {
+  const wants = sizes.map((size) => Math.max(0, Math.min(size, perLog)));
+  const smallestFirst = wants.map((_, i) => i).sort((a, b) => wants[a]! - wants[b]!);
+  const kept = wants.map(() => 0);
+  let left = Math.max(0, total);
+  smallestFirst.forEach((i, k) => {
+    const share = Math.min(wants[i]!, Math.floor(left / (smallestFirst.length - k)));
+    kept[i] = share;
+    left -= share;
+  });
+  return kept;
+}
+
+/** The size of a file, 0 when it does not exist. */
+export async function sizeOf(path: string): Promise<number> {
+  try {
+    return (await stat(path)).size;
+  } catch {
+    return 0;
+  }
+}
+
 /** The last `maxBytes` of a file (whole UTF-8 characters), or '' when it does not exist. */
 export async function readTail(path: string, maxBytes: number): Promise<string> {
   if (maxBytes <= 0) return '';

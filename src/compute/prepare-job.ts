@@ -1,16 +1,17 @@
-import { chmod, mkdir, open, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { planContainer } from '../apptainer/container-plan.js';
+import { planContainer, type LayoutEntry } from '../apptainer/container-plan.js';
 import type { ImageResolver } from '../apptainer/images.js';
 import { renderJobScript, type ContainerRuntime } from '../apptainer/render-job-script.js';
 import { quoteAll } from '../shell/quote.js';
 import type { TaskRecord } from '../store/task-store.js';
 import { stageInputs, type StagingDeps } from '../staging/stage-inputs.js';
 import { buildSbatchArgs, type SbatchPolicy } from './slurm/sbatch-args.js';
+import { makeLayout, makeTaskDir, writePrivateFile } from './task-dir.js';
 
 /**
  * Everything between a stored task and a job ready to launch: inputs staged, images resolved, the
- * task directory laid out, the job script and the exact sbatch command written into it.
+ * task directory laid out (private to the gateway's user, without following links), the job script
+ * and the exact sbatch command written into it.
  */
 export interface PrepareDeps {
   workRoot: string;
@@ -34,7 +35,7 @@ export function workDirOf(workRoot: string, taskId: string): string {
 export async function prepareJob(record: TaskRecord, deps: PrepareDeps): Promise<PreparedJob> {
   const task = record.request;
   const workDir = workDirOf(deps.workRoot, record.id);
-  await mkdir(workDir, { recursive: true, mode: 0o755 });
+  await makeTaskDir(workDir);
 
   const staged = await stageInputs(task.inputs ?? [], workDir, deps.staging);
   const images = new Map<string, string>();
@@ -43,9 +44,12 @@ export async function prepareJob(record: TaskRecord, deps: PrepareDeps): Promise
       images.set(ex.image, await deps.images.resolve(ex.image, `executors[${i}].image`));
   }
   const plan = planContainer(task, workDir, staged, (image) => images.get(image) ?? image);
-  for (const dir of plan.dirs) await mkdir(dir, { recursive: true });
-  for (const file of plan.files) await (await open(file, 'a')).close();
-  for (const ex of plan.executors) await mkdir(join(workDir, `exec-${ex.index}`), { recursive: true });
+  const execDirs = plan.executors.map((ex): LayoutEntry => ({
+    path: join(workDir, `exec-${ex.index}`),
+    kind: 'dir',
+    base: workDir,
+  }));
+  await makeLayout([...plan.layout, ...execDirs]);
 
   const sbatch = buildSbatchArgs(record.id, task, workDir, deps.policy);
   const script = renderJobScript({
@@ -55,9 +59,8 @@ export async function prepareJob(record: TaskRecord, deps: PrepareDeps): Promise
     plan,
     gpus: sbatch.gpus,
   });
-  await writeFile(join(workDir, 'job.sh'), script);
-  await chmod(join(workDir, 'job.sh'), 0o755);
-  await writeFile(join(workDir, 'sbatch-command'), `sbatch ${quoteAll(sbatch.args)}\n`);
+  await writePrivateFile(join(workDir, 'job.sh'), script, 0o700);
+  await writePrivateFile(join(workDir, 'sbatch-command'), `sbatch ${quoteAll(sbatch.args)}\n`);
 
   const warnings = [...sbatch.warnings];
   if (deps.runtime.flavor === 'bwrap-host') {

@@ -1,9 +1,10 @@
-import { copyFile, lstat, mkdir, readdir, rename } from 'node:fs/promises';
+import { constants, readFileSync, type Stats } from 'node:fs';
+import { chmod, copyFile, lstat, mkdir, open, readdir, realpath } from 'node:fs/promises';
 import { dirname, join, posix } from 'node:path';
-import { hostPathOf } from '../apptainer/container-plan.js';
+import { hostPathOf, writableRoots } from '../apptainer/container-plan.js';
 import type { TesOutput, TesOutputFileLog } from '../tes/types.js';
 import { AllowedRoots } from './allowed-roots.js';
-import { globToRegExp, hasWildcard } from './glob.js';
+import { compileGlob, hasWildcard } from './glob.js';
 import { schemeOf } from './stage-inputs.js';
 import { StagingError } from './staging-error.js';
 
@@ -22,12 +23,27 @@ export interface DeliveryResult {
   files: TesOutputFileLog[];
   /** One line per output that could not be delivered; any makes the task SYSTEM_ERROR. */
   errors: string[];
+  /** Lines for the task's system logs that do not fail it: links inside outputs that were left out. */
+  notes: string[];
 }
+
+/** Links named in one note; the rest are counted. */
+const LINKS_NAMED = 10;
+
+const NO_LINKS = 'the gateway does not follow links a task makes';
 
 /**
  * Delivers a task's outputs after its executors finished (also when one failed: clients read exit
  * codes from outputs). FILE, DIRECTORY and wildcard outputs; `file://` and bare paths under the
- * allowed roots are moved (copied across filesystems); other schemes go to an uploader.
+ * allowed roots are copied; other schemes go to an uploader.
+ *
+ * Delivery runs with the gateway's rights over files the task made, so it never follows a link the
+ * task made out of its writable places (`mnt/`, `tmp/`, `var-tmp/` of the task directory). Every
+ * source is resolved first (all components: a linked directory in the middle, a linked last
+ * component, a linked wildcard base) and must lie inside those places, or the output fails naming the
+ * path. Inside a DIRECTORY output or a wildcard's directory, symbolic links are not delivered at all:
+ * each is left out, and a note tells the client. Files are copied, never moved, from the resolved
+ * path, opened without following links as a second guard.
  */
 export class OutputDeliverer implements OutputDelivery {
   constructor(
@@ -42,102 +58,243 @@ export class OutputDeliverer implements OutputDelivery {
   async deliver(outputs: readonly TesOutput[], workDir: string): Promise<DeliveryResult> {
     const files: TesOutputFileLog[] = [];
     const errors: string[] = [];
+    const notes: string[] = [];
+    const places = new WritablePlaces(workDir);
     for (const [index, output] of outputs.entries()) {
       const field = `outputs[${index}]`;
       try {
-        for (const item of await this.expand(output, workDir, field)) {
-          await this.send(item.source, item.url, field);
-          files.push({ url: item.url, path: item.path, size_bytes: String(item.size) });
+        const found = await this.expand(output, places, field);
+        if (found.links.length > 0) notes.push(linksNote(field, output.path, found.links));
+        for (const item of found.items) {
+          await this.send(item, field);
+          files.push({ url: item.url, path: item.path, size_bytes: String(item.stat.size) });
         }
       } catch (err) {
         errors.push(err instanceof StagingError ? err.message : `${field}: ${(err as Error).message}`);
       }
     }
-    return { files, errors };
+    return { files, errors, notes };
   }
 
-  /** Every file an output stands for: its host source, container path, destination URL and size. */
-  private async expand(output: TesOutput, workDir: string, field: string): Promise<DeliveryItem[]> {
+  /** Every file an output stands for, resolved and checked, and the links left out. */
+  private async expand(output: TesOutput, places: WritablePlaces, field: string): Promise<Expansion> {
     if (hasWildcard(output.path)) {
       const prefix = output.path_prefix ?? '';
-      const pattern = globToRegExp(output.path);
+      const matches = compileGlob(output.path);
       const literal = output.path.slice(0, output.path.search(/[*?[]/));
       const baseDir = literal.endsWith('/') ? literal.slice(0, -1) || '/' : posix.dirname(literal);
-      const found = await walk(hostPathOf(workDir, baseDir), baseDir);
-      return found
-        .filter((f) => pattern.test(f.path))
-        .map((f) => ({
-          ...f,
-          url: joinUrl(output.url, f.path.startsWith(prefix) ? f.path.slice(prefix.length) : f.path),
-        }));
+      const base = await places.resolve(baseDir, field);
+      // No directory there, no matches: a wildcard may match nothing.
+      if (!base?.stat.isDirectory()) return { items: [], links: [] };
+      const found = await walk(base.real, baseDir);
+      return {
+        items: found.files
+          .filter((f) => matches(f.path))
+          .map((f) => ({
+            ...f,
+            url: joinUrl(output.url, f.path.startsWith(prefix) ? f.path.slice(prefix.length) : f.path),
+          })),
+        links: found.links.filter(matches),
+      };
     }
-    const source = hostPathOf(workDir, output.path);
-    const st = await lstat(source).catch(() => undefined);
-    if (!st)
+    const source = await places.resolve(output.path, field);
+    if (!source)
       throw new StagingError(
         field,
         `${output.path} was not created by the executors, so it cannot be delivered to ${output.url}`,
       );
     if (output.type === 'DIRECTORY') {
-      if (!st.isDirectory()) throw new StagingError(field, `${output.path} is not a directory`);
-      const found = await walk(source, output.path);
-      return found.map((f) => ({ ...f, url: joinUrl(output.url, posix.relative(output.path, f.path)) }));
+      if (!source.stat.isDirectory()) throw new StagingError(field, `${output.path} is not a directory`);
+      const found = await walk(source.real, output.path);
+      return {
+        items: found.files.map((f) => ({
+          ...f,
+          url: joinUrl(output.url, posix.relative(output.path, f.path)),
+        })),
+        links: found.links,
+      };
     }
-    if (!st.isFile())
+    if (!source.stat.isFile())
       throw new StagingError(field, `${output.path} is not a regular file (set type DIRECTORY for a folder)`);
-    return [{ source, path: output.path, size: st.size, url: output.url }];
+    return { items: [{ ...source, path: output.path, url: output.url }], links: [] };
   }
 
-  private async send(source: string, url: string, field: string): Promise<void> {
-    const scheme = schemeOf(url);
-    if (scheme === 'file') {
-      const target = await this.roots.check(url, AllowedRoots.pathOf(url, field), field, false);
-      await mkdir(dirname(target), { recursive: true });
-      try {
-        await rename(source, target);
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'EXDEV') throw err;
-        await copyFile(source, target);
-      }
-      return;
-    }
+  private async send(item: DeliveryItem, field: string): Promise<void> {
+    const scheme = schemeOf(item.url);
     const uploader = this.uploaders.find((u) => u.schemes.includes(scheme));
-    if (!uploader) {
+    if (scheme !== 'file' && !uploader) {
       throw new StagingError(
         field,
-        `${scheme}:// URLs are not supported for outputs (supported: ${this.schemes.join(', ')}); ${url}`,
+        `${scheme}:// URLs are not supported for outputs (supported: ${this.schemes.join(', ')}); ${item.url}`,
       );
     }
-    await uploader.upload(source, url, field);
+    const handle = await openChecked(item, field);
+    try {
+      if (uploader) await uploader.upload(item.real, item.url, field);
+      else await this.copy(item, field);
+    } finally {
+      await handle.close();
+    }
+  }
+
+  private async copy(item: DeliveryItem, field: string): Promise<void> {
+    const target = await this.roots.check(item.url, AllowedRoots.pathOf(item.url, field), field, false);
+    await mkdir(dirname(target), { recursive: true });
+    await copyFile(item.real, target);
+    // The copy takes the source's mode, private to the job's user; the client gets an ordinary file.
+    await chmod(target, deliveredMode(item.stat.mode));
   }
 }
 
-interface DeliveryItem {
-  source: string;
+interface Expansion {
+  items: DeliveryItem[];
+  /** Container paths of symbolic links that were left out. */
+  links: string[];
+}
+
+interface Resolved {
+  /** The host path with every link resolved. */
+  real: string;
+  /** `lstat` of `real`, taken at the check. */
+  stat: Stats;
+}
+
+interface DeliveryItem extends Resolved {
+  /** The container path. */
   path: string;
-  size: number;
   url: string;
 }
 
-/** Every regular file below `hostDir`, with its container path. Symlinks are not followed. */
+/** The task's writable places on the host, resolved once per delivery. */
+class WritablePlaces {
+  private roots: Promise<string[]> | undefined;
+
+  constructor(private readonly workDir: string) {}
+
+  /**
+   * The real path behind a container path the task could write, checked to lie inside the task's
+   * writable places; undefined when nothing is there.
+   */
+  async resolve(containerPath: string, field: string): Promise<Resolved | undefined> {
+    const host = hostPathOf(this.workDir, containerPath);
+    let real: string;
+    try {
+      real = await realpath(host);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ELOOP')
+        throw new StagingError(field, `${containerPath} is a loop of symbolic links; ${NO_LINKS}`);
+      if (code !== 'ENOENT' && code !== 'ENOTDIR') throw err;
+      // A link to nowhere: where it points is the host's, not the task's, so it is refused like any other.
+      const st = await lstat(host).catch(() => undefined);
+      if (st?.isSymbolicLink())
+        throw new StagingError(
+          field,
+          `${containerPath} is a symbolic link to a path that does not exist; ${NO_LINKS}`,
+        );
+      return undefined;
+    }
+    // Any of them: they are all the task's own, and a link from one to another leads nowhere else.
+    const roots = await this.realRoots();
+    if (!roots.some((root) => isInside(real, root)))
+      throw new StagingError(
+        field,
+        `${containerPath} resolves to ${real}, outside the task's writable places; ${NO_LINKS}`,
+      );
+    return { real, stat: await lstat(real) };
+  }
+
+  private realRoots(): Promise<string[]> {
+    this.roots ??= Promise.all(
+      writableRoots(this.workDir).map((dir) => realpath(dir).catch(() => undefined)),
+    ).then((found) => found.filter((r): r is string => r !== undefined));
+    return this.roots;
+  }
+}
+
+/**
+ * Every regular file below a resolved directory, with its container path, and the symbolic links
+ * found there, which are not followed. Iterative: a tree as deep as the task likes does not grow the
+ * stack.
+ */
 async function walk(
   hostDir: string,
   containerDir: string,
-): Promise<Array<{ source: string; path: string; size: number }>> {
-  const out: Array<{ source: string; path: string; size: number }> = [];
-  let entries;
+): Promise<{ files: Array<Resolved & { path: string }>; links: string[] }> {
+  const files: Array<Resolved & { path: string }> = [];
+  const links: string[] = [];
+  const pending: Array<[string, string]> = [[hostDir, containerDir]];
+  for (let next = pending.pop(); next; next = pending.pop()) {
+    const [dir, containerPath] = next;
+    let entries;
+    try {
+      entries = await readdir(dir, { withFileTypes: true });
+    } catch {
+      continue;
+    }
+    for (const e of entries) {
+      const real = join(dir, e.name);
+      const path = posix.join(containerPath, e.name);
+      if (e.isSymbolicLink()) links.push(path);
+      else if (e.isDirectory()) pending.push([real, path]);
+      else if (e.isFile()) files.push({ real, path, stat: await lstat(real) });
+    }
+  }
+  files.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+  links.sort();
+  return { files, links };
+}
+
+/**
+ * Opens the checked source without following a link and makes sure it is still the file that was
+ * checked: nothing of the task runs any more, so this only guards against a mistake of our own.
+ */
+async function openChecked(item: DeliveryItem, field: string) {
+  let handle;
   try {
-    entries = await readdir(hostDir, { withFileTypes: true });
-  } catch {
-    return out;
+    handle = await open(item.real, constants.O_RDONLY | constants.O_NOFOLLOW);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ELOOP')
+      throw new StagingError(field, `${item.path} became a symbolic link after it was checked; ${NO_LINKS}`);
+    throw err;
   }
-  for (const e of entries) {
-    const source = join(hostDir, e.name);
-    const path = posix.join(containerDir, e.name);
-    if (e.isDirectory()) out.push(...(await walk(source, path)));
-    else if (e.isFile()) out.push({ source, path, size: (await lstat(source)).size });
+  const st = await handle.stat();
+  if (!st.isFile() || st.ino !== item.stat.ino || st.dev !== item.stat.dev) {
+    await handle.close();
+    throw new StagingError(field, `${item.path} changed after it was checked; it was not delivered`);
   }
-  return out;
+  return handle;
+}
+
+function linksNote(field: string, path: string, links: readonly string[]): string {
+  const named = links.slice(0, LINKS_NAMED).join(', ');
+  const more = links.length > LINKS_NAMED ? ` and ${links.length - LINKS_NAMED} more` : '';
+  const what = links.length === 1 ? 'a symbolic link' : `${links.length} symbolic links`;
+  return `${field}: ${what} in ${path} left out (${named}${more}); ${NO_LINKS}`;
+}
+
+function isInside(path: string, dir: string): boolean {
+  return path === dir || path.startsWith(dir === '/' ? '/' : `${dir}/`);
+}
+
+/** An ordinary file of the gateway's (its umask applied), executable if the source was. */
+function deliveredMode(sourceMode: number): number {
+  return (sourceMode & 0o100 ? 0o777 : 0o666) & ~processUmask();
+}
+
+let umask: number | undefined;
+
+/** The process's umask, read without changing it (`process.umask()` would set it twice). */
+function processUmask(): number {
+  if (umask === undefined) {
+    try {
+      const line = /^Umask:\s*([0-7]+)$/m.exec(readFileSync('/proc/self/status', 'utf8'));
+      umask = line ? parseInt(line[1]!, 8) : 0o022;
+    } catch {
+      umask = 0o022;
+    }
+  }
+  return umask;
 }
 
 function joinUrl(base: string, rest: string): string {

@@ -4,13 +4,24 @@ import type { StagedInput } from '../apptainer/container-plan.js';
 import type { TesInput } from '../tes/types.js';
 import { Limiter } from '../compute/limiter.js';
 import { AllowedRoots } from './allowed-roots.js';
+import { DownloadBudget, type DownloadLimits } from './download-budget.js';
 import { StagingError } from './staging-error.js';
 
 /** Downloads one remote input (a file or a directory tree) to a path on the gateway host. */
 export interface InputFetcher {
   /** URL schemes it serves, without the colon: `http`, `s3`. */
   readonly schemes: readonly string[];
-  fetch(url: string, dest: string, type: 'FILE' | 'DIRECTORY', field: string): Promise<void>;
+  /**
+   * `budget` is the task's, shared with its other inputs; without one (a fetcher used on its own)
+   * nothing but the fetcher's own limits applies.
+   */
+  fetch(
+    url: string,
+    dest: string,
+    type: 'FILE' | 'DIRECTORY',
+    field: string,
+    budget?: DownloadBudget,
+  ): Promise<void>;
 }
 
 export interface StagingDeps {
@@ -18,6 +29,8 @@ export interface StagingDeps {
   fetchers: readonly InputFetcher[];
   /** Downloads of one task running at once. */
   parallel: number;
+  /** What all of one task's downloads together may use. */
+  limits: DownloadLimits;
 }
 
 /** The URL schemes a task's inputs may use with these fetchers (for service-info). */
@@ -28,7 +41,7 @@ export function inputSchemes(fetchers: readonly InputFetcher[]): string[] {
 /**
  * Puts every input where the job can bind it: `content` is written into the task directory; `file://`
  * URLs and bare paths under the allowed roots are bound where they are (never copied); remote URLs are
- * downloaded, each distinct URL once per task, a few at a time.
+ * downloaded, each distinct URL once per task, a few at a time, within one budget for the task.
  */
 export async function stageInputs(
   inputs: readonly TesInput[],
@@ -37,6 +50,7 @@ export async function stageInputs(
 ): Promise<StagedInput[]> {
   const limiter = new Limiter(deps.parallel);
   const downloads = new Map<string, Promise<string>>();
+  const budget = new DownloadBudget(deps.limits);
   return Promise.all(
     inputs.map(async (input, index): Promise<StagedInput> => {
       const field = `inputs[${index}]`;
@@ -44,9 +58,9 @@ export async function stageInputs(
       const base: Omit<StagedInput, 'hostPath'> = { index, containerPath: input.path, kind };
       if (input.content !== undefined) {
         const dir = join(workDir, 'inputs', String(index));
-        await mkdir(dir, { recursive: true });
+        await mkdir(dir, { recursive: true, mode: 0o700 });
         const hostPath = join(dir, 'content');
-        await writeFile(hostPath, input.content);
+        await writeFile(hostPath, input.content, { mode: 0o600 });
         return { ...base, hostPath };
       }
       const url = input.url ?? '';
@@ -71,8 +85,8 @@ export async function stageInputs(
       if (!download) {
         const dest = join(workDir, 'inputs', String(index), 'data');
         download = limiter.run(async () => {
-          await mkdir(join(workDir, 'inputs', String(index)), { recursive: true });
-          await fetcher.fetch(url, dest, input.type === 'DIRECTORY' ? 'DIRECTORY' : 'FILE', field);
+          await mkdir(join(workDir, 'inputs', String(index)), { recursive: true, mode: 0o700 });
+          await fetcher.fetch(url, dest, input.type === 'DIRECTORY' ? 'DIRECTORY' : 'FILE', field, budget);
           return dest;
         });
         downloads.set(key, download);

@@ -1,4 +1,11 @@
-import { hostPathOf, planContainer, PlanError } from '../../src/apptainer/container-plan.js';
+import {
+  hostPathOf,
+  planContainer,
+  PlanError,
+  type Bind,
+  type StagedInput,
+} from '../../src/apptainer/container-plan.js';
+import { posix } from 'node:path';
 import type { TaskRequest } from '../../src/tes/types.js';
 
 const W = '/w/t1';
@@ -20,7 +27,9 @@ describe('planContainer', () => {
       { src: '/s/in.txt', dst: '/data/in.txt', readOnly: true, kind: 'file' },
     ]);
     // The input lands inside the writable /data bind: its mount point exists beforehand.
-    expect(plan.files).toEqual(['/w/t1/mnt/data/in.txt']);
+    expect(plan.layout.filter((e) => e.kind === 'file')).toEqual([
+      { path: '/w/t1/mnt/data/in.txt', kind: 'file', base: W },
+    ]);
   });
 
   it('folds nested writable places into the outermost', () => {
@@ -45,9 +54,9 @@ describe('planContainer', () => {
       { index: 0, hostPath: '/s/data', containerPath: '/in/data', kind: 'file' },
     ]);
     expect(plan.executors[0]).toMatchObject({
-      stdinHost: '/s/data',
-      stdoutHost: '/w/t1/mnt/out/stdout',
-      stderrHost: '/w/t1/tmp/err',
+      stdin: { host: '/s/data' },
+      stdout: { host: '/w/t1/mnt/out/stdout' },
+      stderr: { host: '/w/t1/tmp/err' },
     });
   });
 
@@ -72,4 +81,205 @@ describe('planContainer', () => {
     expect(hostPathOf(W, '/tmp/x')).toBe('/w/t1/tmp/x');
     expect(hostPathOf(W, '/var/tmp/y')).toBe('/w/t1/var-tmp/y');
   });
+
+  it('names the writable place of stdout, stderr and a stdin the task could have written', () => {
+    const task: TaskRequest = {
+      inputs: [{ path: '/in/data', url: 'file:///s/data', type: 'FILE' }],
+      volumes: ['/out'],
+      executors: [
+        { image: 'alpine', command: ['cat'], stdin: '/in/data', stdout: '/out/o', stderr: '/tmp/e' },
+        { image: 'alpine', command: ['cat'], stdin: '/out/o' },
+      ],
+    };
+    const [first, second] = planContainer(task, W, [
+      { index: 0, hostPath: '/s/data', containerPath: '/in/data', kind: 'file' },
+    ]).executors;
+    expect(first!.stdin).toEqual({ path: '/in/data', host: '/s/data' });
+    expect(first!.stdout).toEqual({
+      path: '/out/o',
+      host: '/w/t1/mnt/out/o',
+      place: { src: '/w/t1/mnt/out', dst: '/out' },
+    });
+    expect(first!.stderr?.place).toEqual({ src: '/w/t1/tmp', dst: '/tmp' });
+    expect(second!.stdin).toEqual({
+      path: '/out/o',
+      host: '/w/t1/mnt/out/o',
+      place: { src: '/w/t1/mnt/out', dst: '/out' },
+    });
+  });
+
+  it('refuses a stdout that is a read-only input, which the job script would otherwise overwrite', () => {
+    const task: TaskRequest = {
+      inputs: [{ path: '/ref/genome.fa', url: 'file:///s/genome.fa', type: 'FILE' }],
+      executors: [{ image: 'alpine', command: ['true'], stdout: '/ref/genome.fa' }],
+    };
+    const staged: StagedInput[] = [
+      { index: 0, hostPath: '/s/genome.fa', containerPath: '/ref/genome.fa', kind: 'file' },
+    ];
+    expect(() => planContainer(task, W, staged)).toThrow(
+      'executors[0].stdout: /ref/genome.fa is a read-only input',
+    );
+  });
+
+  it('makes a mount point inside a read-only input starting from the input, others from the task', () => {
+    const task: TaskRequest = {
+      inputs: [{ path: '/ref', url: 'file:///s/ref', type: 'DIRECTORY' }],
+      outputs: [{ path: '/ref/sub/out.txt', url: 'file:///s/o', type: 'FILE' }],
+      executors: [{ image: 'alpine', command: ['true'] }],
+    };
+    const staged: StagedInput[] = [{ index: 0, hostPath: '/s/ref', containerPath: '/ref', kind: 'dir' }];
+    expect(planContainer(task, W, staged).layout).toEqual([
+      { path: '/w/t1/tmp', kind: 'dir', base: W },
+      { path: '/w/t1/var-tmp', kind: 'dir', base: W },
+      { path: '/w/t1/mnt/ref/sub', kind: 'dir', base: W },
+      { path: '/s/ref/sub', kind: 'dir', base: '/s/ref' },
+    ]);
+  });
+
+  it('plans the same binds, layout and streams as a pairwise comparison of every path', () => {
+    let seed = 7;
+    const random = (n: number): number => {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31;
+      return seed % n;
+    };
+    const path = (): string =>
+      `/${Array.from({ length: 1 + random(4) }, () => ['a', 'b', 'tmp', 'var', 'c d'][random(5)]).join('/')}`;
+    for (let round = 0; round < 200; round++) {
+      const inputs: StagedInput[] = Array.from({ length: random(6) }, (_, index) => ({
+        index,
+        hostPath: `/s/in${index}`,
+        containerPath: path(),
+        kind: random(2) === 0 ? 'file' : 'dir',
+      }));
+      const task: TaskRequest = {
+        volumes: Array.from({ length: random(5) }, path),
+        outputs: Array.from({ length: random(5) }, () => ({
+          path: random(4) === 0 ? `${path()}/*.txt` : path(),
+          url: 'file:///s/o',
+          type: random(2) === 0 ? 'FILE' : 'DIRECTORY',
+        })),
+        executors: [{ image: 'alpine', command: ['true'], workdir: path(), stdin: path(), stdout: path() }],
+      };
+      let plan;
+      try {
+        plan = planContainer(task, W, inputs);
+      } catch (err) {
+        if (err instanceof PlanError) continue;
+        throw err;
+      }
+      const expected = pairwisePlan(task, inputs);
+      expect(plan.binds).toEqual(expected.binds);
+      expect(plan.layout.filter((e) => e.kind === 'dir').map((e) => e.path)).toEqual(expected.dirs);
+      expect(plan.layout.filter((e) => e.kind === 'file').map((e) => e.path)).toEqual(expected.files);
+      expect(plan.executors[0]!.stdin?.host).toBe(expected.host(task.executors[0]!.stdin!));
+      expect(plan.executors[0]!.stdout?.host).toBe(expected.host(task.executors[0]!.stdout!));
+    }
+  });
+
+  it('plans a task with 20,000 volumes, nested places and inputs correctly', () => {
+    const n = 20_000;
+    const volumes = Array.from({ length: n }, (_, i) => `/v/d${i}`);
+    const task: TaskRequest = {
+      // Nested places fold into their volume; every output lands inside one.
+      volumes: [...volumes, ...volumes.map((v) => `${v}/nested`)],
+      outputs: volumes.map((v, i) => ({ path: `${v}/nested/o${i}.txt`, url: 'file:///s/o', type: 'FILE' })),
+      executors: [{ image: 'alpine', command: ['true'], stdout: `/v/d${n - 1}/nested/log` }],
+    };
+    const inputs: StagedInput[] = volumes.map((v, index) => ({
+      index,
+      hostPath: `/s/in${index}`,
+      containerPath: `${v}/nested/in.txt`,
+      kind: 'file',
+    }));
+    const plan = planContainer(task, W, inputs);
+    const writable = plan.binds.filter((b) => !b.readOnly);
+    expect(writable).toHaveLength(n + 2);
+    expect(writable.slice(0, 3).map((b) => b.dst)).toEqual(['/tmp', '/var/tmp', '/v/d0']);
+    expect(writable.at(-1)).toEqual({
+      src: `${W}/mnt/v/d${n - 1}`,
+      dst: `/v/d${n - 1}`,
+      readOnly: false,
+      kind: 'dir',
+    });
+    expect(plan.binds.filter((b) => b.readOnly)).toHaveLength(n);
+    const files = plan.layout.filter((e) => e.kind === 'file');
+    expect(files).toHaveLength(n);
+    expect(files[123]).toEqual({ path: `${W}/mnt/v/d123/nested/in.txt`, kind: 'file', base: W });
+    expect(plan.executors[0]!.stdout).toEqual({
+      path: `/v/d${n - 1}/nested/log`,
+      host: `${W}/mnt/v/d${n - 1}/nested/log`,
+      place: { src: `${W}/mnt/v/d${n - 1}`, dst: `/v/d${n - 1}` },
+    });
+  });
 });
+
+/** The plan as first written, comparing every path with every other: the reference for the trie. */
+function pairwisePlan(
+  task: TaskRequest,
+  inputs: readonly StagedInput[],
+): { binds: Bind[]; dirs: string[]; files: string[]; host: (p: string) => string | undefined } {
+  const clean = (p: string): string => {
+    const n = posix.normalize(p);
+    return n.length > 1 && n.endsWith('/') ? n.slice(0, -1) : n;
+  };
+  const inside = (p: string, d: string): boolean => p === d || p.startsWith(d === '/' ? '/' : `${d}/`);
+  const depth = (p: string): number => (p === '/' ? 0 : p.split('/').length - 1);
+  const writable = new Set<string>();
+  for (const v of task.volumes ?? []) writable.add(clean(v));
+  for (const o of task.outputs ?? []) {
+    const p = clean(o.path);
+    if (/[*?[]/.test(p)) {
+      const head = p.slice(0, p.search(/[*?[]/));
+      writable.add(clean(head.endsWith('/') ? head : posix.dirname(head)));
+    } else writable.add(o.type === 'DIRECTORY' ? p : posix.dirname(p));
+  }
+  for (const ex of task.executors) {
+    if (ex.workdir) writable.add(clean(ex.workdir));
+    for (const p of [ex.stdout, ex.stderr]) if (p) writable.add(posix.dirname(clean(p)));
+  }
+  writable.delete('/');
+  const outermost = [...writable]
+    .sort((a, b) => a.length - b.length)
+    .filter((p, i, all) => !all.slice(0, i).some((q) => inside(p, q)));
+  const binds: Bind[] = [
+    { src: `${W}/tmp`, dst: '/tmp', readOnly: false, kind: 'dir' },
+    { src: `${W}/var-tmp`, dst: '/var/tmp', readOnly: false, kind: 'dir' },
+    ...outermost
+      .filter((p) => p !== '/tmp' && p !== '/var/tmp')
+      .map((p): Bind => ({ src: posix.join(W, 'mnt', p), dst: p, readOnly: false, kind: 'dir' })),
+    ...inputs.map((i): Bind => ({
+      src: i.hostPath,
+      dst: clean(i.containerPath),
+      readOnly: true,
+      kind: i.kind,
+    })),
+  ];
+  binds.sort((a, b) => depth(a.dst) - depth(b.dst));
+  const longest = (candidates: Bind[]): Bind | undefined =>
+    candidates.reduce<Bind | undefined>(
+      (best, b) => (!best || b.dst.length > best.dst.length ? b : best),
+      undefined,
+    );
+  const dirs = [`${W}/tmp`, `${W}/var-tmp`];
+  const files: string[] = [];
+  for (const b of binds) {
+    if (!b.readOnly) dirs.push(b.src);
+    const parent = longest(
+      binds.filter((a) => a !== b && a.kind === 'dir' && a.dst !== b.dst && inside(b.dst, a.dst)),
+    );
+    if (!parent) continue;
+    const point = posix.join(parent.src, posix.relative(parent.dst, b.dst));
+    if (b.kind === 'dir') dirs.push(point);
+    else {
+      dirs.push(posix.dirname(point));
+      files.push(point);
+    }
+  }
+  const host = (containerPath: string): string | undefined => {
+    const p = clean(containerPath);
+    const bind = longest(binds.filter((b) => b.dst === p || (b.kind === 'dir' && inside(p, b.dst))));
+    if (!bind) return undefined;
+    return bind.dst === p ? bind.src : posix.join(bind.src, posix.relative(bind.dst, p));
+  };
+  return { binds, dirs: [...new Set(dirs)], files: [...new Set(files)], host };
+}

@@ -53,9 +53,10 @@ export class LocalDriver implements ComputeDriver {
   private start(taskId: string): void {
     const dir = this.dir(taskId);
     if (existsSync(join(dir, 'local.exit'))) return;
-    const out = openSync(join(dir, 'slurm.out'), 'a');
-    const err = openSync(join(dir, 'slurm.err'), 'a');
-    const child = spawn('bash', [join(dir, 'job.sh')], {
+    const out = openSync(join(dir, 'slurm.out'), 'a', 0o600);
+    const err = openSync(join(dir, 'slurm.err'), 'a', 0o600);
+    // What the job writes is for the gateway's user only, from its first file on (as job.sh says too).
+    const child = spawn('bash', ['-c', 'umask 077 && exec bash -- "$1"', 'job', join(dir, 'job.sh')], {
       cwd: dir,
       detached: true,
       stdio: ['ignore', out, err],
@@ -174,7 +175,7 @@ export class LocalDriver implements ComputeDriver {
 }
 
 function writeAtomic(path: string, text: string): void {
-  writeFileSync(`${path}.tmp`, `${text}\n`);
+  writeFileSync(`${path}.tmp`, `${text}\n`, { mode: 0o600 });
   renameSync(`${path}.tmp`, path);
 }
 

@@ -15,6 +15,8 @@ export interface ProcessorContext {
   logger: Logger;
   /** Bytes of each executor's stdout/stderr kept in the FULL view. */
   tailBytes: number;
+  /** Bytes of all executors' stdout/stderr tails of one task together. */
+  taskLogMaxBytes: number;
 }
 
 /** Which attempt this is, so a processor can tell a retry from the last try. */

@@ -4,6 +4,8 @@ import {
   readExecutorResults,
   readSystemError,
   readTail,
+  shareLogBytes,
+  sizeOf,
 } from '../../compute/executor-results.js';
 import { effectiveExitCode, type JobStatus } from '../../compute/job-status.js';
 import { workDirOf } from '../../compute/prepare-job.js';
@@ -12,12 +14,14 @@ import { isTerminal } from '../../tes/state.js';
 import { withLog, withSystemLogs } from '../../tes/task-logs.js';
 import type { TesExecutorLog } from '../../tes/types.js';
 import type { Batcher } from '../../compute/batcher.js';
+import type { DeliveryResult } from '../../staging/deliver-outputs.js';
 import type { ProcessorContext } from './context.js';
 
 /**
  * Closes a task whose job ended, once: reads the executors' result files, delivers outputs, writes
  * executor logs, times and job metadata, then the terminal state, all in one atomic change. A cancel
- * requested before the end wins (CANCELED).
+ * requested before the end wins (CANCELED). A `system-error` the job script left (a path it refused,
+ * a runtime it could not find) makes the task SYSTEM_ERROR whatever the executors did.
  */
 export async function processFinalize(
   taskId: string,
@@ -39,26 +43,35 @@ export async function processFinalize(
     const decision = decideEndState(status, results, canceling);
     const systemLogs: string[] = [];
     const scriptError = await readSystemError(workDir);
-    if (scriptError) systemLogs.push(scriptError);
-    systemLogs.push(...decision.systemLogs);
-
     let state = decision.state;
-    let outputs: Awaited<ReturnType<typeof ctx.outputs.deliver>> = { files: [], errors: [] };
+    if (scriptError) {
+      systemLogs.push(scriptError);
+      if (!canceling) state = 'SYSTEM_ERROR';
+    }
+    // The script's own error explains a failed job better than the job's end state does.
+    if (!scriptError || canceling || decision.state !== 'SYSTEM_ERROR')
+      systemLogs.push(...decision.systemLogs);
+
+    let outputs: DeliveryResult = { files: [], errors: [], notes: [] };
     if (!canceling && results.some((r) => r.started) && record.request.outputs?.length) {
       outputs = await ctx.outputs.deliver(record.request.outputs, workDir);
-      systemLogs.push(...outputs.errors);
+      systemLogs.push(...outputs.errors, ...outputs.notes);
       if (outputs.errors.length > 0 && state === 'COMPLETE') state = 'SYSTEM_ERROR';
     }
 
+    // stdout and stderr of each executor that started, in turn, sharing the task's log budget.
+    const started = results.filter((r) => r.started);
+    const streams = started.flatMap((r) =>
+      ['stdout', 'stderr'].map((s) => join(executorDir(workDir, r.index), s)),
+    );
+    const keep = shareLogBytes(await Promise.all(streams.map(sizeOf)), ctx.tailBytes, ctx.taskLogMaxBytes);
     const execLogs: TesExecutorLog[] = [];
-    for (const r of results) {
-      if (!r.started) continue;
-      const dir = executorDir(workDir, r.index);
+    for (const [k, r] of started.entries()) {
       const log: TesExecutorLog = {
         // An executor killed with its job (OOM, time limit, cancel) has no exit code of its own.
         exit_code: r.exitCode ?? effectiveExitCode(status.exitCode),
-        stdout: await readTail(join(dir, 'stdout'), ctx.tailBytes),
-        stderr: await readTail(join(dir, 'stderr'), ctx.tailBytes),
+        stdout: await readTail(streams[2 * k]!, keep[2 * k]!),
+        stderr: await readTail(streams[2 * k + 1]!, keep[2 * k + 1]!),
       };
       if (r.startTime) log.start_time = r.startTime;
       const end = r.endTime ?? (status.endTime ? new Date(status.endTime * 1000).toISOString() : undefined);

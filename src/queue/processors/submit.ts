@@ -18,7 +18,7 @@ export async function launch(
   record: TaskRecord,
   prepared: PreparedJob,
 ): Promise<string> {
-  await writeFile(join(prepared.workDir, SUBMIT_MARKER), `${new Date().toISOString()}\n`);
+  await writeFile(join(prepared.workDir, SUBMIT_MARKER), `${new Date().toISOString()}\n`, { mode: 0o600 });
   return ctx.driver.submit({
     taskId: record.id,
     workDir: prepared.workDir,
@@ -56,12 +56,10 @@ export async function processSubmit(taskId: string, attempt: Attempt, ctx: Proce
   const { store, driver, logger } = ctx;
   const record = await store.get(taskId);
   if (!record || record.run?.jobId) return;
-  if (record.state === 'QUEUED') {
-    const t = await store.transition(taskId, 'INITIALIZING', { from: ['QUEUED'] });
-    if (t.outcome !== 'ok' && t.outcome !== 'same') return;
-  } else if (record.state !== 'INITIALIZING') {
-    return;
-  }
+  // A task stays QUEUED until its job starts (see tes/state.ts); INITIALIZING without a job is a
+  // submission an older gateway began.
+  const waiting = record.state;
+  if (waiting !== 'QUEUED' && waiting !== 'INITIALIZING') return;
 
   let prepared;
   let jobId: string;
@@ -91,22 +89,22 @@ export async function processSubmit(taskId: string, attempt: Attempt, ctx: Proce
     return;
   }
 
-  await writeFile(join(prepared.workDir, 'job_id'), `${jobId}\n`);
+  await writeFile(join(prepared.workDir, 'job_id'), `${jobId}\n`, { mode: 0o600 });
   const run = {
     workDir: workDirOf(ctx.prepare.workRoot, taskId),
     submittedAt: new Date().toISOString(),
     jobId,
   };
-  await store.setJob(taskId, jobId, run);
   const logs = withSystemLogs(record.logs, [
     ...prepared.warnings,
     `submitted as ${driver.kind} job ${jobId}`,
   ]);
-  const t = await store.transition(taskId, 'QUEUED', { from: ['INITIALIZING'], logs, run });
-  if (t.outcome === 'illegal') {
+  // The job, its run and these logs are recorded in one change, and only while the task still waits:
+  // the reconciler cannot see the job (and move the task on) before the submission's logs are in.
+  const t = await store.transition(taskId, waiting, { from: [waiting], logs, run, job: jobId });
+  if (t.outcome === 'illegal' || t.outcome === 'missing') {
     // Cancelled while it was being submitted: the job just made must go too.
     await driver.cancel([jobId]);
-    if (t.previous === 'CANCELED') await store.clearJob(taskId);
     logger.info({ taskId, jobId }, 'task cancelled during submission; its job was cancelled');
   }
 }

@@ -5,6 +5,8 @@
 # Runs the executors one after another, each in a container, and records start time, end time
 # and exit code of each under exec-<n>/ in the task directory.
 set -u
+# What the job writes in the task directory is for the job's user only.
+umask 077
 task_dir=/var/lib/tes-gateway/tasks/01jd0000000000000000000000
 runtime=apptainer
 cd -- "$task_dir" || { echo "cannot enter the task directory $task_dir" >&2; exit 120; }
@@ -30,6 +32,25 @@ mounts=(
 )
 options=(exec --containall --cleanenv)
 
+# Record why the job stops, and stop it.
+refuse() { record system-error "$1"; printf '%s\n' "$1" >&2; exit 121; }
+# realpath of $2 (mode $1: -e must exist, -m may be missing) into $resolved, keeping a trailing newline.
+resolve() { resolved=$(realpath "$1" -- "$2" && printf x) && resolved=${resolved%$'\n'x}; }
+# inside FIELD PATH HOST_PATH PLACE PLACE_HOST_DIR: HOST_PATH lies in a writable place of the task,
+# where the task may have made links. Its real path, left in $resolved, must lie inside the place
+# and, if it exists, be a regular file.
+inside() {
+  local place
+  resolve -e "$5" || refuse "$1: the writable place $4 is missing on $(hostname)"
+  place=$resolved
+  resolve -m "$3" || refuse "$1: $2 cannot be resolved (a loop of symbolic links?); the gateway does not follow links a task makes"
+  case $resolved in
+  "$place"/*) ;;
+  *) refuse "$1: $2 resolves to $resolved, outside the task's writable place $4; the gateway does not follow links a task makes" ;;
+  esac
+  if [ -e "$resolved" ] && [ ! -f "$resolved" ]; then refuse "$1: $2 is not a regular file"; fi
+}
+
 # executor 0
 record exec-0/start "$(stamp)"
 APPTAINERENV_VAR_0='' APPTAINERENV_VAR_1=' ' APPTAINERENV_VAR_2=plain APPTAINERENV_VAR_3='two words' APPTAINERENV_VAR_4='it'\''s' APPTAINERENV_VAR_5='"double"' APPTAINERENV_VAR_6='$(touch /tmp/pwned)' APPTAINERENV_VAR_7='`touch /tmp/pwned`' APPTAINERENV_VAR_8='${HOME}' APPTAINERENV_VAR_9='$HOME' APPTAINERENV_VAR_10='a;b && c || d | e > f < g' APPTAINERENV_VAR_11='line one
@@ -39,8 +60,10 @@ line two' 'tab	here' 'back\slash' '*?[glob]' '~root' -n --flag=value 'ünïcød�
 rc=$?
 record exec-0/end "$(stamp)"
 record exec-0/exit_code "$rc"
-cp -- exec-0/stderr '/var/lib/tes-gateway/tasks/01jd0000000000000000000000/mnt/out $(x)/err
-log'
+inside 'executors[0].stderr' '/out $(x)/err
+log' '/var/lib/tes-gateway/tasks/01jd0000000000000000000000/mnt/out $(x)/err
+log' '/out $(x)' '/var/lib/tes-gateway/tasks/01jd0000000000000000000000/mnt/out $(x)'
+cp -- exec-0/stderr "$resolved"
 [ "$rc" -eq 0 ] || exit "$rc"
 
 exit 0

@@ -5,6 +5,8 @@
 # Runs the executors one after another, each in a container, and records start time, end time
 # and exit code of each under exec-<n>/ in the task directory.
 set -u
+# What the job writes in the task directory is for the job's user only.
+umask 077
 task_dir=/var/lib/tes-gateway/tasks/01jd0000000000000000000000
 runtime=apptainer
 cd -- "$task_dir" || { echo "cannot enter the task directory $task_dir" >&2; exit 120; }

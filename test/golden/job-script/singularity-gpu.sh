@@ -5,6 +5,8 @@
 # Runs the executors one after another, each in a container, and records start time, end time
 # and exit code of each under exec-<n>/ in the task directory.
 set -u
+# What the job writes in the task directory is for the job's user only.
+umask 077
 task_dir=/var/lib/tes-gateway/tasks/01jd0000000000000000000000
 runtime=/opt/singularity/bin/singularity
 cd -- "$task_dir" || { echo "cannot enter the task directory $task_dir" >&2; exit 120; }
@@ -31,6 +33,25 @@ mounts=(
 )
 options=(exec --containall --cleanenv --nv --no-home)
 
+# Record why the job stops, and stop it.
+refuse() { record system-error "$1"; printf '%s\n' "$1" >&2; exit 121; }
+# realpath of $2 (mode $1: -e must exist, -m may be missing) into $resolved, keeping a trailing newline.
+resolve() { resolved=$(realpath "$1" -- "$2" && printf x) && resolved=${resolved%$'\n'x}; }
+# inside FIELD PATH HOST_PATH PLACE PLACE_HOST_DIR: HOST_PATH lies in a writable place of the task,
+# where the task may have made links. Its real path, left in $resolved, must lie inside the place
+# and, if it exists, be a regular file.
+inside() {
+  local place
+  resolve -e "$5" || refuse "$1: the writable place $4 is missing on $(hostname)"
+  place=$resolved
+  resolve -m "$3" || refuse "$1: $2 cannot be resolved (a loop of symbolic links?); the gateway does not follow links a task makes"
+  case $resolved in
+  "$place"/*) ;;
+  *) refuse "$1: $2 resolves to $resolved, outside the task's writable place $4; the gateway does not follow links a task makes" ;;
+  esac
+  if [ -e "$resolved" ] && [ ! -f "$resolved" ]; then refuse "$1: $2 is not a regular file"; fi
+}
+
 # executor 0
 record exec-0/start "$(stamp)"
 SINGULARITYENV_SAMPLE=NA12878 SINGULARITYENV_THREADS=2 "$runtime" "${options[@]}" --pwd /data "${mounts[@]}" docker://biocontainers/bwa:0.7.17 bash /data/script.sh \
@@ -38,7 +59,8 @@ SINGULARITYENV_SAMPLE=NA12878 SINGULARITYENV_THREADS=2 "$runtime" "${options[@]}
 rc=$?
 record exec-0/end "$(stamp)"
 record exec-0/exit_code "$rc"
-cp -- exec-0/stdout /var/lib/tes-gateway/tasks/01jd0000000000000000000000/mnt/data/logs/stdout.txt
+inside 'executors[0].stdout' /data/logs/stdout.txt /var/lib/tes-gateway/tasks/01jd0000000000000000000000/mnt/data/logs/stdout.txt /data /var/lib/tes-gateway/tasks/01jd0000000000000000000000/mnt/data
+cp -- exec-0/stdout "$resolved"
 [ "$rc" -eq 0 ] || exit "$rc"
 
 # executor 1

@@ -1,0 +1,110 @@
+import { constants } from 'node:fs';
+import { chmod, lstat, mkdir, open, writeFile } from 'node:fs/promises';
+import { dirname, isAbsolute, join, relative, sep } from 'node:path';
+import type { LayoutEntry } from '../apptainer/container-plan.js';
+
+/**
+ * The task directory on disk: private to the gateway's user (0700, files 0600), and laid out without
+ * following symbolic links, since a task directory may be prepared again after a job ran in it (a
+ * submission retried), and mount points may be made inside a client's input directory.
+ */
+
+/** The task directory cannot be laid out; retrying will not help. */
+export class LayoutError extends Error {
+  readonly permanent = true;
+
+  constructor(message: string) {
+    super(message);
+    this.name = 'LayoutError';
+  }
+}
+
+const NO_LINKS = "the gateway does not follow symbolic links while it lays out a task's directories";
+
+/** Creates the task directory (0700), or makes an existing one private again. */
+export async function makeTaskDir(workDir: string): Promise<void> {
+  // The work root is the operator's: it is made as the operator's umask says.
+  await mkdir(dirname(workDir), { recursive: true });
+  try {
+    await mkdir(workDir, { mode: 0o700 });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+  }
+  const st = await lstat(workDir);
+  if (st.isSymbolicLink()) throw new LayoutError(`${workDir} is a symbolic link; ${NO_LINKS}`);
+  if (!st.isDirectory()) throw new LayoutError(`${workDir} is not a directory`);
+  await chmod(workDir, 0o700);
+}
+
+/** Writes a file of the task directory that only the gateway's user may read. */
+export async function writePrivateFile(path: string, text: string, mode = 0o600): Promise<void> {
+  await writeFile(path, text, { mode });
+  // `mode` applies only to a file that did not exist yet.
+  await chmod(path, mode);
+}
+
+/**
+ * Creates the plan's directories (0700) and empty files (0600), each walking down from its base one
+ * component at a time: a component that exists as a symbolic link, or as something other than a
+ * directory, is refused.
+ */
+export async function makeLayout(entries: readonly LayoutEntry[]): Promise<void> {
+  const checked = new Set<string>();
+  for (const entry of entries) {
+    const rest = relative(entry.base, entry.path);
+    if (rest === '') continue;
+    if (rest.startsWith('..') || isAbsolute(rest))
+      throw new Error(`${entry.path} is not below ${entry.base}, where the plan says it is`);
+    await checkDir(entry.base, checked);
+    let path = entry.base;
+    const parts = rest.split(sep);
+    for (const [i, part] of parts.entries()) {
+      path = join(path, part);
+      if (i === parts.length - 1 && entry.kind === 'file') await makeFile(path);
+      else await makeDir(path, checked);
+    }
+  }
+}
+
+async function makeDir(path: string, checked: Set<string>): Promise<void> {
+  if (checked.has(path)) return;
+  try {
+    await mkdir(path, { mode: 0o700 });
+    checked.add(path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    await checkDir(path, checked);
+  }
+}
+
+async function checkDir(path: string, checked: Set<string>): Promise<void> {
+  if (checked.has(path)) return;
+  const st = await lstat(path);
+  if (st.isSymbolicLink()) throw new LayoutError(`${path} is a symbolic link; ${NO_LINKS}`);
+  if (!st.isDirectory()) throw new LayoutError(`${path} is in the way of a directory the task needs`);
+  checked.add(path);
+}
+
+async function makeFile(path: string): Promise<void> {
+  let handle;
+  try {
+    // Non-blocking, so that a FIFO in its place cannot hold the worker up.
+    handle = await open(
+      path,
+      constants.O_WRONLY | constants.O_CREAT | constants.O_NOFOLLOW | constants.O_NONBLOCK,
+      0o600,
+    );
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ELOOP') throw new LayoutError(`${path} is a symbolic link; ${NO_LINKS}`);
+    if (code === 'EISDIR' || code === 'ENXIO')
+      throw new LayoutError(`${path} is in the way of a file the task needs`);
+    throw err;
+  }
+  try {
+    if (!(await handle.stat()).isFile())
+      throw new LayoutError(`${path} is in the way of a file the task needs`);
+  } finally {
+    await handle.close();
+  }
+}
