@@ -72,9 +72,15 @@ export async function benchSlurm(rows: Row[]): Promise<void> {
       workRoot,
       backend: 'slurm',
       log: { level: 'silent' },
-      container: { runtime: 'apptainer', executable: join(ROOT, 'test/apptainer/apptainer') },
+      container: {
+        runtime: 'apptainer',
+        executable: join(ROOT, 'test/apptainer/apptainer'),
+        imageRoots: [images],
+      },
       // Held, so that submission is measured alone: on a cluster the jobs run on other machines.
       slurm: { extraArgs: ['--hold'] },
+      // The bench runs as root on a disposable machine, like CI.
+      security: { allowRoot: true },
     },
   });
   const gateway = await startGateway(config, { api: true, worker: true }, createLogger('silent'));

@@ -1,13 +1,13 @@
 import { execa } from 'execa';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, readdir, realpath, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Redis } from 'ioredis';
 import type { Logger } from '../logger.js';
 import { LeaderLock } from '../reconciler/leader-lock.js';
 import type { Keys } from '../store/keys.js';
-import { toImageRef, type ImageResolver } from './images.js';
+import { imageScheme, isUnder, toImageRef, type ImagePolicy, type ImageResolver } from './images.js';
 
 /**
  * The shared SIF cache on the gateway host. Compute nodes often have no route to a registry, so every
@@ -39,6 +39,8 @@ export interface ImageCacheOptions {
   backoffMs: number;
   /** Evict least recently used images after a pull while the cache holds more. */
   maxBytes?: number | undefined;
+  /** Which images tasks may use: checked again here, after symbolic links are resolved. */
+  policy: ImagePolicy;
   /** Cache paths that active tasks still use: never evicted. */
   inUse?: (() => Promise<Set<string>>) | undefined;
   logger: Logger;
@@ -222,6 +224,17 @@ export class ImageCache implements ImageResolver {
 
   async resolve(image: string, field: string): Promise<string> {
     if (image.startsWith('/')) return this.resolveFile(image, field);
+    // The API refused it already; a task stored before the rule (or under another policy) meets it here.
+    const scheme = imageScheme(image) ?? '';
+    if (!this.options.policy.allowedSchemes.includes(scheme)) {
+      throw new ImagePullError(
+        field,
+        image,
+        `image ${image} uses ${scheme}://, which container.allowedImageSchemes does not allow ` +
+          `(${this.options.policy.allowedSchemes.join(', ')})`,
+        true,
+      );
+    }
     const ref = toCanonicalRef(image);
     const invalid = checkReference(ref);
     if (invalid) throw new ImagePullError(field, ref, `cannot pull ${ref}: ${invalid}`, true);
@@ -299,11 +312,31 @@ export class ImageCache implements ImageResolver {
     return evicted;
   }
 
+  /**
+   * A local image file runs only when it lies under an image root once every symbolic link (of the
+   * path and of the roots) is resolved. The job keeps the path as given: compute nodes may reach the
+   * same file only through the link (a site's /home -> /gpfs/home).
+   */
   private async resolveFile(path: string, field: string): Promise<string> {
+    const roots = this.options.policy.imageRoots;
+    const rule = `container.imageRoots (${roots.length > 0 ? roots.join(', ') : 'empty'})`;
+    if (roots.length === 0) {
+      throw new ImagePullError(field, path, `image file ${path} is not allowed: ${rule} allows none`, true);
+    }
     try {
-      await stat(path);
+      const real = await realpath(path);
+      const realRoots = await Promise.all(roots.map((r) => realpath(r).catch(() => r)));
+      if (!isUnder(real, realRoots)) {
+        throw new ImagePullError(
+          field,
+          path,
+          `image file ${path} resolves to ${real}, outside ${rule}`,
+          true,
+        );
+      }
       return path;
     } catch (err) {
+      if (err instanceof ImagePullError) throw err;
       const code = (err as NodeJS.ErrnoException).code;
       const reason =
         code === 'ENOENT' || code === 'ENOTDIR'

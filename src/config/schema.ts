@@ -1,9 +1,30 @@
 import { z } from 'zod';
+import { parseNetworkEntry } from '../staging/network-policy.js';
 
 /**
  * The one description of the gateway's configuration. Every object is strict: an unknown key is a
  * mistake (a typo would otherwise silently fall back to a default), so it fails the start.
  */
+
+/** Every image URI scheme Apptainer knows. */
+const IMAGE_SCHEMES = [
+  'docker',
+  'docker-archive',
+  'docker-daemon',
+  'oci',
+  'oci-archive',
+  'library',
+  'oras',
+  'shub',
+  'http',
+  'https',
+] as const;
+
+/** One Slurm partition: a comma would make it a list, which sbatch accepts and the limits do not see. */
+const partitionName = z
+  .string()
+  .min(1)
+  .regex(/^[^,\s]+$/, 'must be one partition name (no commas or white space)');
 
 const partitionLimits = z
   .object({
@@ -16,7 +37,8 @@ export const configSchema = z
   .object({
     server: z
       .object({
-        host: z.string().min(1).default('0.0.0.0'),
+        // Only this host until an operator chooses to expose the API (it does not authenticate clients).
+        host: z.string().min(1).default('127.0.0.1'),
         port: z.number().int().min(0).max(65535).default(8000),
         bodyLimitBytes: z
           .number()
@@ -49,6 +71,58 @@ export const configSchema = z
       })
       .strict()
       .default({}),
+    /**
+     * The shape of one task, checked at creation with a 400 naming the field and the limit, so that no
+     * single request can make the gateway's own work (validation, storage, job script, reconciler,
+     * listing) large. The request body as a whole stays under server.bodyLimitBytes, and an input's
+     * `content` under server.maxContentBytes. Each default is far above what Cromwell, Nextflow,
+     * Snakemake, Toil and Sprocket send: one or a few executors, a handful of arguments, inputs and
+     * outputs in the hundreds for the largest scatter-gathers.
+     */
+    limits: z
+      .object({
+        /** Executors of one task (workflow engines send one; a few chain a setup step). */
+        maxExecutors: z.number().int().positive().default(64),
+        /** Inputs of one task: a whole directory is one input, so even large gathers stay far below. */
+        maxInputs: z.number().int().positive().default(10_000),
+        /** Outputs of one task, for the same reason. */
+        maxOutputs: z.number().int().positive().default(10_000),
+        /** Volumes of one task: each becomes a bind mount of the job. */
+        maxVolumes: z.number().int().positive().default(1_000),
+        /** Tags of one task: each is also a list index in Redis. */
+        maxTags: z.number().int().positive().default(256),
+        /** Environment variables of one executor: each is a line of the job script. */
+        maxEnvPerExecutor: z.number().int().positive().default(1_000),
+        /** Command arguments of one executor: each is a word of the job script. */
+        maxCommandArgs: z.number().int().positive().default(10_000),
+        /** backend_parameters entries of one task (the Slurm backend understands ten). */
+        maxBackendParameters: z.number().int().positive().default(256),
+        /** resources.zones entries of one task. */
+        maxZones: z.number().int().positive().default(256),
+        /**
+         * Bytes (UTF-8) of any one string of a task: names, paths, URLs, images, each command argument,
+         * env names and values, tag keys and values, backend_parameters. 128 KiB is Linux's limit on
+         * one argument or environment string (MAX_ARG_STRLEN), so no command that could run is refused;
+         * it cannot be set below 4 KiB, the length of a long path or URL.
+         */
+        maxStringBytes: z
+          .number()
+          .int()
+          .min(4096)
+          .default(128 * 1024),
+        /**
+         * Bytes of stored tasks one list page carries (BASIC and FULL views). A page that reaches it
+         * stops early with a next_page_token; a page always holds at least one task, so listing
+         * progresses whatever the size of one task.
+         */
+        listPageMaxBytes: z
+          .number()
+          .int()
+          .min(64 * 1024)
+          .default(4 * 1024 * 1024),
+      })
+      .strict()
+      .default({}),
     redis: z
       .object({
         url: z.string().url().default('redis://127.0.0.1:6379'),
@@ -70,6 +144,16 @@ export const configSchema = z
           .int()
           .min(0)
           .default(64 * 1024),
+        /**
+         * Bytes of executor stdout and stderr tails kept for one task, all executors together (each
+         * stream still at most tailBytes). A workflow engine's task has one or a few executors, whose
+         * tails stay far below; a task with very many shares it fairly.
+         */
+        taskLogMaxBytes: z
+          .number()
+          .int()
+          .min(0)
+          .default(1024 * 1024),
       })
       .strict()
       .default({}),
@@ -89,6 +173,18 @@ export const configSchema = z
         pullTimeoutMs: z.number().int().positive().default(600000),
         pullAttempts: z.number().int().positive().default(3),
         pullBackoffMs: z.number().int().positive().default(2000),
+        /**
+         * Directories whose image files (`image: /path/x.sif`) tasks may run, judged after symbolic
+         * links are resolved. Empty (the default): no local image file at all, since a task could
+         * otherwise name any file the gateway can read, or one it wrote itself into its task directory.
+         */
+        imageRoots: z.array(z.string().startsWith('/', 'must be an absolute path')).default([]),
+        /**
+         * URI schemes an image may use; a bare reference (`alpine`, `quay.io/x/y:1`) means docker://.
+         * The default leaves out the ones that read from the gateway host (docker-archive://,
+         * oci-archive://, docker-daemon://, oci://), pull over plain http(s), or from the retired shub://.
+         */
+        allowedImageSchemes: z.array(z.enum(IMAGE_SCHEMES)).default(['docker', 'oras', 'library']),
       })
       .strict()
       .default({}),
@@ -113,13 +209,13 @@ export const configSchema = z
     slurm: z
       .object({
         binDir: z.string().optional(),
-        defaultPartition: z.string().min(1).optional(),
-        shortPartition: z.string().min(1).optional(),
+        defaultPartition: partitionName.optional(),
+        shortPartition: partitionName.optional(),
         shortMaxMinutes: z.number().int().positive().default(60),
-        gpuPartition: z.string().min(1).optional(),
-        preemptiblePartition: z.string().min(1).optional(),
+        gpuPartition: partitionName.optional(),
+        preemptiblePartition: partitionName.optional(),
         zonePartitions: z.boolean().default(true),
-        limits: z.record(z.string(), partitionLimits).default({}),
+        limits: z.record(partitionName, partitionLimits).default({}),
         overLimit: z.enum(['clamp', 'refuse']).default('refuse'),
         extraArgs: z.array(z.string()).default([]),
         maxConcurrentCalls: z.number().int().positive().default(4),
@@ -141,6 +237,12 @@ export const configSchema = z
     storage: z
       .object({
         allowedRoots: z.array(z.string().startsWith('/', 'must be an absolute path')).default([]),
+        /** Bytes all of one task's http and s3 inputs may download together (1 TiB). */
+        maxTaskDownloadBytes: z
+          .number()
+          .int()
+          .positive()
+          .default(1024 ** 4),
         /** Downloads of one task's inputs running at once. */
         parallelDownloads: z.number().int().positive().default(8),
         http: z
@@ -158,6 +260,20 @@ export const configSchema = z
             stallTimeoutMs: z.number().int().positive().default(120_000),
             attempts: z.number().int().positive().default(4),
             backoffMs: z.number().int().min(0).default(1000),
+            /**
+             * Networks (`10.1.0.0/16`, `fd00::/8`, single addresses) and host names (`data.example.org`,
+             * `*.example.org`) that inputs may download from although they are loopback, link-local or
+             * private: for sites whose data servers are on such networks. Everything else private is refused.
+             */
+            allowedPrivateNetworks: z
+              .array(
+                z.string().superRefine((text, ctx) => {
+                  const entry = parseNetworkEntry(text);
+                  if (typeof entry === 'string')
+                    ctx.addIssue({ code: z.ZodIssueCode.custom, message: entry });
+                }),
+              )
+              .default([]),
           })
           .strict()
           .default({}),
@@ -169,12 +285,25 @@ export const configSchema = z
             accessKeyId: z.string().min(1).optional(),
             secretAccessKey: z.string().min(1).optional(),
             maxAttempts: z.number().int().positive().default(4),
+            /** Objects one task's DIRECTORY inputs may list, together; listing stops past it. */
+            maxListedObjects: z.number().int().positive().default(100_000),
           })
           .strict()
           .refine((s) => (s.accessKeyId === undefined) === (s.secretAccessKey === undefined), {
             message: 'set accessKeyId and secretAccessKey together, or neither for the AWS default chain',
           })
           .default({}),
+      })
+      .strict()
+      .default({}),
+    security: z
+      .object({
+        /**
+         * Lets a gateway with the slurm backend run as root. Job scripts and output delivery run with
+         * the gateway's rights, so as root a mistake in either reaches the whole host; run as a service
+         * account instead, and set this only where that is impossible (a disposable test machine).
+         */
+        allowRoot: z.boolean().default(false),
       })
       .strict()
       .default({}),

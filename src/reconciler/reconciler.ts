@@ -6,7 +6,7 @@ import { workDirOf } from '../compute/prepare-job.js';
 import { phaseOf } from '../compute/slurm/slurm-states.js';
 import type { Logger } from '../logger.js';
 import type { Enqueuer } from '../api/handlers/tasks.js';
-import type { TaskRecord, TaskStore } from '../store/task-store.js';
+import type { TaskBrief, TaskStore } from '../store/task-store.js';
 import { withLog, withSystemLogs } from '../tes/task-logs.js';
 import type { LeaderLock } from './leader-lock.js';
 
@@ -34,7 +34,9 @@ export interface CycleReport {
 /**
  * The one loop that maps the cluster back to TES. Only the leader polls; each cycle is one batched
  * status query for every active job. A failed query changes nothing; a job absent from accounting is
- * not finished until the scheduler confirms it does not know it either.
+ * not finished until the scheduler confirms it does not know it either. It reads tasks without their
+ * requests (TaskBrief): a task's size costs the cycle nothing. States only move forward (see
+ * tes/state.ts): a job seen waiting again leaves its task where it is, with the reason in its logs.
  */
 export class Reconciler {
   private timer: NodeJS.Timeout | undefined;
@@ -93,11 +95,11 @@ export class Reconciler {
     const poll = await driver.poll([...new Set(active.values())]);
     for (const e of poll.errors) this.o.logger.warn({ record: e }, 'unreadable accounting record skipped');
 
-    const ended: Array<{ record: TaskRecord; status: JobStatus }> = [];
-    const started: TaskRecord[] = [];
-    const missing: TaskRecord[] = [];
+    const ended: Array<{ record: TaskBrief; status: JobStatus }> = [];
+    const started: TaskBrief[] = [];
+    const missing: TaskBrief[] = [];
     let changed = 0;
-    const records = await store.getMany([...active.keys()]);
+    const records = await store.getBriefs([...active.keys()]);
     for (const [taskId, jobId] of active) {
       const record = records.get(taskId);
       if (!record) continue;
@@ -108,7 +110,7 @@ export class Reconciler {
       }
       switch (phaseOf(status.state)) {
         case 'waiting':
-          changed += await this.onWaiting(record, status);
+          await this.onWaiting(record, status);
           break;
         case 'started':
           changed += await this.onStarted(record, status);
@@ -130,7 +132,7 @@ export class Reconciler {
   }
 
   /** Jobs Slurm still reports as started whose script already ended: accounting will show it soon. */
-  private async anyScriptEnded(started: readonly TaskRecord[]): Promise<boolean> {
+  private async anyScriptEnded(started: readonly TaskBrief[]): Promise<boolean> {
     const limiter = new Limiter(32);
     const ended = await Promise.all(
       started.map((r) =>
@@ -140,22 +142,25 @@ export class Reconciler {
     return ended.includes(true);
   }
 
-  private async onWaiting(record: TaskRecord, status: JobStatus): Promise<number> {
-    if (record.state === 'CANCELING') return 0;
+  /**
+   * The pending reason goes to the system logs when it changes, and the state stays: a task still
+   * QUEUED is where a waiting job belongs, and one that got further (its job requeued) does not go back.
+   */
+  private async onWaiting(record: TaskBrief, status: JobStatus): Promise<void> {
+    if (record.state === 'CANCELING') return;
     const note = `Slurm job ${status.jobId} is ${status.rawState}: ${status.reason ?? 'no reason given'}`;
-    // Written when the reason changes, not every cycle; the map spares a read of the logs.
+    // Written when the reason changes, not every cycle; the map spares a look at the logs.
     const fresh = this.reasons.get(record.id) !== note && record.logs?.[0]?.system_logs?.at(-1) !== note;
     this.reasons.set(record.id, note);
-    if (record.state === 'QUEUED' && !fresh) return 0;
-    const t = await this.o.store.transition(
-      record.id,
-      'QUEUED',
-      fresh ? { logs: withSystemLogs(record.logs, [note]) } : {},
-    );
-    return t.outcome === 'ok' ? 1 : 0;
+    if (!fresh) return;
+    // A change to the same state writes the logs, unless the state changed meanwhile.
+    await this.o.store.transition(record.id, record.state, {
+      from: [record.state],
+      logs: withSystemLogs(record.logs, [note]),
+    });
   }
 
-  private async onStarted(record: TaskRecord, status: JobStatus): Promise<number> {
+  private async onStarted(record: TaskBrief, status: JobStatus): Promise<number> {
     if (record.state === 'CANCELING' || record.state === 'RUNNING') return 0;
     const workDir = record.run?.workDir ?? workDirOf(this.o.workRoot, record.id);
     const to = (await firstExecutorStarted(workDir)) ? 'RUNNING' : 'INITIALIZING';
@@ -172,7 +177,7 @@ export class Reconciler {
   }
 
   /** Jobs absent from accounting: young ones are just not recorded yet; old ones are checked. */
-  private async onMissing(records: TaskRecord[]): Promise<void> {
+  private async onMissing(records: TaskBrief[]): Promise<void> {
     const now = Date.now();
     const old = records.filter(
       (r) => now - Date.parse(r.run?.submittedAt ?? r.creationTime) > this.o.missingGraceMs,
@@ -182,6 +187,7 @@ export class Reconciler {
     for (const r of old) {
       const jobId = r.run!.jobId!;
       if (known.has(jobId)) continue;
+      this.reasons.delete(r.id);
       await this.o.queues.enqueue('finalize', {
         taskId: r.id,
         status: {
@@ -202,10 +208,9 @@ export class Reconciler {
   private async requeueLostSubmissions(): Promise<void> {
     const ids = await this.o.store.idsInState('QUEUED', 1000);
     const cutoff = Date.now() - 60_000;
-    for (const id of ids) {
-      const record = await this.o.store.get(id);
-      if (!record || record.run?.jobId || Date.parse(record.creationTime) > cutoff) continue;
-      await this.o.queues.enqueue('submit', { taskId: id });
+    for (const record of (await this.o.store.getBriefs(ids)).values()) {
+      if (record.run?.jobId || Date.parse(record.creationTime) > cutoff) continue;
+      await this.o.queues.enqueue('submit', { taskId: record.id });
     }
   }
 }

@@ -1,6 +1,6 @@
 import type { Redis } from 'ioredis';
 import { newTaskId } from '../tes/task-id.js';
-import { isTerminal, legalSources, type TesState } from '../tes/state.js';
+import { canTransition, isTerminal, legalSources, type TesState } from '../tes/state.js';
 import type { TaskRequest, TesTaskLog } from '../tes/types.js';
 import { BacklogFullError } from '../errors.js';
 import { Keys } from './keys.js';
@@ -9,6 +9,7 @@ import type {
   ListPage,
   ListQuery,
   RunInfo,
+  TaskBrief,
   TaskRecord,
   TaskStore,
   TransitionOptions,
@@ -17,6 +18,9 @@ import type {
 
 /** The most index entries one list call inspects, so one call never holds Redis for long. */
 const LIST_SCAN_BUDGET = 20_000;
+
+/** Ids read per pipeline by the batched reads. */
+const CHUNK = 1000;
 
 interface ScriptedRedis extends Redis {
   tesCreate(...args: Array<string | number>): Promise<string>;
@@ -28,6 +32,8 @@ export interface RedisTaskStoreOptions {
   prefix: string;
   /** Tasks waiting in QUEUED beyond which creation answers 429. */
   maxBacklog: number;
+  /** Index entries one list call may inspect (tests make it small). */
+  listScanBudget?: number | undefined;
 }
 
 export class RedisTaskStore implements TaskStore {
@@ -54,6 +60,7 @@ export class RedisTaskStore implements TaskStore {
     }
     const keys = [this.keys.task(id), this.keys.all, this.keys.state('QUEUED'), this.keys.names, ...tagKeys];
     const logs = options.logs && options.logs.length > 0 ? JSON.stringify(options.logs) : '';
+    const images = [...new Set(request.executors.map((e) => e.image))];
     const result = await this.r.tesCreate(
       keys.length,
       ...keys,
@@ -63,6 +70,7 @@ export class RedisTaskStore implements TaskStore {
       request.name ?? '',
       this.options.maxBacklog,
       logs,
+      JSON.stringify(images),
     );
     if (result === 'full') throw new BacklogFullError(this.options.maxBacklog, 30);
     return { id, state: 'QUEUED', request, creationTime, ...(options.logs ? { logs: options.logs } : {}) };
@@ -88,19 +96,57 @@ export class RedisTaskStore implements TaskStore {
 
   async getMany(taskIds: readonly string[]): Promise<Map<string, TaskRecord>> {
     const out = new Map<string, TaskRecord>();
-    for (let i = 0; i < taskIds.length; i += 1000) {
-      const chunk = taskIds.slice(i, i + 1000);
+    await this.readFields(taskIds, ['state', 'req', 'created', 'logs', 'run'], (id, fields) => {
+      const [state, req, created, logs, run] = fields;
+      if (state && req && created) out.set(id, toRecord(id, state, req, created, logs, run));
+    });
+    return out;
+  }
+
+  async getBriefs(taskIds: readonly string[]): Promise<Map<string, TaskBrief>> {
+    const out = new Map<string, TaskBrief>();
+    await this.readFields(taskIds, ['state', 'created', 'logs', 'run'], (id, fields) => {
+      const [state, created, logs, run] = fields;
+      if (!state || !created) return;
+      const brief: TaskBrief = { id, state: state as TesState, creationTime: created };
+      if (logs) brief.logs = JSON.parse(logs) as TesTaskLog[];
+      if (run) brief.run = JSON.parse(run) as RunInfo;
+      out.set(id, brief);
+    });
+    return out;
+  }
+
+  async imagesOf(taskIds: readonly string[]): Promise<Set<string>> {
+    const images = new Set<string>();
+    const older: string[] = [];
+    await this.readFields(taskIds, ['images'], (id, [list]) => {
+      if (list) for (const image of JSON.parse(list) as string[]) images.add(image);
+      else older.push(id);
+    });
+    // Tasks stored before the images field existed: their requests, once.
+    for (const record of (await this.getMany(older)).values()) {
+      for (const e of record.request.executors) images.add(e.image);
+    }
+    return images;
+  }
+
+  /** HMGET of the same fields for many tasks, a pipeline per chunk of ids. */
+  private async readFields(
+    taskIds: readonly string[],
+    fields: readonly string[],
+    each: (id: string, values: Array<string | null>) => void,
+  ): Promise<void> {
+    for (let i = 0; i < taskIds.length; i += CHUNK) {
+      const chunk = taskIds.slice(i, i + CHUNK);
       const pipeline = this.redis.pipeline();
-      for (const id of chunk) pipeline.hmget(this.keys.task(id), 'state', 'req', 'created', 'logs', 'run');
+      for (const id of chunk) pipeline.hmget(this.keys.task(id), ...fields);
       const replies = (await pipeline.exec()) ?? [];
       chunk.forEach((id, j) => {
-        const [err, fields] = replies[j] ?? [];
+        const [err, values] = replies[j] ?? [];
         if (err) throw err;
-        const [state, req, created, logs, run] = fields as Array<string | null>;
-        if (state && req && created) out.set(id, toRecord(id, state, req, created, logs, run));
+        each(id, values as Array<string | null>);
       });
     }
-    return out;
   }
 
   async list(query: ListQuery): Promise<ListPage> {
@@ -119,7 +165,8 @@ export class RedisTaskStore implements TaskStore {
       query.namePrefix ?? '',
       this.keys.taskPrefix,
       withDocs ? '1' : '0',
-      LIST_SCAN_BUDGET,
+      this.options.listScanBudget ?? LIST_SCAN_BUDGET,
+      query.maxBytes ?? 0,
     );
     const records: TaskRecord[] = [];
     for (let i = 1; i + 4 < reply.length; i += 5) {
@@ -143,7 +190,8 @@ export class RedisTaskStore implements TaskStore {
     to: TesState,
     options: TransitionOptions = {},
   ): Promise<{ outcome: TransitionOutcome; previous?: TesState }> {
-    const from = options.from ?? legalSources(to);
+    // A caller may narrow the legal sources, never widen them: the state machine has the last word.
+    const from = (options.from ?? legalSources(to)).filter((s) => canTransition(s, to));
     const fields: string[] = [];
     if (options.logs) fields.push('logs', JSON.stringify(options.logs));
     if (options.run) fields.push('run', JSON.stringify(options.run));
@@ -155,6 +203,7 @@ export class RedisTaskStore implements TaskStore {
       from.join(','),
       this.keys.statePrefix,
       isTerminal(to) ? '1' : '0',
+      options.job ?? '',
       ...fields,
     );
     return previous ? { outcome, previous: previous as TesState } : { outcome };

@@ -5,13 +5,15 @@
 
 /**
  * Create a task. KEYS: task, all, QUEUED index, name index, tag sets...
- * ARGV: id, request JSON, creation time, name ('' for none), max backlog, logs JSON ('' for none).
+ * ARGV: id, request JSON, creation time, name ('' for none), max backlog, logs JSON ('' for none),
+ * executor images as a JSON list (a small field of its own, so the image cache's sweep never reads
+ * the request).
  * Returns 'full' when the QUEUED backlog is at its limit, else 'ok'.
  */
 export const CREATE_TASK = `
 local id = ARGV[1]
 if tonumber(ARGV[5]) <= redis.call('ZCARD', KEYS[3]) then return 'full' end
-redis.call('HSET', KEYS[1], 'state', 'QUEUED', 'req', ARGV[2], 'created', ARGV[3])
+redis.call('HSET', KEYS[1], 'state', 'QUEUED', 'req', ARGV[2], 'created', ARGV[3], 'images', ARGV[7])
 if ARGV[4] ~= '' then
   redis.call('HSET', KEYS[1], 'name', ARGV[4])
   redis.call('ZADD', KEYS[4], 0, ARGV[4] .. '\\0' .. id)
@@ -26,25 +28,30 @@ return 'ok'
 /**
  * Move a task to a new state. KEYS: task, jobs hash.
  * ARGV: id, to, comma-separated legal sources, state index prefix, '1' if \`to\` is terminal,
- * then field/value pairs written with the change.
+ * cluster job id to record in the jobs hash ('' for none), then field/value pairs written with the
+ * change.
  * Returns {outcome, previous}: outcome is ok | same | illegal | missing. Setting the current state
- * again writes the fields (a progress update) unless the state is terminal.
+ * again writes the fields and the job (a progress update) unless the state is terminal.
  */
 export const TRANSITION = `
 local cur = redis.call('HGET', KEYS[1], 'state')
 if not cur then return {'missing', ''} end
 local to = ARGV[2]
 local terminal = ARGV[5] == '1'
+local function write()
+  if #ARGV > 6 then redis.call('HSET', KEYS[1], unpack(ARGV, 7)) end
+  if ARGV[6] ~= '' and not terminal then redis.call('HSET', KEYS[2], ARGV[1], ARGV[6]) end
+end
 if cur == to then
   if terminal then return {'same', cur} end
-  if #ARGV > 5 then redis.call('HSET', KEYS[1], unpack(ARGV, 6)) end
+  write()
   return {'same', cur}
 end
 local legal = false
 for s in string.gmatch(ARGV[3], '[^,]+') do if s == cur then legal = true end end
 if not legal then return {'illegal', cur} end
 redis.call('HSET', KEYS[1], 'state', to)
-if #ARGV > 5 then redis.call('HSET', KEYS[1], unpack(ARGV, 6)) end
+write()
 redis.call('ZREM', ARGV[4] .. cur, ARGV[1])
 redis.call('ZADD', ARGV[4] .. to, 0, ARGV[1])
 if terminal then redis.call('HDEL', KEYS[2], ARGV[1]) end
@@ -56,13 +63,18 @@ return {'ok', cur}
  * entries inspected for it cross the wire.
  * KEYS: name index, all index, then every set an id must belong to (state, tags).
  * ARGV: cursor (exclusive upper bound, '' for the top), page size, name prefix ('' for none),
- *       task key prefix, '1' to return records, scan budget.
+ *       task key prefix, '1' to return records, scan budget, most bytes of records (0: no limit).
  * The smallest candidate (a filter set, or the name prefix range) drives the walk; every other filter
- * is a membership test. Returns {next cursor or '', id, state, req, created, logs, ...}.
+ * is a membership test. The name prefix range drives only when it fits the scan budget, since it is
+ * read whole to be walked in id order; a larger one is tested name by name on the budgeted walk.
+ * Records stop before the one that would take the page past its byte limit (a page holds at least
+ * one), and the cursor then points at the last record returned.
+ * Returns {next cursor or '', id, state, req, created, logs, ...}.
  */
 export const LIST_PAGE = `
 local cursor, limit, prefix = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local kp, docs, budget = ARGV[4], ARGV[5] == '1', tonumber(ARGV[6])
+local maxBytes = tonumber(ARGV[7])
 
 local driver, driverSize = KEYS[2], nil
 if #KEYS >= 3 then
@@ -76,11 +88,12 @@ end
 local byName = false
 if prefix ~= '' then
   local n = redis.call('ZLEXCOUNT', KEYS[1], '[' .. prefix, '(' .. prefix .. '\\255')
-  if n < driverSize then byName = true end
+  if n < driverSize and n <= budget then byName = true end
 end
 
 local out = {''}
 local found, scanned, lastEmitted, lastScanned, decided = 0, 0, nil, nil, false
+local bytes = 0
 
 local function matches(id)
   for i = 3, #KEYS do
@@ -101,6 +114,11 @@ local function visit(id)
   lastScanned = id
   if matches(id) then
     if found >= limit then decided = true; return true end
+    if docs and maxBytes > 0 then
+      local size = redis.call('HSTRLEN', kp .. id, 'req') + redis.call('HSTRLEN', kp .. id, 'logs')
+      if found > 0 and bytes + size > maxBytes then decided = true; return true end
+      bytes = bytes + size
+    end
     found = found + 1
     lastEmitted = id
     local f
@@ -120,7 +138,7 @@ end
 
 local stopped = false
 if byName then
-  local members = redis.call('ZRANGEBYLEX', KEYS[1], '[' .. prefix, '(' .. prefix .. '\\255')
+  local members = redis.call('ZRANGEBYLEX', KEYS[1], '[' .. prefix, '(' .. prefix .. '\\255', 'LIMIT', 0, budget)
   local ids = {}
   for _, m in ipairs(members) do
     local id = string.sub(m, -26)

@@ -24,6 +24,12 @@ export interface TaskRecord {
   run?: RunInfo;
 }
 
+/**
+ * A task without its request: what the reconciler and the periodic sweeps read, so that the size of
+ * a task's request (up to the body limit) costs them nothing.
+ */
+export type TaskBrief = Omit<TaskRecord, 'request'>;
+
 export interface ListQuery {
   namePrefix?: string | undefined;
   state?: TesState | undefined;
@@ -33,6 +39,11 @@ export interface ListQuery {
   /** Exclusive upper bound: the walk continues below this task id. */
   cursor?: string | undefined;
   view: TesView;
+  /**
+   * Stored bytes (request and logs) a BASIC or FULL page stops at: the page ends early with a cursor.
+   * A page holds at least one task.
+   */
+  maxBytes?: number | undefined;
 }
 
 export interface ListPage {
@@ -48,6 +59,11 @@ export interface TransitionOptions {
   from?: readonly TesState[];
   logs?: TesTaskLog[];
   run?: RunInfo;
+  /**
+   * The cluster job just submitted: recorded for the reconciler in the same atomic change, and only
+   * if the change is made (a task cancelled meanwhile gets no job to poll).
+   */
+  job?: string;
 }
 
 export interface TaskStore {
@@ -58,6 +74,10 @@ export interface TaskStore {
   getState(taskId: string): Promise<TesState | undefined>;
   /** Several tasks in one round trip; absent ones are left out. */
   getMany(taskIds: readonly string[]): Promise<Map<string, TaskRecord>>;
+  /** Several tasks without their requests, in one round trip; absent ones are left out. */
+  getBriefs(taskIds: readonly string[]): Promise<Map<string, TaskBrief>>;
+  /** The executor images of these tasks, without reading their requests. */
+  imagesOf(taskIds: readonly string[]): Promise<Set<string>>;
   list(query: ListQuery): Promise<ListPage>;
   transition(
     taskId: string,

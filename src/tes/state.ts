@@ -4,15 +4,19 @@
  * | from \ to     | QUEUED | INITIALIZING | RUNNING | COMPLETE | EXECUTOR_ERROR | SYSTEM_ERROR | CANCELING | CANCELED | PREEMPTED |
  * |---------------|--------|--------------|---------|----------|----------------|--------------|-----------|----------|-----------|
  * | QUEUED        |        | yes          | yes     | yes      | yes            | yes          | yes       | yes      | yes       |
- * | INITIALIZING  | yes    |              | yes     | yes      | yes            | yes          | yes       | yes      | yes       |
- * | RUNNING       | yes    | yes          |         | yes      | yes            | yes          | yes       |          | yes       |
+ * | INITIALIZING  |        |              | yes     | yes      | yes            | yes          | yes       | yes      | yes       |
+ * | RUNNING       |        |              |         | yes      | yes            | yes          | yes       |          | yes       |
  * | CANCELING     |        |              |         |          |                | yes          |           | yes      |           |
  * | terminal      |        |              |         |          |                |              |           |          |           |
  *
- * - QUEUED/INITIALIZING/RUNNING move both ways because Slurm can requeue a job (REQUEUED) and a job
- *   can be pending again after a start; the reconciler reports what Slurm says.
+ * - QUEUED, INITIALIZING and RUNNING only move forward. A task is QUEUED from creation until its
+ *   job starts on a node: while the gateway stages its inputs and submits it, and while the job
+ *   waits in the scheduler's queue. It is INITIALIZING from the job's start until its first executor
+ *   starts, then RUNNING. A job the scheduler puts back in its queue (a requeue, or a job seen
+ *   pending after a start) does not move its task back: the reason is written to the system logs.
  * - A task that is not yet on the cluster is CANCELED at once; a task that may have a Slurm job goes
  *   through CANCELING until Slurm confirms the job is gone. RUNNING never jumps to CANCELED directly.
+ *   (INITIALIZING -> CANCELED remains for tasks an older gateway left INITIALIZING while submitting.)
  * - CANCELING ends as CANCELED, or SYSTEM_ERROR when the job cannot be cancelled at all.
  * - Terminal states (COMPLETE, EXECUTOR_ERROR, SYSTEM_ERROR, CANCELED, PREEMPTED) never change.
  */
@@ -48,8 +52,8 @@ const FINISHES: TesState[] = ['COMPLETE', 'EXECUTOR_ERROR', 'SYSTEM_ERROR', 'PRE
 
 const LEGAL: Readonly<Partial<Record<TesState, readonly TesState[]>>> = {
   QUEUED: ['INITIALIZING', 'RUNNING', ...FINISHES, 'CANCELING', 'CANCELED'],
-  INITIALIZING: ['QUEUED', 'RUNNING', ...FINISHES, 'CANCELING', 'CANCELED'],
-  RUNNING: ['QUEUED', 'INITIALIZING', ...FINISHES, 'CANCELING'],
+  INITIALIZING: ['RUNNING', ...FINISHES, 'CANCELING', 'CANCELED'],
+  RUNNING: [...FINISHES, 'CANCELING'],
   CANCELING: ['CANCELED', 'SYSTEM_ERROR'],
 };
 

@@ -10,9 +10,12 @@ import { connect, dropPrefix, testPrefix } from './redis.js';
 export const ROOT = process.cwd();
 export const FAKE_APPTAINER = join(ROOT, 'test', 'apptainer', 'apptainer');
 
+/** Where the test images are built: the image root of every test gateway. */
+export const TEST_IMAGES_DIR = process.env.TES_TEST_IMAGES ?? join(ROOT, '.tmp', 'images');
+
 /** Builds the small test images once per run (busybox + bash, as a real .sif). */
 export function testImages(): { dir: string; busybox: string; registry: string } {
-  const dir = process.env.TES_TEST_IMAGES ?? join(ROOT, '.tmp', 'images');
+  const dir = TEST_IMAGES_DIR;
   execFileSync('bash', [join(ROOT, 'test', 'apptainer', 'build-images.sh'), dir], { stdio: 'pipe' });
   return { dir, busybox: join(dir, 'busybox.sif'), registry: join(dir, 'registry') };
 }
@@ -55,6 +58,8 @@ export async function startTestGateway(
       log: { level: process.env.TES_TEST_LOG ?? 'silent' },
       reconciler: { pollIntervalMs: 500 },
       worker: { submitBackoffMs: 200 },
+      // Tests run as root (CI does); the refusal to run so has tests of its own.
+      security: { allowRoot: true },
       ...overrides,
       ...withImageCache(overrides, workRoot),
     },
@@ -80,10 +85,19 @@ export async function startTestGateway(
   };
 }
 
-/** Tests keep pulled images in a directory of their own, unless they name one. */
+/**
+ * Tests keep pulled images in a directory of their own, unless they name one, and may run the local
+ * test images (container.imageRoots), unless they name other roots.
+ */
 function withImageCache(overrides: Record<string, unknown>, workRoot: string): Record<string, unknown> {
   const container = (overrides.container ?? {}) as Record<string, unknown>;
-  return { container: { imageCacheDir: join(workRoot, '..', `${basename(workRoot)}-images`), ...container } };
+  return {
+    container: {
+      imageCacheDir: join(workRoot, '..', `${basename(workRoot)}-images`),
+      imageRoots: [TEST_IMAGES_DIR],
+      ...container,
+    },
+  };
 }
 
 export async function createTask(base: string, body: unknown): Promise<string> {

@@ -81,6 +81,7 @@ beforeEach(() => {
         backoffMs: 100,
         logger,
         pollIntervalMs: 50,
+        policy: { imageRoots: [images.dir], allowedSchemes: ['docker', 'oras', 'library'] },
         ...options,
       });
     },
@@ -293,9 +294,10 @@ describe('ImageCache', () => {
   it('returns an existing absolute image path as is and refuses a missing one', async () => {
     const cache = world.cache('a');
     expect(await cache.resolve(images.busybox, FIELD)).toBe(images.busybox);
-    const err = await rejection(cache.resolve('/nowhere/missing.sif', 'executors[2].image'));
+    const missing = join(images.dir, 'missing.sif');
+    const err = await rejection(cache.resolve(missing, 'executors[2].image'));
     expect(err.permanent).toBe(true);
-    expect(err.message).toBe('executors[2].image: image file /nowhere/missing.sif does not exist');
+    expect(err.message).toBe(`executors[2].image: image file ${missing} does not exist`);
     expect(world.pulls()).toEqual([]);
   });
 

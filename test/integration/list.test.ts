@@ -1,4 +1,7 @@
+import type { Redis } from 'ioredis';
+import { RedisTaskStore } from '../../src/store/redis-task-store.js';
 import { getJson, postJson, startTestApi, type TestApi } from '../helpers/api.js';
+import { connect, dropPrefix, testPrefix } from '../helpers/redis.js';
 
 let api: TestApi;
 const ids: Record<string, string> = {};
@@ -124,5 +127,107 @@ describe('GET /tasks', () => {
     const res = await list('state=DONE');
     expect(res.status).toBe(400);
     expect(res.body.errors[0].path).toBe('state');
+  });
+});
+
+describe('GET /tasks with large tasks', () => {
+  const LIMIT = 64 * 1024;
+  let big: TestApi;
+  const created: string[] = [];
+  beforeAll(async () => {
+    big = await startTestApi('list-bytes', { limits: { listPageMaxBytes: LIMIT } });
+    // Newest first: 25 KiB each, two fit a page and three do not; the fourth alone is larger than one.
+    for (const size of [25, 100, 25, 25, 25]) {
+      // Ids order by the millisecond of creation: one each, so the order is known.
+      await new Promise((r) => setTimeout(r, 2));
+      const res = await postJson(`${big.base}/tasks`, {
+        description: 'd'.repeat(size * 1024),
+        executors: [{ image: 'alpine', command: ['true'] }],
+      });
+      created.unshift(res.body.id);
+    }
+  });
+  afterAll(async () => {
+    await big.close();
+  });
+
+  async function walk(query: string): Promise<string[][]> {
+    const pages: string[][] = [];
+    let token = '';
+    for (let i = 0; i < 20; i++) {
+      const res = await getJson(`${big.base}/tasks?${query}${token ? `&page_token=${token}` : ''}`);
+      expect(res.status).toBe(200);
+      pages.push(res.body.tasks.map((t: { id: string }) => t.id));
+      if (!res.body.next_page_token) break;
+      token = res.body.next_page_token;
+    }
+    return pages;
+  }
+
+  it('ends a FULL page early at limits.listPageMaxBytes and carries on with the next token', async () => {
+    const pages = await walk('view=FULL&page_size=2047');
+    expect(pages.map((p) => p.length)).toEqual([2, 1, 1, 1]);
+    expect(pages.flat()).toEqual(created);
+  });
+
+  it('keeps BASIC pages under the same limit', async () => {
+    expect((await walk('view=BASIC')).flat()).toEqual(created);
+    expect((await walk('view=BASIC'))[0]).toHaveLength(2);
+  });
+
+  it('gives a MINIMAL page whole, since it carries no task documents', async () => {
+    expect(await walk('')).toEqual([created]);
+  });
+});
+
+describe('the name_prefix filter', () => {
+  const prefix = testPrefix('list-names');
+  let redis: Redis;
+  let store: RedisTaskStore;
+  const named: string[] = [];
+  const byName = new Map<string, string>();
+  beforeAll(async () => {
+    redis = connect();
+    // A budget of 10 entries per call: the 30 names of the prefix do not fit it.
+    store = new RedisTaskStore(redis, { prefix, maxBacklog: 1000, listScanBudget: 10 });
+    for (let i = 0; i < 60; i++) {
+      const name = i % 2 === 0 ? `sample-${i}` : `other-${i}`;
+      const t = await store.create({ name, executors: [{ image: 'alpine', command: ['true'] }] });
+      if (i % 2 === 0) named.push(t.id);
+      byName.set(name, t.id);
+    }
+    // Newest first is descending id order (ids made within one millisecond order at random).
+    named.sort().reverse();
+  });
+  afterAll(async () => {
+    await dropPrefix(redis, prefix);
+    redis.disconnect();
+  });
+
+  it('walks a name range larger than the scan budget page by page, without gap or overlap', async () => {
+    const seen: string[] = [];
+    let cursor: string | undefined;
+    let calls = 0;
+    do {
+      const page = await store.list({
+        namePrefix: 'sample-',
+        tags: [],
+        pageSize: 100,
+        cursor,
+        view: 'MINIMAL',
+      });
+      seen.push(...page.records.map((r) => r.id));
+      cursor = page.nextCursor;
+      calls++;
+    } while (cursor && calls < 50);
+    expect(seen).toEqual(named);
+    // Each call inspects at most 10 entries of the 60.
+    expect(calls).toBeGreaterThanOrEqual(6);
+  });
+
+  it('still reads a small name range through the name index', async () => {
+    const page = await store.list({ namePrefix: 'sample-58', tags: [], pageSize: 100, view: 'MINIMAL' });
+    expect(page.records.map((r) => r.id)).toEqual([byName.get('sample-58')]);
+    expect(page.nextCursor).toBeUndefined();
   });
 });

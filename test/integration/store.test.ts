@@ -67,6 +67,68 @@ describe('RedisTaskStore', () => {
     expect((await storeA.activeJobs()).has(t.id)).toBe(false);
   });
 
+  it('never moves a task backwards, whatever sources the caller names', async () => {
+    const t = await storeA.create(TASK);
+    await storeA.transition(t.id, 'INITIALIZING');
+    expect(await storeA.transition(t.id, 'QUEUED', { from: ['INITIALIZING'] })).toEqual({
+      outcome: 'illegal',
+      previous: 'INITIALIZING',
+    });
+    await storeA.transition(t.id, 'RUNNING');
+    for (const back of ['QUEUED', 'INITIALIZING'] as const) {
+      expect((await storeA.transition(t.id, back, { from: ['RUNNING'] })).outcome).toBe('illegal');
+    }
+    expect(await storeA.getState(t.id)).toBe('RUNNING');
+    expect(await a.zscore(storeA.keys.state('RUNNING'), t.id)).toBe('0');
+  });
+
+  it('records a job with a change, and only when the change is made', async () => {
+    const waiting = await storeA.create(TASK);
+    const run = { workDir: '/w', jobId: '42' };
+    expect(await storeA.transition(waiting.id, 'QUEUED', { from: ['QUEUED'], run, job: '42' })).toEqual({
+      outcome: 'same',
+      previous: 'QUEUED',
+    });
+    expect((await storeA.activeJobs()).get(waiting.id)).toBe('42');
+    expect((await storeA.get(waiting.id))?.run).toEqual(run);
+
+    const cancelled = await storeA.create(TASK);
+    await storeA.transition(cancelled.id, 'CANCELED');
+    const t = await storeA.transition(cancelled.id, 'QUEUED', { from: ['QUEUED'], run, job: '43' });
+    expect(t).toEqual({ outcome: 'illegal', previous: 'CANCELED' });
+    expect((await storeA.activeJobs()).has(cancelled.id)).toBe(false);
+    expect((await storeA.get(cancelled.id))?.run).toBeUndefined();
+  });
+
+  it('reads tasks for the sweeps without their requests', async () => {
+    const t = await storeA.create({
+      executors: [
+        { image: 'alpine', command: ['true'] },
+        { image: 'docker://ubuntu:24.04', command: ['true'] },
+        { image: 'alpine', command: ['false'] },
+      ],
+    });
+    await storeA.setRun(t.id, { jobId: '7' });
+    // A request that cannot even be parsed is never looked at.
+    await a.hset(storeA.keys.task(t.id), 'req', 'not json');
+    await expect(storeA.getMany([t.id])).rejects.toThrow(SyntaxError);
+    const briefs = await storeA.getBriefs([t.id, '01jd0000000000000000000000']);
+    expect([...briefs.keys()]).toEqual([t.id]);
+    expect(briefs.get(t.id)).toEqual({
+      id: t.id,
+      state: 'QUEUED',
+      creationTime: t.creationTime,
+      run: { jobId: '7' },
+    });
+    expect(await storeA.imagesOf([t.id])).toEqual(new Set(['alpine', 'docker://ubuntu:24.04']));
+  });
+
+  it('reads the images of a task stored before they had a field of their own from its request', async () => {
+    const t = await storeA.create({ executors: [{ image: 'busybox', command: ['true'] }] });
+    await a.hdel(storeA.keys.task(t.id), 'images');
+    expect(await storeA.imagesOf([t.id])).toEqual(new Set(['busybox']));
+  });
+
   it('refuses new tasks when the backlog is full', async () => {
     const p = testPrefix('backlog');
     const small = new RedisTaskStore(a, { prefix: p, maxBacklog: 2 });

@@ -66,6 +66,72 @@ describe('loadConfig', () => {
     expect(error!.problems).toHaveLength(5);
   });
 
+  it('has limits on the shape of a task, each one configurable', () => {
+    expect(loadConfig({ env: {} }).limits).toEqual({
+      maxExecutors: 64,
+      maxInputs: 10_000,
+      maxOutputs: 10_000,
+      maxVolumes: 1_000,
+      maxTags: 256,
+      maxEnvPerExecutor: 1_000,
+      maxCommandArgs: 10_000,
+      maxBackendParameters: 256,
+      maxZones: 256,
+      maxStringBytes: 128 * 1024,
+      listPageMaxBytes: 4 * 1024 * 1024,
+    });
+    const c = loadConfig({
+      path: file('limits:\n  maxExecutors: 4\n  listPageMaxBytes: 1048576\n'),
+      env: {},
+    });
+    expect(c.limits.maxExecutors).toBe(4);
+    expect(c.limits.listPageMaxBytes).toBe(1048576);
+    expect(() => loadConfig({ path: file('limits:\n  maxExecuters: 4\n'), env: {} })).toThrow(
+      /limits: unknown setting maxExecuters/,
+    );
+    expect(() => loadConfig({ path: file('limits:\n  maxStringBytes: 10\n'), env: {} })).toThrow(
+      /limits.maxStringBytes: Number must be greater than or equal to 4096/,
+    );
+  });
+
+  it('runs no local image file and only registry images unless told otherwise', () => {
+    const c = loadConfig({ env: {} });
+    expect(c.container.imageRoots).toEqual([]);
+    expect(c.container.allowedImageSchemes).toEqual(['docker', 'oras', 'library']);
+    const d = loadConfig({
+      path: file('container:\n  imageRoots: [/srv/images]\n  allowedImageSchemes: [docker, oci-archive]\n'),
+      env: {},
+    });
+    expect(d.container.imageRoots).toEqual(['/srv/images']);
+    expect(d.container.allowedImageSchemes).toEqual(['docker', 'oci-archive']);
+    expect(() =>
+      loadConfig({
+        path: file('container:\n  imageRoots: [images]\n  allowedImageSchemes: [ftp]\n'),
+        env: {},
+      }),
+    ).toThrow(
+      /container.imageRoots.0: must be an absolute path[\s\S]*container.allowedImageSchemes.0: Invalid enum value/,
+    );
+  });
+
+  it('refuses a configured partition that is a list', () => {
+    let error: ConfigError | undefined;
+    try {
+      loadConfig({
+        path: file(
+          'slurm:\n  defaultPartition: a,b\n  gpuPartition: gpu\n  limits:\n    "x,y": { maxCpus: 1 }\n',
+        ),
+        env: {},
+      });
+    } catch (err) {
+      error = err as ConfigError;
+    }
+    expect(error!.problems).toEqual([
+      'slurm.defaultPartition: must be one partition name (no commas or white space)',
+      'slurm.limits.x,y: must be one partition name (no commas or white space)',
+    ]);
+  });
+
   it('says which file it could not read', () => {
     expect(() => loadConfig({ path: '/nonexistent/gw.yaml', env: {} })).toThrow(
       /invalid configuration in \/nonexistent\/gw.yaml/,

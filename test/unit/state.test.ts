@@ -1,6 +1,7 @@
 import {
   canTransition,
   isTerminal,
+  legalSources,
   TES_STATES,
   TERMINAL_STATES,
   type TesState,
@@ -15,7 +16,6 @@ const LEGAL: Array<[TesState, TesState]> = [
   ['QUEUED', 'PREEMPTED'],
   ['QUEUED', 'CANCELING'],
   ['QUEUED', 'CANCELED'],
-  ['INITIALIZING', 'QUEUED'],
   ['INITIALIZING', 'RUNNING'],
   ['INITIALIZING', 'COMPLETE'],
   ['INITIALIZING', 'EXECUTOR_ERROR'],
@@ -23,8 +23,6 @@ const LEGAL: Array<[TesState, TesState]> = [
   ['INITIALIZING', 'PREEMPTED'],
   ['INITIALIZING', 'CANCELING'],
   ['INITIALIZING', 'CANCELED'],
-  ['RUNNING', 'QUEUED'],
-  ['RUNNING', 'INITIALIZING'],
   ['RUNNING', 'COMPLETE'],
   ['RUNNING', 'EXECUTOR_ERROR'],
   ['RUNNING', 'SYSTEM_ERROR'],
@@ -47,6 +45,15 @@ describe('the TES state machine', () => {
 
   it.each(ILLEGAL)('refuses %s -> %s', (from, to) => {
     expect(canTransition(from, to)).toBe(false);
+  });
+
+  it('never moves a task backwards through QUEUED, INITIALIZING and RUNNING', () => {
+    const order: TesState[] = ['QUEUED', 'INITIALIZING', 'RUNNING'];
+    order.forEach((from, i) => {
+      for (const to of order.slice(0, i)) expect(canTransition(from, to)).toBe(false);
+    });
+    expect(legalSources('QUEUED')).toEqual([]);
+    expect(legalSources('INITIALIZING')).toEqual(['QUEUED']);
   });
 
   it('never lets a terminal state change', () => {

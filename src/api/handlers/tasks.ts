@@ -16,11 +16,13 @@ export interface TaskHandlerDeps {
   store: TaskStore;
   queues: Enqueuer;
   rules: TaskRules;
+  /** Stored bytes a BASIC or FULL list page stops at (config limits.listPageMaxBytes). */
+  listPageMaxBytes?: number | undefined;
 }
 
 const DEFAULT_PAGE_SIZE = 256;
 
-export function taskHandlers({ store, queues, rules }: TaskHandlerDeps) {
+export function taskHandlers({ store, queues, rules, listPageMaxBytes }: TaskHandlerDeps) {
   return {
     create: async (req: Request, res: Response): Promise<void> => {
       const check = checkTaskRules(req.body, rules);
@@ -78,6 +80,8 @@ export function taskHandlers({ store, queues, rules }: TaskHandlerDeps) {
         cursor:
           typeof q.page_token === 'string' && q.page_token !== '' ? decodePageToken(q.page_token) : undefined,
         view,
+        // A page of large tasks ends early, with a next_page_token like any other.
+        maxBytes: listPageMaxBytes,
       });
       res.setHeader('Cache-Control', 'no-store');
       const body: { tasks: unknown[]; next_page_token?: string } = {
