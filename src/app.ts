@@ -7,9 +7,12 @@ import type { Logger } from './logger.js';
 import type { TaskStore } from './store/task-store.js';
 import { errorHandler, notFoundHandler } from './api/error-handler.js';
 import { requestContext } from './api/request-context.js';
+import { MAX_TARGET_BYTES } from './api/http-server.js';
 import { taskHandlers, type Enqueuer } from './api/handlers/tasks.js';
 import { buildServiceInfo, serviceInfoHandler } from './api/handlers/service-info.js';
-import { normalizeTaskBody } from './tes/normalize.js';
+import { jsonTextNestingExceeds, MAX_BODY_DEPTH, normalizeTaskBody } from './tes/normalize.js';
+import { RequestTargetTooLongError, ValidationError } from './errors.js';
+import { taskRulesFor } from './tes/validate-task.js';
 import { packageVersion, projectRoot } from './version.js';
 
 export const BASE_PATHS = ['/ga4gh/tes/v1', '/v1'] as const;
@@ -32,11 +35,13 @@ export function specPath(): string {
 /** The HTTP application, without a listener: main.ts listens, tests use it directly. */
 export function createApp(deps: AppDeps): Express {
   const { config } = deps;
-  const rules = {
-    maxContentBytes: config.server.maxContentBytes,
-    supportedBackendParameters: deps.backendParameters,
-  };
-  const tasks = taskHandlers({ store: deps.store, queues: deps.queues, rules });
+  const rules = taskRulesFor(config, deps.backendParameters);
+  const tasks = taskHandlers({
+    store: deps.store,
+    queues: deps.queues,
+    rules,
+    listPageMaxBytes: config.limits.listPageMaxBytes,
+  });
   const info = buildServiceInfo(config, {
     storage: deps.storage,
     backendParameters: deps.backendParameters,
@@ -49,18 +54,38 @@ export function createApp(deps: AppDeps): Express {
   app.set('etag', false);
   app.set('query parser', parseQuery);
   app.use(requestContext(deps.logger));
+  app.use(checkRequestTarget);
   app.use(
     express.json({
       limit: config.server.bodyLimitBytes,
       strict: false,
       type: ['application/json', 'application/*+json'],
+      verify: refuseDeepJson,
     }),
   );
-  app.use(normalizeBodies);
+  // Tolerant input happens before validation (see tes/normalize.ts), on the routes Express itself
+  // matches, so a body is prepared exactly when the handler that uses it will run.
+  const prepare = express.Router();
+  prepare.post('/tasks', (req, _res, next) => {
+    req.body = normalizeTaskBody(req.body);
+    next();
+  });
+  prepare.post('/tasks/:id\\:cancel', (req, _res, next) => {
+    req.body = {};
+    next();
+  });
+  prepare.get('/tasks', checkPageSize);
+  // A router answers OPTIONS by itself on any path it has routes for; that is the validator's to
+  // refuse (405), so OPTIONS requests pass this one by.
+  for (const base of BASE_PATHS) {
+    app.use(base, (req, res, next) => (req.method === 'OPTIONS' ? next() : prepare(req, res, next)));
+  }
   app.use(
     OpenApiValidator.middleware({
       apiSpec: specPath(),
-      validateRequests: { allErrors: true },
+      // Unknown query parameters are ignored: Nextflow's nf-ga4gh sends an API key as one, py-tes
+      // sends `project`. The declared ones are still checked strictly.
+      validateRequests: { allErrors: true, allowUnknownQueryParameters: true },
       validateResponses: deps.validateResponses ?? false,
       validateApiSpec: true,
     }),
@@ -68,13 +93,13 @@ export function createApp(deps: AppDeps): Express {
 
   const router = express.Router();
   const info$ = serviceInfoHandler(info);
-  router.get('/service-info', info$);
-  router.get('/tasks/service-info', info$);
-  router.get('/tasks', tasks.list);
-  router.post('/tasks', tasks.create);
+  router.get('/service-info', operation('GetServiceInfo'), info$);
+  router.get('/tasks/service-info', operation('GetServiceInfoLegacy'), info$);
+  router.get('/tasks', operation('ListTasks'), tasks.list);
+  router.post('/tasks', operation('CreateTask'), tasks.create);
   // The colon is escaped: `{id}:cancel` is one path segment, as the validator matches it too.
-  router.post('/tasks/:id\\:cancel', tasks.cancel);
-  router.get('/tasks/:id', tasks.get);
+  router.post('/tasks/:id\\:cancel', operation('CancelTask'), tasks.cancel);
+  router.get('/tasks/:id', operation('GetTask'), tasks.get);
   for (const base of BASE_PATHS) app.use(base, router);
 
   app.use(notFoundHandler);
@@ -101,11 +126,95 @@ export function parseQuery(text: string): Record<string, unknown> {
   return query;
 }
 
-/** Tolerant input happens before validation: see tes/normalize.ts. */
-function normalizeBodies(req: Request, _res: Response, next: NextFunction): void {
-  if (req.method === 'POST') {
-    if (/\/tasks\/?$/.test(req.path)) req.body = normalizeTaskBody(req.body);
-    else if (/:cancel$/.test(req.path)) req.body = {};
+/**
+ * Express, the validator and the handlers must all see the same path, or a request can be validated
+ * as one operation and served by another (`POST /tasks/#:cancel` was validated as a cancel and
+ * stored as a task). Express routes on the target as parsed by `parseurl`, which drops a fragment
+ * (and re-escapes some bytes when it has to parse fully); the validator matches the raw target. A
+ * target that does not read the same both ways is refused, and so is one that is not a plain path.
+ */
+function checkRequestTarget(req: Request, _res: Response, next: NextFunction): void {
+  const target = req.url;
+  const problem = targetProblem(target, req.path);
+  if (problem === 'too long') {
+    next(new RequestTargetTooLongError(target.length, MAX_TARGET_BYTES));
+    return;
+  }
+  if (problem) {
+    next(new ValidationError([{ path: 'request target', message: problem }]));
+    return;
   }
   next();
+}
+
+/** What is wrong with a raw request target, given the path Express parsed from it; undefined if fine. */
+export function targetProblem(target: string, parsedPath: string): string | undefined {
+  if (target.length > MAX_TARGET_BYTES) return 'too long';
+  if (!target.startsWith('/')) return 'must be a path starting with /';
+  if (target.includes('#')) return "must not contain '#' (a fragment is never sent; encode it as %23)";
+  const question = target.indexOf('?');
+  const rawPath = question < 0 ? target : target.slice(0, question);
+  if (rawPath !== parsedPath)
+    return 'must be a plain path: it reads differently to the router and the validator';
+  return undefined;
+}
+
+/** body-parser's hook between reading and parsing: a body nested too deep is never parsed. */
+function refuseDeepJson(_req: Request, _res: Response, body: Buffer): void {
+  if (jsonTextNestingExceeds(body, MAX_BODY_DEPTH)) {
+    throw new ValidationError([{ path: 'body', message: `nested deeper than ${MAX_BODY_DEPTH} levels` }]);
+  }
+}
+
+/**
+ * The validator accepts `1e3`, `0x10`, ` 5` and `Infinity` for an integer query parameter (the last
+ * one reached Redis as "Infinity"); page_size must be written as a plain decimal number.
+ */
+function checkPageSize(req: Request, _res: Response, next: NextFunction): void {
+  const value = (req.query as Record<string, unknown>).page_size;
+  if (value !== undefined && !isPageSize(value)) {
+    next(
+      new ValidationError([
+        {
+          path: 'page_size',
+          message: `must be a whole number from 1 to ${MAX_PAGE_SIZE} (the spec's limit)`,
+        },
+      ]),
+    );
+    return;
+  }
+  next();
+}
+
+export const MAX_PAGE_SIZE = 2047;
+
+export function isPageSize(value: unknown): boolean {
+  return (
+    typeof value === 'string' &&
+    /^[0-9]{1,6}$/.test(value) &&
+    Number(value) >= 1 &&
+    Number(value) <= MAX_PAGE_SIZE
+  );
+}
+
+/**
+ * Each route states the operation it serves; if the validator matched the request to another one
+ * (or to none), the request is refused instead of being served unvalidated.
+ */
+function operation(operationId: string) {
+  return (req: Request, _res: Response, next: NextFunction): void => {
+    const matched = (req as { openapi?: { schema?: { operationId?: string } } }).openapi?.schema?.operationId;
+    if (matched !== operationId) {
+      next(
+        new ValidationError([
+          {
+            path: 'request target',
+            message: `is ambiguous: routed to ${operationId} but validated as ${matched ?? 'no operation'}`,
+          },
+        ]),
+      );
+      return;
+    }
+    next();
+  };
 }

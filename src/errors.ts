@@ -17,6 +17,17 @@ export class ValidationError extends Error {
   }
 }
 
+/** The request target (path and query) is longer than the service reads. */
+export class RequestTargetTooLongError extends Error {
+  constructor(
+    readonly bytes: number,
+    readonly limit: number,
+  ) {
+    super(`the request target is ${bytes} bytes; at most ${limit} are accepted`);
+    this.name = 'RequestTargetTooLongError';
+  }
+}
+
 export class TaskNotFoundError extends Error {
   constructor(readonly taskId: string) {
     super(`task ${taskId} does not exist`);

@@ -1,6 +1,7 @@
-import type { ErrorRequestHandler, RequestHandler } from 'express';
+import type { ErrorRequestHandler, Request, RequestHandler } from 'express';
 import {
   BacklogFullError,
+  RequestTargetTooLongError,
   StoreUnavailableError,
   TaskNotFoundError,
   ValidationError,
@@ -14,7 +15,7 @@ import { checkTaskRules, type TaskRules } from '../tes/validate-task.js';
  */
 export function errorHandler(rules: TaskRules): ErrorRequestHandler {
   return (err: unknown, req, res, _next) => {
-    const { status, message, errors, retryAfter } = toHttp(err, req.method, req.path, req.body, rules);
+    const { status, message, errors, retryAfter } = toHttp(err, req, rules);
     if (status >= 500) req.log.error({ err, method: req.method, url: req.originalUrl }, 'request failed');
     else req.log.info({ status, message, method: req.method, url: req.originalUrl }, 'request refused');
     if (res.headersSent) return;
@@ -34,7 +35,9 @@ interface HttpError {
   retryAfter?: number;
 }
 
-function toHttp(err: unknown, method: string, path: string, body: unknown, rules: TaskRules): HttpError {
+function toHttp(err: unknown, req: Request, rules: TaskRules): HttpError {
+  const { method, path } = req;
+  const body: unknown = req.body;
   if (err instanceof ValidationError) {
     return { status: 400, message: summarize(err.problems), errors: err.problems };
   }
@@ -43,7 +46,15 @@ function toHttp(err: unknown, method: string, path: string, body: unknown, rules
     return { status: 429, message: err.message, retryAfter: err.retryAfterSeconds };
   }
   if (err instanceof StoreUnavailableError) return { status: 503, message: err.message, retryAfter: 5 };
-  const e = err as { status?: number; type?: string; errors?: unknown; message?: string; limit?: number };
+  if (err instanceof RequestTargetTooLongError) return { status: 414, message: err.message };
+  const e = err as {
+    status?: number;
+    type?: string;
+    errors?: unknown;
+    message?: string;
+    limit?: number;
+    code?: unknown;
+  };
   // body-parser
   if (e.type === 'entity.too.large') {
     return {
@@ -61,6 +72,16 @@ function toHttp(err: unknown, method: string, path: string, body: unknown, rules
   if (e.type === 'encoding.unsupported' || e.type === 'charset.unsupported') {
     return { status: 415, message: e.message ?? 'unsupported body encoding' };
   }
+  // body-parser passes the decompressor's own error on (zlib's Z_DATA_ERROR, Brotli's
+  // ERR__ERROR_FORMAT_...) with status 400 and no `type` of its own.
+  const encoding = contentEncoding(req);
+  if (e.status === 400 && e.type === undefined && encoding !== undefined && typeof e.code === 'string') {
+    return {
+      status: 400,
+      message: `request body is not valid ${encoding} data, as its Content-Encoding says it is (${e.code})`,
+      errors: [{ path: 'body', message: `does not decode as Content-Encoding ${encoding}` }],
+    };
+  }
   // express-openapi-validator
   if (typeof e.status === 'number' && Array.isArray(e.errors)) {
     if (e.status === 400) {
@@ -71,7 +92,7 @@ function toHttp(err: unknown, method: string, path: string, body: unknown, rules
       }
       // A task body that fails the schema is also checked against the rules the schema cannot
       // express, so the client learns every problem in one answer.
-      if (method === 'POST' && /\/tasks\/?$/.test(path)) {
+      if (method === 'POST' && /\/tasks\/?$/i.test(path)) {
         for (const p of checkTaskRules(body, rules).problems) {
           if (!problems.some((q) => q.path === p.path && q.message === p.message)) problems.push(p);
         }
@@ -84,6 +105,12 @@ function toHttp(err: unknown, method: string, path: string, body: unknown, rules
     if (e.status === 405) return { status: 405, message: `method ${method} is not allowed on ${path}` };
     if (e.status === 404) return { status: 404, message: `no such endpoint: ${method} ${path}` };
     return { status: e.status, message: e.message ?? 'request refused' };
+  }
+  // Other client errors of body-parser (`request.aborted`, `request.size.invalid`) and of the
+  // router (a path parameter that is not valid percent-encoding) carry their 4xx status and a
+  // message meant for the client.
+  if (typeof e.status === 'number' && e.status >= 400 && e.status < 500) {
+    return { status: e.status, message: `invalid request: ${lowerFirst(e.message ?? 'refused')}` };
   }
   if (isRedisDown(err))
     return { status: 503, message: `the task store is unavailable: ${e.message ?? ''}`, retryAfter: 5 };
@@ -107,6 +134,16 @@ export function toFieldProblem(p: ValidatorProblem): FieldProblem {
   let path = '';
   for (const s of segments) path += /^\d+$/.test(s) ? `[${s}]` : path === '' ? s : `.${s}`;
   return { path: path || 'body', message: p.message ?? 'is invalid' };
+}
+
+/** The declared Content-Encoding when it is not the identity, in lower case. */
+function contentEncoding(req: Request): string | undefined {
+  const value = req.headers['content-encoding']?.trim().toLowerCase();
+  return value && value !== 'identity' ? value : undefined;
+}
+
+function lowerFirst(text: string): string {
+  return text.charAt(0).toLowerCase() + text.slice(1);
 }
 
 function summarize(problems: FieldProblem[]): string {
