@@ -70,6 +70,10 @@ RUN printf '#!/bin/sh\nexec node /app/dist/src/main.js "$@"\n' > /usr/local/bin/
     && chmod 0755 /usr/local/bin/tes-gateway libexec/apptainer-bwrap
 
 USER ${TESGW_UID}:${TESGW_GID}
+# The gateway listens only on 127.0.0.1 unless told otherwise; in a container it must answer on the
+# container's own interface for the published port to reach it. This variable wins over server.host
+# in the YAML file: set it to another address to change that.
+ENV TES_GATEWAY_HOST=0.0.0.0
 EXPOSE 8000
 
 # A worker has no HTTP server, so the check passes for it; for serve and api it asks the API on the

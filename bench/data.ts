@@ -51,7 +51,8 @@ export async function benchData(rows: Row[]): Promise<void> {
     const base = `http://127.0.0.1:${port}`;
     const dir = mkdtempSync('/var/tmp/tesgw-bench-data-');
     const config = loadConfig({ env: {} });
-    const fetcher = new HttpFetcher(config.storage.http);
+    // The file server is on this host, a loopback address that downloads may reach only when allowed.
+    const fetcher = new HttpFetcher({ ...config.storage.http, allowedPrivateNetworks: ['127.0.0.0/8'] });
 
     const rssBefore = process.memoryUsage().rss;
     let peakRss = rssBefore;
@@ -81,7 +82,15 @@ export async function benchData(rows: Row[]): Promise<void> {
     for (const parallel of [4, 16]) {
       const work = mkdtempSync(join(dir, 'small-'));
       const t1 = performance.now();
-      await stageInputs(inputs, work, { roots: new AllowedRoots([]), fetchers: [fetcher], parallel });
+      await stageInputs(inputs, work, {
+        roots: new AllowedRoots([]),
+        fetchers: [fetcher],
+        parallel,
+        limits: {
+          maxDownloadBytes: config.storage.maxTaskDownloadBytes,
+          maxListedObjects: config.storage.s3.maxListedObjects,
+        },
+      });
       rows.push({
         section: 'data',
         metric: `1,000 small http inputs of one task, ${parallel} at a time (s)`,
@@ -89,6 +98,7 @@ export async function benchData(rows: Row[]): Promise<void> {
       });
     }
     rmSync(dir, { recursive: true, force: true });
+    fetcher.close();
   } finally {
     server.kill();
   }
@@ -129,6 +139,8 @@ async function benchSharedImage(rows: Row[]): Promise<void> {
         imageCacheDir: join(work, 'images'),
       },
       slurm: { extraArgs: ['--hold'] },
+      // The bench runs as root on a disposable machine, like CI.
+      security: { allowRoot: true },
     },
   });
   const gateway = await startGateway(config, { api: true, worker: true }, createLogger('silent'));

@@ -2,7 +2,9 @@ import type { Server } from 'node:http';
 import { Redis } from 'ioredis';
 import type { Express } from 'express';
 import { createApp } from './app.js';
+import { createHttpServer } from './api/http-server.js';
 import type { Config } from './config/schema.js';
+import { checkStartup } from './config/startup-checks.js';
 import type { Logger } from './logger.js';
 import type { ComputeDriver } from './compute/driver.js';
 import { LocalDriver } from './compute/local/local-driver.js';
@@ -101,14 +103,13 @@ export function buildImageResolver(
     attempts: c.pullAttempts,
     backoffMs: c.pullBackoffMs,
     maxBytes: c.imageCacheMaxBytes,
+    policy: { imageRoots: c.imageRoots, allowedSchemes: c.allowedImageSchemes },
     logger,
-    // Images of tasks not yet finished stay, whatever their age.
+    // Images of tasks not yet finished stay, whatever their age: those with a job, and the oldest
+    // waiting ones (being submitted). Only their images are read, never their requests.
     inUse: async () => {
-      const ids = [...(await store.activeJobs()).keys(), ...(await store.idsInState('INITIALIZING', 10_000))];
-      const records = await store.getMany(ids);
-      return new Set(
-        [...records.values()].flatMap((r) => r.request.executors.map((e) => cache.pathOf(e.image))),
-      );
+      const ids = [...(await store.activeJobs()).keys(), ...(await store.idsInState('QUEUED', 10_000))];
+      return new Set([...(await store.imagesOf(ids))].map((image) => cache.pathOf(image)));
     },
   });
   return cache;
@@ -140,7 +141,17 @@ async function checkApi(host: string, port: number, gateway: Gateway): Promise<v
   }
 }
 
-export async function startGateway(config: Config, roles: Roles, logger: Logger): Promise<Gateway> {
+/**
+ * Starts the roles asked for. Unsafe settings stop it first with a ConfigError (`configSource` names
+ * where the settings came from, for its message).
+ */
+export async function startGateway(
+  config: Config,
+  roles: Roles,
+  logger: Logger,
+  configSource = '(settings)',
+): Promise<Gateway> {
+  await checkStartup(config, roles.worker, configSource);
   const redis = connectRedis(config);
   const store = new RedisTaskStore(redis, {
     prefix: config.redis.prefix,
@@ -153,7 +164,8 @@ export async function startGateway(config: Config, roles: Roles, logger: Logger)
   const driver = buildDriver(config, logger);
   const roots = new AllowedRoots(config.storage.allowedRoots);
   const s3 = new S3Storage(config.storage.s3);
-  const fetchers = [new HttpFetcher(config.storage.http), s3];
+  const http = new HttpFetcher(config.storage.http);
+  const fetchers = [http, s3];
   const outputs = new OutputDeliverer(roots, [s3]);
   const gateway: Gateway = {
     config,
@@ -170,6 +182,7 @@ export async function startGateway(config: Config, roles: Roles, logger: Logger)
       await queues.close();
       await driver.close();
       s3.close();
+      http.close();
       redis.disconnect();
     },
   };
@@ -181,13 +194,30 @@ export async function startGateway(config: Config, roles: Roles, logger: Logger)
       workRoot: config.workRoot,
       runtime: containerRuntime(config),
       policy: config.slurm,
-      staging: { roots, fetchers, parallel: config.storage.parallelDownloads },
+      staging: {
+        roots,
+        fetchers,
+        parallel: config.storage.parallelDownloads,
+        limits: {
+          maxDownloadBytes: config.storage.maxTaskDownloadBytes,
+          maxListedObjects: config.storage.s3.maxListedObjects,
+        },
+      },
       images,
     };
     gateway.workers = new TaskWorkers(
       redis,
       store.keys.bullPrefix,
-      { store, driver, queues, prepare, outputs, logger, tailBytes: config.log.tailBytes },
+      {
+        store,
+        driver,
+        queues,
+        prepare,
+        outputs,
+        logger,
+        tailBytes: config.log.tailBytes,
+        taskLogMaxBytes: config.log.taskLogMaxBytes,
+      },
       config.worker,
     );
     gateway.reconciler = new Reconciler({
@@ -214,7 +244,9 @@ export async function startGateway(config: Config, roles: Roles, logger: Logger)
     });
     gateway.app = app;
     await new Promise<void>((resolve, reject) => {
-      const server = app.listen(config.server.port, config.server.host, () => resolve());
+      const server = createHttpServer(app, logger).listen(config.server.port, config.server.host, () =>
+        resolve(),
+      );
       server.on('error', reject);
       gateway.server = server;
     });

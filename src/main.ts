@@ -2,7 +2,8 @@
 import cluster from 'node:cluster';
 import { loadConfig } from './config/load-config.js';
 import { ConfigError } from './errors.js';
-import { buildImageResolver, connectRedis, startGateway, type Roles } from './gateway.js';
+import { checkStartup } from './config/startup-checks.js';
+import { buildImageResolver, connectRedis, startGateway, type Gateway, type Roles } from './gateway.js';
 import { ImageCache } from './apptainer/image-cache.js';
 import type { Config } from './config/schema.js';
 import { RedisTaskStore } from './store/redis-task-store.js';
@@ -48,13 +49,24 @@ async function main(argv: string[]): Promise<void> {
     process.stderr.write(`tes-gateway: unknown command ${command}\n${USAGE}\n`);
     process.exit(2);
   }
-  let config;
+  const source = configPath ?? process.env.TES_GATEWAY_CONFIG ?? '(defaults)';
+  let config: Config;
+  let gateway: Gateway;
+  let logger: Logger;
   try {
     config = loadConfig({ path: configPath });
     if (command === 'images') {
       await reportImages(config);
       return;
     }
+    logger = createLogger(config.log.level, { role: command });
+    if (command === 'api' && config.server.processes > 1 && cluster.isPrimary) {
+      // Checked here, once: a child that stopped on its settings would be restarted for ever.
+      await checkStartup(config, false, source);
+      superviseApiProcesses(config.server.processes, logger);
+      return;
+    }
+    gateway = await startGateway(config, roles!, logger, source);
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(`tes-gateway: ${err.message}\n`);
@@ -62,12 +74,6 @@ async function main(argv: string[]): Promise<void> {
     }
     throw err;
   }
-  const logger = createLogger(config.log.level, { role: command });
-  if (command === 'api' && config.server.processes > 1 && cluster.isPrimary) {
-    superviseApiProcesses(config.server.processes, logger);
-    return;
-  }
-  const gateway = await startGateway(config, roles!, logger);
   logger.info(
     {
       role: command,

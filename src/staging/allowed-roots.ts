@@ -76,7 +76,11 @@ export class AllowedRoots {
   }
 }
 
-async function realExisting(path: string): Promise<string> {
+/**
+ * The real path of `path` as far as it exists: its nearest existing ancestor resolved through symbolic
+ * links, with the components that do not exist yet appended as written.
+ */
+export async function realExisting(path: string): Promise<string> {
   const rest: string[] = [];
   let cur = normalize(path);
   for (;;) {

@@ -7,6 +7,8 @@ import { dirname } from 'node:path';
 import { Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { DownloadBudget, DownloadBudgetError } from './download-budget.js';
+import { AddressRefusedError, NetworkPolicy } from './network-policy.js';
 import type { InputFetcher } from './stage-inputs.js';
 import { StagingError } from './staging-error.js';
 
@@ -25,6 +27,12 @@ export interface HttpFetcherOptions {
   maxDelayMs?: number;
   /** Redirects followed per try. Default 10. */
   maxRedirects?: number;
+  /**
+   * Private networks (CIDRs, addresses) and host names the gateway may download from
+   * (`storage.http.allowedPrivateNetworks`); loopback, link-local and private addresses are refused
+   * otherwise. Default none.
+   */
+  allowedPrivateNetworks?: readonly string[];
 }
 
 /**
@@ -36,18 +44,44 @@ export interface HttpFetcherOptions {
  * connections, DNS errors, stalls, 408, 429, 5xx, a truncated body) are retried with exponential backoff
  * within `attempts` and `timeoutMs`; the last one is thrown as a plain Error, so the caller retries the
  * whole submission later. Messages never carry the URL's userinfo or signature-like query parameters.
+ *
+ * Every connection, the first and each redirect's, goes only to an address the NetworkPolicy allows,
+ * checked on the address connected to (see network-policy.ts); a refusal is permanent. The bytes of a
+ * task's inputs count against its DownloadBudget as they arrive.
  */
 export class HttpFetcher implements InputFetcher {
   readonly schemes = ['http', 'https'] as const;
   private readonly maxDelayMs: number;
   private readonly maxRedirects: number;
+  private readonly policy: NetworkPolicy;
+  // Our own agents, so that every connection they open resolves through the policy's lookup, and no
+  // socket opened elsewhere (without the check) is ever reused for a download.
+  private readonly agents: { http: http.Agent; https: https.Agent };
 
   constructor(private readonly options: HttpFetcherOptions) {
     this.maxDelayMs = options.maxDelayMs ?? 60_000;
     this.maxRedirects = options.maxRedirects ?? 10;
+    this.policy = new NetworkPolicy(options.allowedPrivateNetworks ?? []);
+    const lookup = this.policy.lookup;
+    this.agents = {
+      http: new http.Agent({ keepAlive: true, lookup }),
+      https: new https.Agent({ keepAlive: true, lookup }),
+    };
   }
 
-  async fetch(url: string, dest: string, type: 'FILE' | 'DIRECTORY', field: string): Promise<void> {
+  /** Closes idle connections. */
+  close(): void {
+    this.agents.http.destroy();
+    this.agents.https.destroy();
+  }
+
+  async fetch(
+    url: string,
+    dest: string,
+    type: 'FILE' | 'DIRECTORY',
+    field: string,
+    budget: DownloadBudget = DownloadBudget.unlimited(),
+  ): Promise<void> {
     const target = parseTarget(url, field);
     if (type === 'DIRECTORY') {
       throw new StagingError(
@@ -64,7 +98,7 @@ export class HttpFetcher implements InputFetcher {
       for (let attempt = 1; ; attempt++) {
         let failure: AttemptFailure;
         try {
-          await this.attempt(target, partial, deadline);
+          await this.attempt(target, partial, deadline, budget);
           await rename(partial, dest);
           renamed = true;
           return;
@@ -92,8 +126,14 @@ export class HttpFetcher implements InputFetcher {
   }
 
   /** One try: request (following redirects), then stream the body into `partial`. */
-  private async attempt(target: Target, partial: string, deadline: number): Promise<void> {
+  private async attempt(
+    target: Target,
+    partial: string,
+    deadline: number,
+    budget: DownloadBudget,
+  ): Promise<void> {
     const watch = new Watchdog(this.options.stallTimeoutMs, deadline, this.options.timeoutMs);
+    let received = 0;
     try {
       const res = await this.follow(target, watch);
       const maxBytes = this.options.maxBytes;
@@ -105,11 +145,24 @@ export class HttpFetcher implements InputFetcher {
           true,
         );
       }
-      let received = 0;
+      if (announced !== undefined) {
+        try {
+          budget.expect(announced);
+        } catch (err) {
+          res.destroy();
+          throw err;
+        }
+      }
       const meter = new Transform({
         transform(chunk: Buffer, _encoding: BufferEncoding, done: TransformCallback): void {
           received += chunk.length;
           watch.progress();
+          try {
+            budget.take(chunk.length);
+          } catch (err) {
+            done(err as Error);
+            return;
+          }
           if (received > maxBytes) {
             done(
               new AttemptFailure(
@@ -127,6 +180,8 @@ export class HttpFetcher implements InputFetcher {
         throw new AttemptFailure(`the connection closed after ${received} of ${announced} bytes`, false);
       }
     } catch (err) {
+      // The next try starts the file afresh: what this one wrote no longer counts.
+      budget.give(received);
       throw watch.reason ?? err;
     } finally {
       watch.dispose();
@@ -140,7 +195,18 @@ export class HttpFetcher implements InputFetcher {
     for (let hop = 0; ; hop++) {
       const headers: OutgoingHttpHeaders = { 'accept-encoding': 'identity', 'user-agent': 'tes-gateway' };
       if (authorization) headers.authorization = authorization;
-      const res = await get(url, headers, watch.signal);
+      let res: IncomingMessage;
+      try {
+        // Node connects to an address written in the URL without resolving it: check it here.
+        const literal = this.policy.checkLiteral(url.hostname);
+        if (literal) throw literal;
+        res = await get(url, headers, watch.signal, this.agents);
+      } catch (err) {
+        if (hop > 0 && err instanceof AddressRefusedError) {
+          throw new AttemptFailure(`redirected to ${redactUrl(url.href)}: ${err.message}`, true);
+        }
+        throw err;
+      }
       watch.progress();
       const status = res.statusCode ?? 0;
       if (status >= 200 && status < 300) return res;
@@ -211,6 +277,9 @@ function failureForStatus(status: number, statusText: string | undefined, retryA
 /** A Node or stream error as an AttemptFailure, its message scrubbed of the URL's secrets. */
 function toFailure(err: unknown, secrets: readonly string[]): AttemptFailure {
   if (err instanceof AttemptFailure) return err;
+  if (err instanceof AddressRefusedError || err instanceof DownloadBudgetError) {
+    return new AttemptFailure(err.message, true);
+  }
   const e = err as NodeJS.ErrnoException;
   const code = e?.code ?? '';
   const message = scrubSecrets(e?.message ?? String(err), secrets);
@@ -237,10 +306,17 @@ function contentLength(res: IncomingMessage): number | undefined {
   return raw !== undefined && /^\d+$/.test(raw) ? Number(raw) : undefined;
 }
 
-function get(url: URL, headers: OutgoingHttpHeaders, signal: AbortSignal): Promise<IncomingMessage> {
+function get(
+  url: URL,
+  headers: OutgoingHttpHeaders,
+  signal: AbortSignal,
+  agents: { http: http.Agent; https: https.Agent },
+): Promise<IncomingMessage> {
   return new Promise((resolve, reject) => {
-    const client = url.protocol === 'https:' ? https : http;
-    const req = client.get(url, { headers, signal }, resolve);
+    const req =
+      url.protocol === 'https:'
+        ? https.get(url, { headers, signal, agent: agents.https }, resolve)
+        : http.get(url, { headers, signal, agent: agents.http }, resolve);
     // Also after the response: a later socket error then reaches the body stream, not the process.
     req.on('error', reject);
   });

@@ -14,10 +14,11 @@ import { randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdir, rename, rm, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { Readable } from 'node:stream';
+import { Readable, Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { OutputUploader } from './deliver-outputs.js';
+import { DownloadBudget, DownloadBudgetError } from './download-budget.js';
 import { redactUrl, scrubSecrets } from './http-fetcher.js';
 import type { InputFetcher } from './stage-inputs.js';
 import { StagingError } from './staging-error.js';
@@ -47,6 +48,9 @@ export interface S3StorageOptions {
  * A FILE input is streamed into a temporary file beside the destination and renamed into place; a
  * DIRECTORY input is every object under `key/`, laid out by relative path in a temporary folder that is
  * renamed into place. Outputs are streamed from disk with their length (in parts when large).
+ *
+ * Downloaded bytes count against the task's DownloadBudget, and so do the objects a DIRECTORY input
+ * lists: paging through a bucket stops at the task's limit.
  *
  * Missing objects or buckets, refused access and unknown keys are permanent (StagingError). Network
  * failures, throttling and 5xx are retried (by the SDK, and here for streamed bodies, which the SDK
@@ -88,13 +92,19 @@ export class S3Storage implements InputFetcher, OutputUploader {
     this.#client = new S3Client(config);
   }
 
-  async fetch(url: string, dest: string, type: 'FILE' | 'DIRECTORY', field: string): Promise<void> {
+  async fetch(
+    url: string,
+    dest: string,
+    type: 'FILE' | 'DIRECTORY',
+    field: string,
+    budget: DownloadBudget = DownloadBudget.unlimited(),
+  ): Promise<void> {
     const location = parseS3Url(url, field, type);
     const partial = `${dest}.part-${randomBytes(6).toString('hex')}`;
     await mkdir(dirname(dest), { recursive: true });
     try {
-      if (type === 'FILE') await this.download(location.bucket, location.key, partial);
-      else await this.downloadTree(location, partial, field);
+      if (type === 'FILE') await this.download(location.bucket, location.key, partial, budget);
+      else await this.downloadTree(location, partial, field, budget);
       // A folder from an earlier, interrupted submission would make the rename fail.
       if (type === 'DIRECTORY') await rm(dest, { recursive: true, force: true });
       await rename(partial, dest);
@@ -130,16 +140,40 @@ export class S3Storage implements InputFetcher, OutputUploader {
     this.#client.destroy();
   }
 
-  private async download(bucket: string, key: string, path: string): Promise<void> {
+  private async download(bucket: string, key: string, path: string, budget: DownloadBudget): Promise<void> {
     await this.retrying(async () => {
       const res = await this.#client.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
       if (!res.Body) throw new Error('the server sent no body');
       const body =
         res.Body instanceof Readable ? res.Body : Readable.fromWeb(res.Body.transformToWebStream());
+      if (res.ContentLength !== undefined) {
+        try {
+          budget.expect(res.ContentLength);
+        } catch (err) {
+          body.destroy();
+          throw err;
+        }
+      }
+      let received = 0;
+      const meter = new Transform({
+        transform(chunk: Buffer, _encoding: BufferEncoding, done: TransformCallback): void {
+          received += chunk.length;
+          try {
+            budget.take(chunk.length);
+            done(null, chunk);
+          } catch (err) {
+            done(err as Error);
+          }
+        },
+      });
       try {
-        await pipeline(body, createWriteStream(path));
+        await pipeline(body, meter, createWriteStream(path));
       } catch (err) {
-        // A local problem (a full disk, a file where a folder must go) is not the network's.
+        // The next try starts the file afresh: what this one wrote no longer counts.
+        budget.give(received);
+        // A local problem (a full disk, a file where a folder must go) is not the network's, and a
+        // spent budget stays spent.
+        if (err instanceof DownloadBudgetError) throw err;
         throw LOCAL_CODES.has((err as NodeJS.ErrnoException).code ?? '') ? err : new BodyError(err);
       }
       const { size } = await stat(path);
@@ -150,11 +184,17 @@ export class S3Storage implements InputFetcher, OutputUploader {
   }
 
   /** Every object under the prefix, by relative path under `root`. */
-  private async downloadTree(location: S3Location, root: string, field: string): Promise<void> {
+  private async downloadTree(
+    location: S3Location,
+    root: string,
+    field: string,
+    budget: DownloadBudget,
+  ): Promise<void> {
     const prefix = location.key === '' || location.key.endsWith('/') ? location.key : `${location.key}/`;
     const files = new Map<string, string>();
     const folders = new Set<string>();
     let listed = 0;
+    let announced = 0;
     let token: string | undefined;
     do {
       const page = await this.#client.send(
@@ -163,7 +203,9 @@ export class S3Storage implements InputFetcher, OutputUploader {
       for (const object of page.Contents ?? []) {
         const key = object.Key;
         if (key === undefined) continue;
+        budget.list();
         listed++;
+        announced += object.Size ?? 0;
         const segments = key.slice(prefix.length).split('/');
         if (segments.some((s) => s === '..' || s === '.')) {
           throw new StagingError(
@@ -190,13 +232,15 @@ export class S3Storage implements InputFetcher, OutputUploader {
     if (listed === 0) {
       throw new StagingError(field, `${location.shown} has no objects under ${prefix || 'the bucket root'}`);
     }
+    // Refused before the first byte, rather than after filling the disk up to the budget.
+    budget.expect(announced);
     await mkdir(root, { recursive: true });
     for (const folder of folders) await mkdir(join(root, folder), { recursive: true });
     await runAll([...files], this.#parallel, async ([relative, key]) => {
       const path = join(root, relative);
       try {
         await mkdir(dirname(path), { recursive: true });
-        await this.download(location.bucket, key, path);
+        await this.download(location.bucket, key, path, budget);
       } catch (err) {
         const code = ((err instanceof GaveUp ? err.error : err) as NodeJS.ErrnoException).code;
         if (code === 'ENOTDIR' || code === 'EEXIST' || code === 'EISDIR') {
@@ -300,6 +344,8 @@ export class S3Storage implements InputFetcher, OutputUploader {
       cause = cause.error;
     }
     attempts = Math.max(attempts ?? 1, (cause as SdkError)?.$metadata?.attempts ?? 1);
+    if (cause instanceof DownloadBudgetError)
+      return new StagingError(field, `cannot ${what}: ${cause.message}`);
     const reason = scrubSecrets(describeError(cause), this.#secrets);
     if (isPermanent(cause)) return new StagingError(field, `cannot ${what}: ${reason}`);
     const tries = attempts === 1 ? '1 attempt' : `${attempts} attempts`;
@@ -374,7 +420,7 @@ const TRANSIENT_NAMES = new Set([
 ]);
 
 function isPermanent(err: unknown): boolean {
-  if (err instanceof StagingError) return true;
+  if (err instanceof StagingError || err instanceof DownloadBudgetError) return true;
   if (err instanceof GaveUp || err instanceof BodyError) return isPermanent(err.error);
   const e = err as SdkError;
   const name = e?.name ?? '';

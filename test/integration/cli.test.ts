@@ -1,5 +1,5 @@
 import { jest } from '@jest/globals';
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -55,6 +55,30 @@ describe('tes-gateway', () => {
     expect(status).toBe(2);
     expect(stderr).toContain('server: unknown setting prot');
     expect(stderr).toMatch(/backend: Invalid enum value/);
+  });
+
+  it('refuses unsafe settings at start with exit code 2, naming each one and why', () => {
+    const top = mkdtempSync(join(tmpdir(), 'tesgw-cli-unsafe-'));
+    const { file } = config({
+      backend: 'slurm',
+      workRoot: join(top, 'tasks'),
+      container: { imageCacheDir: join(top, 'images') },
+      storage: { allowedRoots: [top] },
+    });
+    const run = spawnSync(process.execPath, [MAIN, 'serve', '--config', file], { encoding: 'utf8' });
+    expect(run.status).toBe(2);
+    expect(run.stderr).toContain(`tes-gateway: invalid configuration in ${file}:\n`);
+    expect(run.stderr).toContain(
+      `  - storage.allowedRoots[0]: ${top} contains workRoot ${join(top, 'tasks')}, so through file:// ` +
+        `inputs and outputs other tasks' files, their job scripts included, could be read and overwritten`,
+    );
+    // CI runs as root: the slurm backend then needs security.allowRoot, and says so.
+    if (process.getuid?.() === 0) {
+      expect(run.stderr).toContain(
+        '  - security.allowRoot: the gateway runs as root (uid 0) with the slurm backend, so job scripts ' +
+          'and output delivery would run as root',
+      );
+    }
   });
 
   it('runs several API processes on one port, replaces one that dies, and stops on SIGTERM', async () => {

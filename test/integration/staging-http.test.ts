@@ -5,10 +5,17 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { AllowedRoots } from '../../src/staging/allowed-roots.js';
+import { DownloadBudget } from '../../src/staging/download-budget.js';
 import { HttpFetcher, redactUrl, type HttpFetcherOptions } from '../../src/staging/http-fetcher.js';
+import { stageInputs } from '../../src/staging/stage-inputs.js';
 import { StagingError } from '../../src/staging/staging-error.js';
 
-/** HttpFetcher against a real Node HTTP server on 127.0.0.1: bodies, retries, limits, timeouts, secrets. */
+/**
+ * HttpFetcher against a real Node HTTP server on 127.0.0.1: bodies, retries, limits, the task's
+ * download budget, timeouts, secrets. Loopback is refused by default (test/integration/ssrf.test.ts),
+ * so these fetchers allow it.
+ */
 jest.setTimeout(20_000);
 
 const small = randomBytes(100 * 1024);
@@ -108,6 +115,7 @@ const defaults: HttpFetcherOptions = {
   stallTimeoutMs: 2_000,
   attempts: 3,
   backoffMs: 20,
+  allowedPrivateNetworks: ['127.0.0.0/8'],
 };
 
 function fetcher(over: Partial<HttpFetcherOptions> = {}): HttpFetcher {
@@ -296,6 +304,56 @@ describe('HttpFetcher', () => {
     expect(err.message).toContain(`http://***@127.0.0.1:${port}/f?X-Amz-Signature=***&sig=***`);
     for (const secret of ['pass-s3cret', 'azuresig99', 'abc&']) expect(err.message).not.toContain(secret);
     expect(existsSync(join(dir, 'data'))).toBe(false);
+  });
+});
+
+describe('the task download budget', () => {
+  const budget = (maxDownloadBytes: number) => new DownloadBudget({ maxDownloadBytes, maxListedObjects: 10 });
+
+  it('refuses a body whose Content-Length is over what the task has left, before reading it', async () => {
+    const err = await failure(
+      fetcher().fetch(`${base}/huge-announced`, join(dir, 'data'), 'FILE', 'inputs[1]', budget(4095)),
+    );
+    expect(err).toBeInstanceOf(StagingError);
+    expect(err.message).toBe(
+      `inputs[1]: cannot download ${base}/huge-announced: 4096 more bytes would take the task's ` +
+        `downloads past their budget of 4095 bytes (storage.maxTaskDownloadBytes)`,
+    );
+    expect(readdirSync(dir)).toEqual([]);
+  });
+
+  it('stops a body without Content-Length once it passes the budget, and leaves no file', async () => {
+    const err = await failure(
+      fetcher().fetch(`${base}/huge-chunked`, join(dir, 'data'), 'FILE', 'inputs[0]', budget(1500)),
+    );
+    expect(err).toBeInstanceOf(StagingError);
+    expect(err.message).toMatch(
+      /^inputs\[0\]: cannot download .*: the task's downloads pass their budget of 1500 bytes \(storage\.maxTaskDownloadBytes\)$/,
+    );
+    expect(readdirSync(dir)).toEqual([]);
+  });
+
+  it('counts a retried download once', async () => {
+    // The first try breaks off after 1,000 bytes; the second brings the whole file.
+    const dest = join(dir, 'data');
+    await fetcher().fetch(`${base}/truncated?id=budget`, dest, 'FILE', 'inputs[0]', budget(small.length));
+    expect(hits.get('truncatedbudget')).toBe(2);
+    expect(readFileSync(dest).equals(small)).toBe(true);
+  });
+
+  it("sums all of a task's inputs: each fits, together they do not", async () => {
+    const deps = {
+      roots: new AllowedRoots([]),
+      fetchers: [fetcher()],
+      parallel: 1,
+      limits: { maxDownloadBytes: small.length + 1000, maxListedObjects: 10 },
+    };
+    const one = [{ path: '/in/a', url: `${base}/small.bin` }];
+    await stageInputs(one, join(dir, 'one'), deps);
+    const two = [...one, { path: '/in/b', url: `${base}/small.bin?copy=2` }];
+    const err = await failure(stageInputs(two, join(dir, 'two'), deps));
+    expect(err).toBeInstanceOf(StagingError);
+    expect(err.message).toMatch(/^inputs\[1\]: .*budget of 103400 bytes \(storage\.maxTaskDownloadBytes\)$/);
   });
 });
 

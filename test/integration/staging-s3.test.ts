@@ -16,6 +16,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AllowedRoots } from '../../src/staging/allowed-roots.js';
 import { OutputDeliverer } from '../../src/staging/deliver-outputs.js';
+import { DownloadBudget } from '../../src/staging/download-budget.js';
+import { HttpFetcher } from '../../src/staging/http-fetcher.js';
 import { S3Storage, type S3StorageOptions } from '../../src/staging/s3-storage.js';
 import { stageInputs } from '../../src/staging/stage-inputs.js';
 import { StagingError } from '../../src/staging/staging-error.js';
@@ -229,6 +231,113 @@ describe('S3Storage inputs', () => {
   });
 });
 
+describe("S3Storage and the task's download budget", () => {
+  const budget = (maxDownloadBytes: number, maxListedObjects = 100) =>
+    new DownloadBudget({ maxDownloadBytes, maxListedObjects });
+
+  it('refuses a FILE input larger than what the task has left', async () => {
+    await put('budget/big.bin', randomBytes(5000));
+    const err = await failure(
+      storage().fetch(`s3://${BUCKET}/budget/big.bin`, join(dir, 'data'), 'FILE', 'inputs[0]', budget(4999)),
+    );
+    expect(err).toBeInstanceOf(StagingError);
+    expect(err.message).toBe(
+      `inputs[0]: cannot download s3://${BUCKET}/budget/big.bin: 5000 more bytes would take the task's ` +
+        `downloads past their budget of 4999 bytes (storage.maxTaskDownloadBytes)`,
+    );
+    expect(readdirSync(dir)).toEqual([]);
+  });
+
+  it('refuses a DIRECTORY input whose listed sizes pass the budget, before downloading any', async () => {
+    await put('budget/tree/a.bin', randomBytes(3000));
+    await put('budget/tree/b.bin', randomBytes(3000));
+    const err = await failure(
+      storage().fetch(
+        `s3://${BUCKET}/budget/tree`,
+        join(dir, 'data'),
+        'DIRECTORY',
+        'inputs[2]',
+        budget(5999),
+      ),
+    );
+    expect(err).toBeInstanceOf(StagingError);
+    expect(err.message).toMatch(/^inputs\[2\]: .*6000 more bytes would take .* budget of 5999 bytes/);
+    expect(readdirSync(dir)).toEqual([]);
+    await storage().fetch(`s3://${BUCKET}/budget/tree`, join(dir, 'data'), 'DIRECTORY', 'i', budget(6000));
+    expect(readdirSync(join(dir, 'data')).sort()).toEqual(['a.bin', 'b.bin']);
+  });
+
+  it('stops listing an endless prefix at maxListedObjects', async () => {
+    // A stub whose listing never ends, 1,000 objects a page, as a huge bucket would seem.
+    let pages = 0;
+    const stub: Server = createServer((_req, res) => {
+      pages++;
+      const contents = Array.from(
+        { length: 1000 },
+        (_, i) => `<Contents><Key>big/${pages}-${i}</Key><Size>1</Size></Contents>`,
+      ).join('');
+      res
+        .writeHead(200, { 'content-type': 'application/xml' })
+        .end(
+          '<?xml version="1.0" encoding="UTF-8"?><ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">' +
+            `<Name>b</Name><Prefix>big/</Prefix><KeyCount>1000</KeyCount><MaxKeys>1000</MaxKeys>` +
+            `<IsTruncated>true</IsTruncated><NextContinuationToken>t${pages}</NextContinuationToken>` +
+            `${contents}</ListBucketResult>`,
+        );
+    });
+    await new Promise<void>((resolve) => stub.listen(0, '127.0.0.1', resolve));
+    try {
+      const s3 = storage({ endpoint: `http://127.0.0.1:${(stub.address() as AddressInfo).port}` });
+      const err = await failure(
+        s3.fetch('s3://b/big', join(dir, 'data'), 'DIRECTORY', 'inputs[3]', budget(10 ** 9, 2500)),
+      );
+      expect(err).toBeInstanceOf(StagingError);
+      expect(err.message).toBe(
+        'inputs[3]: cannot download s3://b/big: listing stopped after 2500 objects, the limit for one ' +
+          "task's DIRECTORY inputs (storage.s3.maxListedObjects)",
+      );
+      expect(pages).toBe(3);
+      expect(readdirSync(dir)).toEqual([]);
+    } finally {
+      await new Promise<void>((resolve) => stub.close(() => resolve()));
+    }
+  });
+
+  it("shares one budget between a task's http and s3 inputs", async () => {
+    await put('budget/half.bin', randomBytes(600));
+    const web: Server = createServer((_req, res) => res.end(randomBytes(600)));
+    await new Promise<void>((resolve) => web.listen(0, '127.0.0.1', resolve));
+    const http = new HttpFetcher({
+      maxBytes: 10_000,
+      timeoutMs: 10_000,
+      stallTimeoutMs: 2_000,
+      attempts: 1,
+      backoffMs: 10,
+      allowedPrivateNetworks: ['127.0.0.0/8'],
+    });
+    try {
+      const inputs = [
+        { path: '/in/a', url: `s3://${BUCKET}/budget/half.bin` },
+        { path: '/in/b', url: `http://127.0.0.1:${(web.address() as AddressInfo).port}/half.bin` },
+      ];
+      const deps = (maxDownloadBytes: number) => ({
+        roots: new AllowedRoots([]),
+        fetchers: [http, storage()],
+        parallel: 1,
+        limits: { maxDownloadBytes, maxListedObjects: 10 },
+      });
+      await stageInputs(inputs, join(dir, 'fits'), deps(1200));
+      const err = await failure(stageInputs(inputs, join(dir, 'over'), deps(1199)));
+      expect(err).toBeInstanceOf(StagingError);
+      expect(err.message).toMatch(/^inputs\[1\]: .*budget of 1199 bytes \(storage\.maxTaskDownloadBytes\)$/);
+    } finally {
+      http.close();
+      web.closeAllConnections();
+      await new Promise<void>((resolve) => web.close(() => resolve()));
+    }
+  });
+});
+
 describe('S3Storage outputs', () => {
   it('uploads a file that reads back with the same bytes and size', async () => {
     const body = randomBytes(700 * 1024 + 3);
@@ -279,7 +388,12 @@ describe('S3Storage behind stageInputs and OutputDeliverer', () => {
         { path: '/data/ref', url: `s3://${BUCKET}/flow/ref`, type: 'DIRECTORY' },
       ],
       dir,
-      { roots: new AllowedRoots([]), fetchers: [s3], parallel: 4 },
+      {
+        roots: new AllowedRoots([]),
+        fetchers: [s3],
+        parallel: 4,
+        limits: { maxDownloadBytes: 1024, maxListedObjects: 10 },
+      },
     );
     expect(readFileSync(staged[0]!.hostPath, 'utf8')).toBe('input');
     expect(tree(staged[1]!.hostPath)).toEqual(['one.txt', 'two/', 'two/three.txt']);

@@ -56,6 +56,8 @@ beforeAll(async () => {
     slurm: { defaultPartition: 'debug' },
     storage: {
       allowedRoots: [data],
+      // The test's file server listens on loopback, which downloads may reach only when allowed.
+      http: { allowedPrivateNetworks: ['127.0.0.0/8'] },
       s3: { endpoint: s3.endpoint, forcePathStyle: true, accessKeyId: S3_KEY_ID, secretAccessKey: S3_SECRET },
     },
   });

@@ -122,7 +122,12 @@ describe('submission', () => {
       workRoot: api.workRoot,
       runtime: containerRuntime(api.gateway.config),
       policy: api.gateway.config.slurm,
-      staging: { roots: new AllowedRoots([]), fetchers: [], parallel: 1 },
+      staging: {
+        roots: new AllowedRoots([]),
+        fetchers: [],
+        parallel: 1,
+        limits: { maxDownloadBytes: 1024, maxListedObjects: 10 },
+      },
       images: new DirectImages(),
     });
     const orphan = await launch({ driver: api.gateway.driver } as ProcessorContext, record, prepared);

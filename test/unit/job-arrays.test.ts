@@ -1,5 +1,5 @@
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
@@ -8,6 +8,7 @@ import {
   expandJobId,
   renderDispatcher,
 } from '../../src/compute/slurm/job-arrays.js';
+import { SlurmDriver } from '../../src/compute/slurm/slurm-driver.js';
 import { expectGolden } from '../helpers/golden.js';
 
 const args = (id: string) => [
@@ -61,6 +62,52 @@ describe('job arrays', () => {
     writeFileSync(join(dir, 'd3.sh'), renderDispatcher('b1', [join(dir, 'none'), task]));
     spawnSync('bash', [join(dir, 'd3.sh')], { env: { ...process.env, SLURM_ARRAY_TASK_ID: '1' } });
     expect(execFileSync('cat', [join(task, 'where')], { encoding: 'utf8' }).trim()).toBe(task);
+  });
+
+  it('writes the array sbatch command quoted, so that it runs as exactly what was submitted', async () => {
+    // A stand-in sbatch records the arguments it gets, one per line, and answers a job id.
+    const dir = mkdtempSync(join(tmpdir(), "arrays-it's $(x) "));
+    const bin = join(dir, 'bin');
+    mkdirSync(bin);
+    writeFileSync(
+      join(bin, 'sbatch'),
+      '#!/bin/bash\nprintf "%s\\0" "$@" > "$(dirname "$0")/received"\necho 4242\n',
+      { mode: 0o755 },
+    );
+    const driver = new SlurmDriver({
+      binDir: bin,
+      timeoutMs: 10_000,
+      maxConcurrentCalls: 1,
+      sacctChunkSize: 100,
+      arrayWindowMs: 10,
+      maxArraySize: 100,
+    });
+    const hostile = [
+      '--account=a b',
+      "--qos=it's",
+      '--constraint=$(touch pwned) `id` "q"',
+      '--partition=x;y',
+    ];
+    const submit = (id: string) => {
+      const workDir = join(dir, 'w', id);
+      mkdirSync(workDir, { recursive: true });
+      return driver.submit({ taskId: id, workDir, args: [...hostile, ...args(id)], since: new Date() });
+    };
+    expect(await Promise.all([submit('a'), submit('b')])).toEqual(['4242_0', '4242_1']);
+    const arrays = join(dir, 'w', '.arrays');
+    const [commandFile] = readdirSync(arrays).filter((f) => f.endsWith('.sbatch-command'));
+    const command = readFileSync(join(arrays, commandFile!), 'utf8');
+    const received = readFileSync(join(bin, 'received'), 'utf8');
+    // Run the file as written, with the stand-in first on the PATH: it must pass the same arguments.
+    execFileSync('bash', [join(arrays, commandFile!)], {
+      cwd: dir,
+      env: { ...process.env, PATH: `${bin}:${process.env.PATH}` },
+    });
+    expect(readFileSync(join(bin, 'received'), 'utf8')).toBe(received);
+    expect(received.split('\0')).toEqual(expect.arrayContaining([...hostile, '--array=0-1']));
+    expect(command).toContain(`'--constraint=$(touch pwned) \`id\` "q"'`);
+    expect(readdirSync(dir)).not.toContain('pwned');
+    rmSync(dir, { recursive: true, force: true });
   });
 
   it.each([

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { CommandError, SubmissionRejectedError } from '../../errors.js';
+import { quoteAll } from '../../shell/quote.js';
 import type { ComputeDriver, LaunchRequest, PollResult } from '../driver.js';
 import type { JobStatus } from '../job-status.js';
 import { buildSacctArgs, buildSacctUsageArgs, parseSacct, parseSacctUsage } from './sacct.js';
@@ -132,7 +133,8 @@ export class SlurmDriver implements ComputeDriver {
         burst.map((p, i) => writeFile(join(p.request.workDir, ARRAY_ELEMENT_FILE), `${name} ${i}\n`)),
       );
       const args = buildArrayArgs(burst[0]!.request.args, batchId, burst.length, dispatcher, arrayDir);
-      await writeFile(join(arrayDir, `${batchId}.sbatch-command`), `sbatch ${args.join(' ')}\n`);
+      // Quoted as the single job's is: the file must run as written, whatever a path or value holds.
+      await writeFile(join(arrayDir, `${batchId}.sbatch-command`), `sbatch ${quoteAll(args)}\n`);
       const what = `${burst.length} tasks (array ${name})`;
       const base = parseJobId(await this.sbatch(args, what), args, what);
       burst.forEach((p, i) => p.resolve(`${base}_${i}`));

@@ -1,0 +1,97 @@
+import { sep } from 'node:path';
+import { ConfigError } from '../errors.js';
+import { realExisting } from '../staging/allowed-roots.js';
+import type { Config } from './schema.js';
+
+/**
+ * Settings that each pass the schema but are unsafe together, or unsafe for the user the gateway runs
+ * as. They are checked once at start, and any problem stops it (exit 2 from the command line).
+ */
+
+/** What the checks need to know beyond the configuration; gathered by `checkStartup`. */
+export interface StartupFacts {
+  /** The process's uid; undefined where there are none (Windows). */
+  uid: number | undefined;
+  /** Whether this process runs the workers, which render job scripts and deliver outputs. */
+  runsJobs: boolean;
+  /** Each configured folder's real path, as far as it exists (symbolic links resolved). */
+  realPaths: ReadonlyMap<string, string>;
+}
+
+/** Every problem with the configuration in these circumstances, as `setting: what is wrong`. */
+export function findStartupProblems(config: Config, facts: StartupFacts): string[] {
+  const problems: string[] = [];
+  const real = (path: string): string => trimSeparators(facts.realPaths.get(path) ?? path);
+  const shown = (path: string): string =>
+    real(path) === trimSeparators(path) ? path : `${path} (${real(path)})`;
+  const guarded: Array<{ key: string; path: string; harm: string }> = [
+    {
+      key: 'workRoot',
+      path: config.workRoot,
+      harm: "other tasks' files, their job scripts included, could be read and overwritten",
+    },
+  ];
+  // The bwrap-host runtime runs no images, so its cache folder is never used.
+  if (config.container.runtime !== 'bwrap-host') {
+    guarded.push({
+      key: 'container.imageCacheDir',
+      path: config.container.imageCacheDir,
+      harm: 'the images other tasks run could be read and replaced',
+    });
+  }
+  config.storage.allowedRoots.forEach((root, i) => {
+    for (const g of guarded) {
+      const how =
+        real(g.path) === real(root)
+          ? `is ${g.key} ${shown(g.path)}`
+          : within(real(g.path), real(root))
+            ? `contains ${g.key} ${shown(g.path)}`
+            : within(real(root), real(g.path))
+              ? `lies inside ${g.key} ${shown(g.path)}`
+              : undefined;
+      if (!how) continue;
+      problems.push(
+        `storage.allowedRoots[${i}]: ${shown(root)} ${how}, so through file:// inputs and outputs ` +
+          `${g.harm}; keep allowed roots apart from ${g.key}`,
+      );
+    }
+  });
+  // A task writes its own task directory: an image root there would let it run an image it made.
+  config.container.imageRoots.forEach((root, i) => {
+    if (!within(real(root), real(config.workRoot)) && !within(real(config.workRoot), real(root))) return;
+    problems.push(
+      `container.imageRoots[${i}]: ${shown(root)} overlaps workRoot ${shown(config.workRoot)}, so a task ` +
+        'could run an image file it wrote itself; keep image roots apart from the work root',
+    );
+  });
+  if (config.backend === 'slurm' && facts.runsJobs && facts.uid === 0 && !config.security.allowRoot) {
+    problems.push(
+      'security.allowRoot: the gateway runs as root (uid 0) with the slurm backend, so job scripts and ' +
+        'output delivery would run as root, and a task that tricks either one would have the whole ' +
+        'host; run it as a service account, or set security.allowRoot: true where that is impossible',
+    );
+  }
+  return problems;
+}
+
+/** Runs the checks for this process; throws a ConfigError listing every problem. */
+export async function checkStartup(config: Config, runsJobs: boolean, source: string): Promise<void> {
+  const paths = [
+    config.workRoot,
+    config.container.imageCacheDir,
+    ...config.storage.allowedRoots,
+    ...config.container.imageRoots,
+  ];
+  const realPaths = new Map(await Promise.all(paths.map(async (p) => [p, await realExisting(p)] as const)));
+  const problems = findStartupProblems(config, { uid: process.getuid?.(), runsJobs, realPaths });
+  if (problems.length > 0) throw new ConfigError(source, problems);
+}
+
+/** Whether `inner` is `outer` or lies below it. */
+function within(inner: string, outer: string): boolean {
+  return inner === outer || inner.startsWith(outer.endsWith(sep) ? outer : outer + sep);
+}
+
+function trimSeparators(path: string): string {
+  return path.length > 1 ? path.replace(/\/+$/, '') || '/' : path;
+}

@@ -1,0 +1,184 @@
+import { mkdirSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { loadConfig } from '../../src/config/load-config.js';
+import type { Config } from '../../src/config/schema.js';
+import { checkStartup, findStartupProblems, type StartupFacts } from '../../src/config/startup-checks.js';
+import { ConfigError } from '../../src/errors.js';
+import { startGateway } from '../../src/gateway.js';
+import { createLogger } from '../../src/logger.js';
+
+/**
+ * Settings that are each valid but unsafe together, or for the user the gateway runs as: refused once
+ * at start, with the setting to change and why. Paths are compared after resolving symbolic links.
+ */
+
+function config(overrides: Record<string, unknown>): Config {
+  return loadConfig({
+    env: {},
+    overrides: { workRoot: '/srv/tes/tasks', container: { imageCacheDir: '/srv/tes/images' }, ...overrides },
+  });
+}
+
+const facts = (over: Partial<StartupFacts> = {}): StartupFacts => ({
+  uid: 1000,
+  runsJobs: true,
+  realPaths: new Map(),
+  ...over,
+});
+
+async function configError(p: Promise<unknown>): Promise<ConfigError> {
+  try {
+    await p;
+  } catch (err) {
+    if (err instanceof ConfigError) return err;
+    throw err;
+  }
+  throw new Error('expected a ConfigError');
+}
+
+let dir: string;
+beforeEach(() => {
+  dir = mkdtempSync(join(tmpdir(), 'tesgw-safe-config-'));
+});
+afterEach(() => {
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe('allowed roots and the gateway’s own folders', () => {
+  it('accepts roots beside the work root and the image cache', () => {
+    const c = config({ storage: { allowedRoots: ['/srv/data', '/srv/tes-data', '/srv/tes/tasks2'] } });
+    expect(findStartupProblems(c, facts())).toEqual([]);
+  });
+
+  it('refuses a root that contains the work root, saying what a client could do', () => {
+    const c = config({ storage: { allowedRoots: ['/srv/data', '/srv/tes'] } });
+    expect(findStartupProblems(c, facts())).toEqual([
+      "storage.allowedRoots[1]: /srv/tes contains workRoot /srv/tes/tasks, so through file:// inputs and outputs other tasks' files, their job scripts included, could be read and overwritten; keep allowed roots apart from workRoot",
+      'storage.allowedRoots[1]: /srv/tes contains container.imageCacheDir /srv/tes/images, so through file:// inputs and outputs the images other tasks run could be read and replaced; keep allowed roots apart from container.imageCacheDir',
+    ]);
+  });
+
+  it.each([
+    ['/srv/tes/tasks', 'is workRoot /srv/tes/tasks'],
+    ['/srv/tes/tasks/', 'is workRoot /srv/tes/tasks'],
+    ['/srv/tes/tasks/shared', 'lies inside workRoot /srv/tes/tasks'],
+    ['/', 'contains workRoot /srv/tes/tasks'],
+  ])('refuses the root %s, which %s', (root, how) => {
+    const problems = findStartupProblems(config({ storage: { allowedRoots: [root] } }), facts());
+    expect(problems[0]).toMatch(new RegExp(`^storage\\.allowedRoots\\[0\\]: ${root} ${how}, `));
+  });
+
+  it('refuses a root inside the image cache, unless the runtime uses no images', () => {
+    const inside = { storage: { allowedRoots: ['/srv/tes/images/x'] } };
+    expect(findStartupProblems(config(inside), facts())).toEqual([
+      expect.stringMatching(
+        /^storage\.allowedRoots\[0\]: \/srv\/tes\/images\/x lies inside container\.imageCacheDir/,
+      ),
+    ]);
+    const bwrap = config({
+      ...inside,
+      container: { runtime: 'bwrap-host', imageCacheDir: '/srv/tes/images' },
+    });
+    expect(findStartupProblems(bwrap, facts())).toEqual([]);
+  });
+
+  it('refuses an image root that overlaps the work root, where a task could write the image it runs', () => {
+    const c = config({
+      container: { imageCacheDir: '/srv/tes/images', imageRoots: ['/srv/images', '/srv/tes'] },
+    });
+    expect(findStartupProblems(c, facts())).toEqual([
+      'container.imageRoots[1]: /srv/tes overlaps workRoot /srv/tes/tasks, so a task could run an image file it wrote itself; keep image roots apart from the work root',
+    ]);
+  });
+
+  it('compares real paths: a root that reaches the work root through a symbolic link is refused', async () => {
+    mkdirSync(join(dir, 'shared/tasks'), { recursive: true });
+    symlinkSync(join(dir, 'shared'), join(dir, 'projects'));
+    const c = loadConfig({
+      env: {},
+      overrides: {
+        workRoot: join(dir, 'shared/tasks'),
+        container: { imageCacheDir: join(dir, 'images') },
+        storage: { allowedRoots: [join(dir, 'data'), join(dir, 'projects')] },
+      },
+    });
+    const err = await configError(checkStartup(c, false, 'gateway.yaml'));
+    expect(err.message).toBe(
+      'invalid configuration in gateway.yaml:\n' +
+        `  - storage.allowedRoots[1]: ${join(dir, 'projects')} (${join(dir, 'shared')}) contains workRoot ` +
+        `${join(dir, 'shared/tasks')}, so through file:// inputs and outputs other tasks' files, their job ` +
+        'scripts included, could be read and overwritten; keep allowed roots apart from workRoot',
+    );
+    // A work root that does not exist yet is judged by the real path of its nearest existing parent.
+    const later = { ...c, workRoot: join(dir, 'projects/new/tasks') };
+    expect((await configError(checkStartup(later, false, 'x'))).problems[0]).toContain(
+      `contains workRoot ${join(dir, 'projects/new/tasks')} (${join(dir, 'shared/new/tasks')})`,
+    );
+  });
+});
+
+describe('running as root', () => {
+  const root = facts({ uid: 0 });
+  const WHY =
+    'security.allowRoot: the gateway runs as root (uid 0) with the slurm backend, so job scripts and ' +
+    'output delivery would run as root, and a task that tricks either one would have the whole host; ' +
+    'run it as a service account, or set security.allowRoot: true where that is impossible';
+
+  it('refuses root with the slurm backend, and says why', () => {
+    expect(findStartupProblems(config({ backend: 'slurm' }), root)).toEqual([WHY]);
+  });
+
+  it('allows root when security.allowRoot says so, with the local backend, or without workers', () => {
+    expect(findStartupProblems(config({ security: { allowRoot: true } }), root)).toEqual([]);
+    expect(findStartupProblems(config({ backend: 'local' }), root)).toEqual([]);
+    expect(findStartupProblems(config({}), { ...root, runsJobs: false })).toEqual([]);
+    expect(findStartupProblems(config({}), facts())).toEqual([]);
+  });
+
+  it('stops startGateway before it connects to anything', async () => {
+    const c = loadConfig({
+      env: {},
+      overrides: {
+        workRoot: join(dir, 'tasks'),
+        container: { imageCacheDir: join(dir, 'images') },
+        storage: { allowedRoots: [dir] },
+        redis: { url: 'redis://127.0.0.1:1' },
+      },
+    });
+    const err = await configError(startGateway(c, { api: true, worker: true }, createLogger('silent')));
+    expect(err.problems[0]).toMatch(/^storage\.allowedRoots\[0\]: .* contains workRoot /);
+    if (process.getuid?.() === 0) expect(err.problems).toContain(WHY);
+  });
+});
+
+describe('defaults and settings', () => {
+  it('listens on 127.0.0.1 unless told otherwise', () => {
+    expect(loadConfig({ env: {} }).server.host).toBe('127.0.0.1');
+    expect(loadConfig({ env: { TES_GATEWAY_HOST: '0.0.0.0' } }).server.host).toBe('0.0.0.0');
+  });
+
+  it('has download budgets and no private network allowed', () => {
+    const c = loadConfig({ env: {} });
+    expect(c.storage.maxTaskDownloadBytes).toBe(1024 ** 4);
+    expect(c.storage.s3.maxListedObjects).toBe(100_000);
+    expect(c.storage.http.allowedPrivateNetworks).toEqual([]);
+    expect(c.security.allowRoot).toBe(false);
+  });
+
+  it('names each bad allowedPrivateNetworks entry', () => {
+    let err: ConfigError | undefined;
+    try {
+      loadConfig({
+        env: {},
+        overrides: { storage: { http: { allowedPrivateNetworks: ['10.1.0.0/16', '10.1.2.3/16', 'a b'] } } },
+      });
+    } catch (e) {
+      err = e as ConfigError;
+    }
+    expect(err?.problems).toEqual([
+      'storage.http.allowedPrivateNetworks.1: "10.1.2.3/16" has bits set past its prefix length; did you mean 10.1.0.0/16?',
+      'storage.http.allowedPrivateNetworks.2: "a b" is neither a network (10.1.0.0/16, fd00::/8), an address nor a host name',
+    ]);
+  });
+});
