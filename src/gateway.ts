@@ -56,6 +56,8 @@ export function buildDriver(config: Config, logger: Logger): ComputeDriver {
         sacctChunkSize: config.slurm.sacctChunkSize,
         arrayWindowMs: config.slurm.arrayWindowMs,
         maxArraySize: config.slurm.maxArraySize,
+        tmpDiskRefreshMs: config.slurm.tmpDiskRefreshMs,
+        logger,
       });
     case 'local':
       return new LocalDriver({
@@ -194,6 +196,7 @@ export async function startGateway(
       workRoot: config.workRoot,
       runtime: containerRuntime(config),
       policy: config.slurm,
+      partitionDisks: driver instanceof SlurmDriver ? () => driver.partitionDisks.current() : undefined,
       staging: {
         roots,
         fetchers,
@@ -217,6 +220,7 @@ export async function startGateway(
         logger,
         tailBytes: config.log.tailBytes,
         taskLogMaxBytes: config.log.taskLogMaxBytes,
+        endStates: { preempted: config.slurm.preempted },
       },
       config.worker,
     );

@@ -61,6 +61,12 @@ export function parseSlurmState(raw: string): SlurmState | undefined {
   return (SLURM_STATES as readonly string[]).includes(state) ? (state as SlurmState) : undefined;
 }
 
+/** Slurm's reason for a job's state, or undefined where it gives none (`None`, `(null)`, empty). */
+export function meaningfulReason(raw: string | undefined): string | undefined {
+  const reason = raw?.trim();
+  return reason && reason !== 'None' && reason !== '(null)' ? reason : undefined;
+}
+
 export function parseExitCode(raw: string): JobExitCode {
   const m = /^(\d+):(\d+)$/.exec(raw.trim());
   return m ? { code: Number(m[1]), signal: Number(m[2]) } : { code: 0, signal: 0 };

@@ -5,7 +5,8 @@ import { renderJobScript, type ContainerRuntime } from '../apptainer/render-job-
 import { quoteAll } from '../shell/quote.js';
 import type { TaskRecord } from '../store/task-store.js';
 import { stageInputs, type StagingDeps } from '../staging/stage-inputs.js';
-import { buildSbatchArgs, type SbatchPolicy } from './slurm/sbatch-args.js';
+import { buildSbatchArgs, needsPartitionDisks, type SbatchPolicy } from './slurm/sbatch-args.js';
+import type { PartitionDisks } from './slurm/sinfo.js';
 import { makeLayout, makeTaskDir, writePrivateFile } from './task-dir.js';
 
 /**
@@ -17,6 +18,8 @@ export interface PrepareDeps {
   workRoot: string;
   runtime: ContainerRuntime;
   policy: SbatchPolicy;
+  /** The partitions' TmpDisk as sinfo last said (Slurm only): decides whether disk_gb becomes --tmp. */
+  partitionDisks?: (() => Promise<PartitionDisks | undefined>) | undefined;
   staging: StagingDeps;
   images: ImageResolver;
 }
@@ -51,7 +54,11 @@ export async function prepareJob(record: TaskRecord, deps: PrepareDeps): Promise
   }));
   await makeLayout([...plan.layout, ...execDirs]);
 
-  const sbatch = buildSbatchArgs(record.id, task, workDir, deps.policy);
+  // Without Slurm (the local launcher ignores sbatch arguments) there is no TmpDisk to judge a disk
+  // request by, and nothing to note about it.
+  const policy: SbatchPolicy = deps.partitionDisks ? deps.policy : { ...deps.policy, diskRequests: 'tmp' };
+  const disks = needsPartitionDisks(task, policy) ? await deps.partitionDisks?.() : undefined;
+  const sbatch = buildSbatchArgs(record.id, task, workDir, policy, disks);
   const script = renderJobScript({
     taskId: record.id,
     workDir,

@@ -33,6 +33,32 @@ const partitionLimits = z
   })
   .strict();
 
+const absolutePath = z.string().startsWith('/', 'must be an absolute path');
+
+const allowedRootObject = z.object({ path: absolutePath, writable: z.boolean().default(false) }).strict();
+
+/**
+ * One `storage.allowedRoots` entry, always `{ path, writable }` once read. A plain path and the
+ * object form are told apart by type, so that a mistake is reported against the form it was meant in
+ * (a union would only say that neither matched).
+ */
+const allowedRoot = z.unknown().transform((value, ctx): z.output<typeof allowedRootObject> => {
+  if (typeof value !== 'string' && (typeof value !== 'object' || value === null || Array.isArray(value))) {
+    ctx.addIssue({
+      code: z.ZodIssueCode.custom,
+      message: 'must be an absolute path, or { path: /abs/path, writable: true|false }',
+    });
+    return z.NEVER;
+  }
+  const parsed =
+    typeof value === 'string'
+      ? absolutePath.transform((path) => ({ path, writable: false })).safeParse(value)
+      : allowedRootObject.safeParse(value);
+  if (parsed.success) return parsed.data;
+  for (const issue of parsed.error.issues) ctx.addIssue(issue);
+  return z.NEVER;
+});
+
 export const configSchema = z
   .object({
     server: z
@@ -225,6 +251,22 @@ export const configSchema = z
         arrayWindowMs: z.number().int().min(0).default(25),
         maxArraySize: z.number().int().min(2).max(10_000).default(1000),
         missingGraceMs: z.number().int().min(0).default(120000),
+        /**
+         * What becomes of resources.disk_gb. `auto`: `sbatch --tmp` only where some node of the
+         * task's partition advertises enough TmpDisk (sinfo), else dropped with a note; `tmp`: always
+         * --tmp (Slurm refuses jobs no node can satisfy); `ignore`: never, with a note. Many sites leave
+         * TmpDisk at 0, where --tmp makes every job that asks for disk (all of Toil's) unrunnable.
+         */
+        diskRequests: z.enum(['auto', 'tmp', 'ignore']).default('auto'),
+        /** In `auto`, a disk request no node of the partition can satisfy: dropped with a note, or refused (SYSTEM_ERROR). */
+        unsatisfiableDisk: z.enum(['drop', 'refuse']).default('drop'),
+        /** How long the partitions' TmpDisk figures from sinfo are used before it is asked again. */
+        tmpDiskRefreshMs: z.number().int().min(1000).default(300_000),
+        /**
+         * What a job Slurm preempts for good (not requeued) makes of its task. PREEMPTED suits Sprocket,
+         * which resubmits it; Nextflow, Cromwell, Snakemake and py-tes 0.4 clients need SYSTEM_ERROR.
+         */
+        preempted: z.enum(['PREEMPTED', 'SYSTEM_ERROR']).default('PREEMPTED'),
       })
       .strict()
       .default({}),
@@ -236,7 +278,15 @@ export const configSchema = z
       .default({}),
     storage: z
       .object({
-        allowedRoots: z.array(z.string().startsWith('/', 'must be an absolute path')).default([]),
+        /**
+         * Host folders that `file://` URLs and bare paths may name, for inputs and outputs. An entry is
+         * a path (read-only: its inputs are bound read-only) or `{ path: /shared/projects, writable:
+         * true }`, whose inputs are bound read-write in place, so executors write the client's folder
+         * itself (Toil's file job store, a work directory on the shared filesystem). Any task may then
+         * change anything in it: mark writable only folders that the clients' tasks may all write.
+         * `writable` defaults to false. service-info lists every root as a `file://` prefix in `storage`.
+         */
+        allowedRoots: z.array(allowedRoot).default([]),
         /** Bytes all of one task's http and s3 inputs may download together (1 TiB). */
         maxTaskDownloadBytes: z
           .number()

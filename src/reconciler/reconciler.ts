@@ -1,7 +1,7 @@
 import type { ComputeDriver } from '../compute/driver.js';
 import { firstExecutorStarted, jobScriptEnded } from '../compute/executor-results.js';
 import { Limiter } from '../compute/limiter.js';
-import type { JobStatus } from '../compute/job-status.js';
+import { meaningfulReason, type JobStatus } from '../compute/job-status.js';
 import { workDirOf } from '../compute/prepare-job.js';
 import { phaseOf } from '../compute/slurm/slurm-states.js';
 import type { Logger } from '../logger.js';
@@ -35,8 +35,9 @@ export interface CycleReport {
  * The one loop that maps the cluster back to TES. Only the leader polls; each cycle is one batched
  * status query for every active job. A failed query changes nothing; a job absent from accounting is
  * not finished until the scheduler confirms it does not know it either. It reads tasks without their
- * requests (TaskBrief): a task's size costs the cycle nothing. States only move forward (see
- * tes/state.ts): a job seen waiting again leaves its task where it is, with the reason in its logs.
+ * requests (TaskBrief): a task's size costs the cycle nothing. States move forward (see
+ * tes/state.ts), but for one named move back: a job that had started and is seen waiting again was
+ * requeued by Slurm, and its task goes back to QUEUED with a note saying so (`requeue`).
  */
 export class Reconciler {
   private timer: NodeJS.Timeout | undefined;
@@ -110,7 +111,7 @@ export class Reconciler {
       }
       switch (phaseOf(status.state)) {
         case 'waiting':
-          await this.onWaiting(record, status);
+          changed += await this.onWaiting(record, status);
           break;
         case 'started':
           changed += await this.onStarted(record, status);
@@ -143,21 +144,47 @@ export class Reconciler {
   }
 
   /**
-   * The pending reason goes to the system logs when it changes, and the state stays: a task still
-   * QUEUED is where a waiting job belongs, and one that got further (its job requeued) does not go back.
+   * A waiting job: its task is QUEUED, or goes back to QUEUED if it had started (a requeue). Slurm's
+   * pending reason goes to the system logs when there is one and it changes; "no reason" (`None`) is
+   * not worth a line.
    */
-  private async onWaiting(record: TaskBrief, status: JobStatus): Promise<void> {
-    if (record.state === 'CANCELING') return;
-    const note = `Slurm job ${status.jobId} is ${status.rawState}: ${status.reason ?? 'no reason given'}`;
+  private async onWaiting(record: TaskBrief, status: JobStatus): Promise<number> {
+    if (record.state === 'CANCELING') return 0;
+    const reason = meaningfulReason(status.reason);
+    const note = reason ? `Slurm job ${status.jobId} is ${status.rawState}: ${reason}` : '';
+    if (record.state === 'INITIALIZING' || record.state === 'RUNNING') {
+      const requeued = await this.requeue(record, status, reason);
+      // The requeue's note already says why it waits: the same reason is not written again.
+      if (requeued) this.reasons.set(record.id, note);
+      return requeued ? 1 : 0;
+    }
     // Written when the reason changes, not every cycle; the map spares a look at the logs.
-    const fresh = this.reasons.get(record.id) !== note && record.logs?.[0]?.system_logs?.at(-1) !== note;
+    const fresh =
+      note !== '' && this.reasons.get(record.id) !== note && record.logs?.[0]?.system_logs?.at(-1) !== note;
     this.reasons.set(record.id, note);
-    if (!fresh) return;
+    if (!fresh) return 0;
     // A change to the same state writes the logs, unless the state changed meanwhile.
     await this.o.store.transition(record.id, record.state, {
       from: [record.state],
       logs: withSystemLogs(record.logs, [note]),
     });
+    return 0;
+  }
+
+  /**
+   * The one move back (tes/state.ts): Slurm put a job that had started back in its queue (REQUEUED,
+   * REQUEUE_HOLD, pending again after a start, preempted and requeued). The task waits again, QUEUED,
+   * and says why; it moves forward again when the job restarts.
+   */
+  private async requeue(record: TaskBrief, status: JobStatus, reason: string | undefined): Promise<boolean> {
+    const note = `Slurm requeued job ${status.jobId}: now ${status.rawState}${reason ? ` (${reason})` : ''}`;
+    const t = await this.o.store.transition(record.id, 'QUEUED', {
+      path: 'requeue',
+      from: [record.state],
+      logs: withSystemLogs(record.logs, [note]),
+    });
+    if (t.outcome === 'ok') this.o.logger.info({ taskId: record.id, jobId: status.jobId }, note);
+    return t.outcome === 'ok';
   }
 
   private async onStarted(record: TaskBrief, status: JobStatus): Promise<number> {

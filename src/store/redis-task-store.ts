@@ -191,7 +191,8 @@ export class RedisTaskStore implements TaskStore {
     options: TransitionOptions = {},
   ): Promise<{ outcome: TransitionOutcome; previous?: TesState }> {
     // A caller may narrow the legal sources, never widen them: the state machine has the last word.
-    const from = (options.from ?? legalSources(to)).filter((s) => canTransition(s, to));
+    const path = options.path ?? 'forward';
+    const from = (options.from ?? legalSources(to, path)).filter((s) => canTransition(s, to, path));
     const fields: string[] = [];
     if (options.logs) fields.push('logs', JSON.stringify(options.logs));
     if (options.run) fields.push('run', JSON.stringify(options.run));

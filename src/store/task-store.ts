@@ -1,5 +1,5 @@
 import type { Redis } from 'ioredis';
-import type { TesState } from '../tes/state.js';
+import type { TesState, TransitionPath } from '../tes/state.js';
 import type { TaskRequest, TesTaskLog, TesView } from '../tes/types.js';
 
 /** What the gateway knows of a task's run on the cluster; never shown to clients as such. */
@@ -57,6 +57,8 @@ export type TransitionOutcome = 'ok' | 'same' | 'illegal' | 'missing';
 export interface TransitionOptions {
   /** Narrower legal sources than the state machine's (e.g. only from CANCELING). */
   from?: readonly TesState[];
+  /** `requeue` for the reconciler's one move back to QUEUED (tes/state.ts); `forward` otherwise. */
+  path?: TransitionPath;
   logs?: TesTaskLog[];
   run?: RunInfo;
   /**

@@ -9,11 +9,16 @@
  * | CANCELING     |        |              |         |          |                | yes          |           | yes      |           |
  * | terminal      |        |              |         |          |                |              |           |          |           |
  *
- * - QUEUED, INITIALIZING and RUNNING only move forward. A task is QUEUED from creation until its
- *   job starts on a node: while the gateway stages its inputs and submits it, and while the job
- *   waits in the scheduler's queue. It is INITIALIZING from the job's start until its first executor
- *   starts, then RUNNING. A job the scheduler puts back in its queue (a requeue, or a job seen
- *   pending after a start) does not move its task back: the reason is written to the system logs.
+ * and, only on the `requeue` path: INITIALIZING -> QUEUED, RUNNING -> QUEUED.
+ *
+ * - QUEUED, INITIALIZING and RUNNING move forward. A task is QUEUED from creation until its job
+ *   starts on a node: while the gateway stages its inputs and submits it, and while the job waits in
+ *   the scheduler's queue. It is INITIALIZING from the job's start until its first executor starts,
+ *   then RUNNING.
+ * - The one move back is a requeue: a job that had started and that Slurm puts back in its queue
+ *   (REQUEUED, REQUEUE_HOLD, PENDING after a start, PREEMPTED and requeued) makes its task QUEUED
+ *   again, as clients expect of a task that waits for the cluster. Only the reconciler takes it,
+ *   by asking for the `requeue` path, and writes why in the system logs; no other change can.
  * - A task that is not yet on the cluster is CANCELED at once; a task that may have a Slurm job goes
  *   through CANCELING until Slurm confirms the job is gone. RUNNING never jumps to CANCELED directly.
  *   (INITIALIZING -> CANCELED remains for tasks an older gateway left INITIALIZING while submitting.)
@@ -65,13 +70,22 @@ export function isTesState(value: string): value is TesState {
   return (TES_STATES as readonly string[]).includes(value);
 }
 
-export function canTransition(from: TesState, to: TesState): boolean {
-  return LEGAL[from]?.includes(to) ?? false;
+/** The requeue path: a started task whose job Slurm put back in its queue waits again. */
+const REQUEUE: Readonly<Partial<Record<TesState, readonly TesState[]>>> = {
+  INITIALIZING: ['QUEUED'],
+  RUNNING: ['QUEUED'],
+};
+
+/** `forward`: every change of the table above; `requeue`: only the reconciler's move back to QUEUED. */
+export type TransitionPath = 'forward' | 'requeue';
+
+export function canTransition(from: TesState, to: TesState, path: TransitionPath = 'forward'): boolean {
+  return (path === 'requeue' ? REQUEUE : LEGAL)[from]?.includes(to) ?? false;
 }
 
 /** Every state `to` may be reached from: handed to the store so Redis checks it atomically. */
-export function legalSources(to: TesState): TesState[] {
-  return TES_STATES.filter((from) => canTransition(from, to));
+export function legalSources(to: TesState, path: TransitionPath = 'forward'): TesState[] {
+  return TES_STATES.filter((from) => canTransition(from, to, path));
 }
 
 export class IllegalTransitionError extends Error {

@@ -77,20 +77,72 @@ describe('the reconciler', () => {
     return t.id;
   }
 
-  const lastSystemLog = async (id: string) => (await store.get(id))!.logs?.[0]?.system_logs?.at(-1);
+  const systemLogs = async (id: string) => (await store.get(id))!.logs?.[0]?.system_logs ?? [];
 
-  it.each(['INITIALIZING', 'RUNNING'] as const)(
-    'leaves a %s task where it is when its job is seen waiting again, with the reason in its logs',
-    async (state) => {
-      const jobId = `job-${state}`;
+  it.each([
+    ['INITIALIZING', 'PENDING', 'BeginTime', 'now PENDING (BeginTime)'],
+    ['RUNNING', 'PENDING', 'BeginTime', 'now PENDING (BeginTime)'],
+    ['RUNNING', 'REQUEUED', undefined, 'now REQUEUED'],
+    ['RUNNING', 'REQUEUE_HOLD', 'JobHeldAdmin', 'now REQUEUE_HOLD (JobHeldAdmin)'],
+    ['RUNNING', 'REQUEUE_FED', 'None', 'now REQUEUE_FED'],
+    ['INITIALIZING', 'SPECIAL_EXIT', undefined, 'now SPECIAL_EXIT'],
+  ] as const)(
+    'moves a %s task back to QUEUED when Slurm requeues its job (%s), saying why',
+    async (state, slurmState, reason, why) => {
+      const jobId = `job-rq-${state}-${slurmState}`;
       const id = await taskIn(state, jobId);
-      jobs.set(jobId, { state: 'PENDING', reason: 'BeginTime' });
-      expect((await reconciler.cycle()).changed).toBe(0);
-      expect(await store.getState(id)).toBe(state);
-      expect(await lastSystemLog(id)).toBe(`Slurm job ${jobId} is PENDING: BeginTime`);
+      jobs.set(jobId, reason ? { state: slurmState, reason } : { state: slurmState });
+      expect((await reconciler.cycle()).changed).toBe(1);
+      expect(await store.getState(id)).toBe('QUEUED');
+      expect(await systemLogs(id)).toEqual([`Slurm requeued job ${jobId}: ${why}`]);
       jobs.delete(jobId);
     },
   );
+
+  it('moves a requeued task forward again when its job restarts, and writes the reason once', async () => {
+    const id = await taskIn('RUNNING', 'job-back');
+    jobs.set('job-back', { state: 'PENDING', reason: 'BeginTime' });
+    await reconciler.cycle();
+    await reconciler.cycle();
+    expect(await store.getState(id)).toBe('QUEUED');
+    jobs.set('job-back', { state: 'RUNNING' });
+    expect((await reconciler.cycle()).changed).toBe(1);
+    expect(await store.getState(id)).toBe('INITIALIZING');
+    expect(await systemLogs(id)).toEqual(['Slurm requeued job job-back: now PENDING (BeginTime)']);
+    jobs.delete('job-back');
+  });
+
+  it('leaves a task being cancelled alone when its job is requeued', async () => {
+    const id = await taskIn('RUNNING', 'job-cq');
+    await store.transition(id, 'CANCELING');
+    jobs.set('job-cq', { state: 'REQUEUED' });
+    expect((await reconciler.cycle()).changed).toBe(0);
+    expect(await store.getState(id)).toBe('CANCELING');
+    expect(await systemLogs(id)).toEqual([]);
+    jobs.delete('job-cq');
+  });
+
+  it('moves no task back except by the requeue path, and none that has finished', async () => {
+    const running = await taskIn('RUNNING', 'job-nb');
+    expect((await store.transition(running, 'QUEUED')).outcome).toBe('illegal');
+    expect((await store.transition(running, 'INITIALIZING', { path: 'requeue' })).outcome).toBe('illegal');
+    expect(await store.getState(running)).toBe('RUNNING');
+    const done = await taskIn('RUNNING', 'job-done');
+    await store.transition(done, 'COMPLETE');
+    expect((await store.transition(done, 'QUEUED', { path: 'requeue' })).outcome).toBe('illegal');
+    expect(await store.getState(done)).toBe('COMPLETE');
+  });
+
+  it('writes no line for a job waiting without a reason', async () => {
+    const id = await taskIn('QUEUED', 'job-none');
+    for (const reason of [undefined, 'None', '']) {
+      jobs.set('job-none', reason === undefined ? { state: 'PENDING' } : { state: 'PENDING', reason });
+      await reconciler.cycle();
+    }
+    expect(await store.getState(id)).toBe('QUEUED');
+    expect(await systemLogs(id)).toEqual([]);
+    jobs.delete('job-none');
+  });
 
   it('writes the pending reason of a queued task once, when it changes', async () => {
     const id = await taskIn('QUEUED', 'job-q');
@@ -99,10 +151,15 @@ describe('the reconciler', () => {
     await reconciler.cycle();
     jobs.set('job-q', { state: 'PENDING', reason: 'Resources' });
     await reconciler.cycle();
+    jobs.set('job-q', { state: 'PENDING' });
+    await reconciler.cycle();
+    jobs.set('job-q', { state: 'REQUEUE_HOLD', reason: 'JobHeldUser' });
+    await reconciler.cycle();
     expect(await store.getState(id)).toBe('QUEUED');
-    expect((await store.get(id))!.logs?.[0]?.system_logs).toEqual([
+    expect(await systemLogs(id)).toEqual([
       'Slurm job job-q is PENDING: Priority',
       'Slurm job job-q is PENDING: Resources',
+      'Slurm job job-q is REQUEUE_HOLD: JobHeldUser',
     ]);
     jobs.delete('job-q');
   });

@@ -1,5 +1,7 @@
 import { jest } from '@jest/globals';
 import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { CommandError } from '../../src/errors.js';
 import { prepareJob } from '../../src/compute/prepare-job.js';
 import { launch } from '../../src/queue/processors/submit.js';
@@ -154,6 +156,67 @@ describe('submission', () => {
     expect(res.status).toBe(200);
     const task = await waitFor(gw.base, id, undefined, 60_000);
     expect(task.state).toBe('CANCELED');
+  });
+
+  it('runs tasks asking for disk on nodes without TmpDisk, noting the request it dropped (auto)', async () => {
+    // This cluster's nodes advertise TmpDisk 0, like many: with --tmp, Slurm would refuse every job.
+    gw = await startTestGateway('disk-auto', slurmConfig());
+    const body = { resources: { disk_gb: 2 }, executors: [{ image, command: ['echo', 'disk'] }] };
+    const ids = await Promise.all(Array.from({ length: 3 }, () => createTask(gw!.base, body)));
+    const tasks = await Promise.all(ids.map((id) => waitFor(gw!.base, id)));
+    expect(tasks.map((t) => t.state)).toEqual(Array(3).fill('COMPLETE'));
+    for (const task of tasks) {
+      expect(task.logs[0].system_logs).toContain(
+        'resources.disk_gb: 2 GiB not requested from Slurm: nodes of partition debug advertise 0 MB of TmpDisk',
+      );
+      expect(readFileSync(join(gw.workRoot, task.id, 'sbatch-command'), 'utf8')).not.toContain('--tmp');
+    }
+  });
+
+  it("ends a task asking for disk SYSTEM_ERROR with Slurm's refusal when --tmp is always passed (tmp)", async () => {
+    gw = await startTestGateway('disk-tmp', slurmConfig({ diskRequests: 'tmp' }));
+    const id = await createTask(gw.base, {
+      resources: { disk_gb: 2 },
+      executors: [{ image, command: ['true'] }],
+    });
+    const task = await waitFor(gw.base, id);
+    expect(task.state).toBe('SYSTEM_ERROR');
+    expect(task.logs[0].system_logs.join('\n')).toMatch(/Temporary disk specification can not be satisfied/);
+  });
+
+  it('refuses a disk request no node can satisfy when the site says so, without submitting', async () => {
+    gw = await startTestGateway('disk-refuse', slurmConfig({ unsatisfiableDisk: 'refuse' }));
+    const id = await createTask(gw.base, {
+      resources: { disk_gb: 2 },
+      executors: [{ image, command: ['true'] }],
+    });
+    const task = await waitFor(gw.base, id);
+    expect(task.state).toBe('SYSTEM_ERROR');
+    expect(task.logs[0].system_logs).toContain(
+      'the task could not be submitted: resources.disk_gb: 2 GiB cannot be requested from Slurm: nodes of partition debug advertise 0 MB of TmpDisk',
+    );
+    expect(jobsNamed(id)).toEqual([]);
+  });
+
+  it('takes the task of a job Slurm requeues back to QUEUED, then runs it to the end', async () => {
+    gw = await startTestGateway('requeue', slurmConfig());
+    const id = await createTask(gw.base, {
+      executors: [{ image, command: ['sh', '-c', 'sleep 3; echo done'] }],
+    });
+    await waitFor(gw.base, id, ['RUNNING'], 60_000);
+    const [jobId] = jobsNamed(id);
+    execFileSync('scontrol', ['requeue', jobId!]);
+    const queued = await waitFor(gw.base, id, ['QUEUED'], 30_000);
+    expect(queued.logs[0].system_logs.at(-1)).toMatch(
+      new RegExp(`^Slurm requeued job ${jobId}: now (REQUEUED|PENDING)`),
+    );
+    // Slurm holds a requeued job back for about two minutes (BeginTime); the test lets it go at once.
+    await waitForLog(gw, id, /BeginTime/);
+    execFileSync('scontrol', ['update', `JobId=${jobId}`, 'StartTime=now']);
+    const task = await waitFor(gw.base, id);
+    expect(task.state).toBe('COMPLETE');
+    expect(execLogsOf(task)[0]!.stdout).toBe('done\n');
+    expect(task.logs[0].metadata.job_id).toBe(jobId);
   });
 
   it('fails the task with a clear SYSTEM_ERROR when the container runtime is missing', async () => {

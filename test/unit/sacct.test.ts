@@ -1,5 +1,10 @@
 import { buildSacctArgs, parseDuration, parseSacct, parseSacctUsage } from '../../src/compute/slurm/sacct.js';
-import { effectiveExitCode, parseExitCode, parseSlurmState } from '../../src/compute/job-status.js';
+import {
+  effectiveExitCode,
+  meaningfulReason,
+  parseExitCode,
+  parseSlurmState,
+} from '../../src/compute/job-status.js';
 
 const TEXT = [
   '1|tes_a|COMPLETED|0:0|None|vm|5|1700000000|1700000005|00:01.250',
@@ -34,6 +39,16 @@ describe('parseSacct', () => {
     });
     expect(jobs.get('5')).toMatchObject({ state: 'PENDING', reason: 'Resources' });
     expect(jobs.get('5')?.node).toBeUndefined();
+  });
+
+  it("keeps Slurm's reason only where it gives one", () => {
+    expect(jobs.get('1')?.reason).toBeUndefined();
+    expect(jobs.get('2')?.reason).toBe('NonZeroExitCode');
+    expect(
+      parseSacct('9|x|PENDING|0:0|(null)|None assigned|0|Unknown|Unknown|00:00:00').jobs.get('9')?.reason,
+    ).toBeUndefined();
+    expect([undefined, '', ' ', 'None', '(null)'].map(meaningfulReason)).toEqual(Array(5).fill(undefined));
+    expect(meaningfulReason(' JobHeldUser ')).toBe('JobHeldUser');
   });
 
   it('matches states by prefix and keeps the raw text', () => {

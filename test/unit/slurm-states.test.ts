@@ -1,6 +1,12 @@
 import { SLURM_STATES, type JobStatus, type SlurmState } from '../../src/compute/job-status.js';
 import type { ExecutorResult } from '../../src/compute/executor-results.js';
-import { decideEndState, phaseOf, SLURM_STATE_TABLE } from '../../src/compute/slurm/slurm-states.js';
+import {
+  confirmPreempted,
+  decideEndState,
+  phaseOf,
+  SLURM_STATE_TABLE,
+  SQUEUE_STATE_ARGS,
+} from '../../src/compute/slurm/slurm-states.js';
 
 const status = (state: SlurmState, rawState: string = state, code = 0, signal = 0): JobStatus => ({
   jobId: '42',
@@ -97,13 +103,87 @@ describe('the Slurm state table', () => {
     expect(d.systemLogs[0]).toContain('cancelled outside the gateway (by uid 1000)');
   });
 
-  it('maps PREEMPTED to PREEMPTED', () => {
-    expect(decideEndState(status('PREEMPTED'), ok, false).state).toBe('PREEMPTED');
+  it('maps a final PREEMPTED to PREEMPTED by default, saying it was not requeued', () => {
+    expect(decideEndState(status('PREEMPTED'), notStarted, false)).toEqual({
+      state: 'PREEMPTED',
+      systemLogs: [
+        'Slurm job 42 ended PREEMPTED (exit code 0): Slurm preempted the job and did not requeue it',
+      ],
+    });
+  });
+
+  it('maps a final PREEMPTED to SYSTEM_ERROR where the site says so (slurm.preempted)', () => {
+    expect(decideEndState(status('PREEMPTED'), notStarted, false, { preempted: 'SYSTEM_ERROR' })).toEqual({
+      state: 'SYSTEM_ERROR',
+      systemLogs: [
+        'Slurm job 42 ended PREEMPTED (exit code 0): Slurm preempted the job and did not requeue it; resubmit the task',
+      ],
+    });
+  });
+
+  it('leaves other end states alone whatever slurm.preempted says', () => {
+    const policy = { preempted: 'SYSTEM_ERROR' } as const;
+    expect(decideEndState(status('COMPLETED'), ok, false, policy).state).toBe('COMPLETE');
+    expect(decideEndState(status('TIMEOUT'), ok, false, policy).state).toBe('EXECUTOR_ERROR');
+    expect(decideEndState(status('PREEMPTED'), ok, true, policy).state).toBe('CANCELED');
   });
 
   it('maps any ended job of a task being cancelled to CANCELED', () => {
     for (const s of ['CANCELLED', 'COMPLETED', 'FAILED'] as const) {
       expect(decideEndState(status(s), ok, true).state).toBe('CANCELED');
     }
+  });
+});
+
+describe('a PREEMPTED job, as the controller shows it', () => {
+  const preempted = (jobId: string): JobStatus => ({
+    ...status('PREEMPTED'),
+    jobId,
+    exitCode: { code: 0, signal: 15 },
+  });
+
+  it('asks squeue for the state and pending reason of every job it names', () => {
+    expect(SQUEUE_STATE_ARGS).toEqual(['--noheader', '--states=all', '--format=%i|%T|%r']);
+  });
+
+  it('is requeued (waiting) when the controller holds it pending again, with the reason', () => {
+    const back = confirmPreempted([preempted('42')], '42|PENDING|BeginTime\n');
+    expect(back).toEqual([
+      {
+        jobId: '42',
+        state: 'PENDING',
+        rawState: 'PENDING',
+        exitCode: { code: 0, signal: 15 },
+        reason: 'preempted, BeginTime',
+      },
+    ]);
+    expect(phaseOf(back[0]!.state)).toBe('waiting');
+  });
+
+  it.each(['REQUEUED', 'REQUEUE_HOLD', 'REQUEUE_FED'])(
+    'is requeued when the controller shows it %s',
+    (state) => {
+      const back = confirmPreempted([preempted('42')], `42|${state}|None\n`);
+      expect(back).toMatchObject([{ jobId: '42', state, reason: 'preempted' }]);
+      expect(phaseOf(back[0]!.state)).toBe('waiting');
+    },
+  );
+
+  it('is not decided while the controller still completes it', () => {
+    const back = confirmPreempted([preempted('42')], '42|COMPLETING|None\n');
+    expect(back.map((s) => phaseOf(s.state))).toEqual(['started']);
+  });
+
+  it('is preempted for good when the controller shows it PREEMPTED or no longer lists it', () => {
+    expect(confirmPreempted([preempted('42'), preempted('43')], '42|PREEMPTED|None\n')).toEqual([]);
+    expect(confirmPreempted([preempted('42')], '')).toEqual([]);
+  });
+
+  it('matches array elements by their own ids and ignores jobs it was not asked about', () => {
+    const back = confirmPreempted(
+      [preempted('7_3')],
+      '7_3|PENDING|Priority\n7_4|PENDING|Priority\n99|PENDING|None\n',
+    );
+    expect(back.map((s) => s.jobId)).toEqual(['7_3']);
   });
 });

@@ -1,4 +1,4 @@
-import { parseExitCode, parseSlurmState, type JobStatus } from '../job-status.js';
+import { meaningfulReason, parseExitCode, parseSlurmState, type JobStatus } from '../job-status.js';
 
 /**
  * The `sacct` query the reconciler runs once per cycle, and its parser, side by side. Output is
@@ -65,7 +65,8 @@ export function parseSacct(text: string): SacctParse {
       continue;
     }
     const status: JobStatus = { jobId, state, rawState: rawState!.trim(), exitCode: parseExitCode(exit!) };
-    if (reason && reason !== 'None') status.reason = reason;
+    const why = meaningfulReason(reason);
+    if (why) status.reason = why;
     if (node && node !== 'None assigned' && node !== '(null)') status.node = node;
     if (elapsed && /^\d+$/.test(elapsed)) status.elapsedSeconds = Number(elapsed);
     if (start && /^\d+$/.test(start)) status.startTime = Number(start);

@@ -1,5 +1,6 @@
 import { join } from 'node:path';
 import type { TaskRequest } from '../../tes/types.js';
+import type { PartitionDisks } from './sinfo.js';
 
 /**
  * The exact `sbatch` argument list for a task (pure; golden-tested). Every value is its own argv
@@ -87,7 +88,13 @@ export interface SbatchPolicy {
   limits: Readonly<Record<string, PartitionLimits>>;
   overLimit: 'clamp' | 'refuse';
   extraArgs: readonly string[];
+  /** What becomes of resources.disk_gb (see planDiskRequest); `auto` when unset. */
+  diskRequests?: DiskRequests | undefined;
+  /** In `auto`, a disk request no node of the partition can satisfy: `drop` (when unset) or `refuse`. */
+  unsatisfiableDisk?: 'drop' | 'refuse' | undefined;
 }
+
+export type DiskRequests = 'auto' | 'tmp' | 'ignore';
 
 export interface SbatchPlan {
   args: string[];
@@ -130,11 +137,94 @@ export function timeLimitMinutes(value: string): number | undefined {
   return Number(a) + Number(b ?? 0) / 60;
 }
 
+/** `2`, `0.5`, `1.33`: a GiB figure as a person would write it. */
+function formatGiB(gib: number): string {
+  return String(Number.isInteger(gib) ? gib : Number(gib.toPrecision(3)));
+}
+
+/** Does this task's sbatch request depend on the partitions' TmpDisk (so sinfo must be read)? */
+export function needsPartitionDisks(task: TaskRequest, policy: SbatchPolicy): boolean {
+  const disk = task.resources?.disk_gb;
+  return (policy.diskRequests ?? 'auto') === 'auto' && disk !== undefined && disk > 0;
+}
+
+export interface DiskPlan {
+  /** `--tmp=<MiB>M`, when the request goes to Slurm. */
+  arg?: string;
+  /** Why it does not, for the task's system logs. */
+  note?: string;
+}
+
+/**
+ * Whether `resources.disk_gb` becomes `sbatch --tmp`. Slurm refuses at submission a job whose --tmp no
+ * node of its partition advertises, and many sites leave every node's TmpDisk at 0: a disk request
+ * must not make an otherwise runnable task unrunnable.
+ *
+ * | slurm.diskRequests | what happens                                                                |
+ * |--------------------|-----------------------------------------------------------------------------|
+ * | tmp                | always --tmp (Slurm refuses what no node offers: SYSTEM_ERROR)             |
+ * | ignore             | never --tmp; a note says the request was dropped                            |
+ * | auto (default)     | --tmp when some node of the partition advertises enough TmpDisk; otherwise |
+ * |                    | dropped with a note, or refused (SYSTEM_ERROR) with unsatisfiableDisk refuse |
+ *
+ * `auto` compares with the most TmpDisk any node of the partition advertises, which is exactly when
+ * Slurm accepts the job: it then places it on a node that has the space. Until sinfo has answered (or
+ * when it does not list the partition), `drop` drops the request with a note rather than risk a
+ * refusal, and `refuse` passes it on for Slurm to judge.
+ */
+export function planDiskRequest(
+  diskGb: number | undefined,
+  partition: string | undefined,
+  policy: SbatchPolicy,
+  disks: PartitionDisks | undefined,
+): DiskPlan {
+  if (diskGb === undefined || !(diskGb > 0)) return {};
+  const mib = Math.ceil(diskGb * 1024);
+  const arg = `--tmp=${mib}M`;
+  const what = `resources.disk_gb: ${formatGiB(diskGb)} GiB`;
+  const mode = policy.diskRequests ?? 'auto';
+  switch (mode) {
+    case 'tmp':
+      return { arg };
+    case 'ignore':
+      return { note: `${what} not requested from Slurm (slurm.diskRequests is ignore)` };
+    case 'auto': {
+      const refuse = policy.unsatisfiableDisk === 'refuse';
+      const target = partition ?? disks?.defaultPartition;
+      const tmp = target ? disks?.partitions.get(target) : undefined;
+      if (!tmp) {
+        if (refuse) return { arg };
+        const unknown = !disks
+          ? "the partitions' TmpDisk is not known yet (sinfo has not answered)"
+          : target
+            ? `sinfo lists no partition ${target}`
+            : 'sinfo names no default partition';
+        return { note: `${what} not requested from Slurm: ${unknown}` };
+      }
+      if (mib <= tmp.maxMB) return { arg };
+      const most = tmp.minMB === tmp.maxMB ? '' : 'at most ';
+      const why = `nodes of partition ${target} advertise ${most}${tmp.maxMB} MB of TmpDisk`;
+      if (refuse) throw new ResourceLimitError(`${what} cannot be requested from Slurm: ${why}`);
+      return { note: `${what} not requested from Slurm: ${why}` };
+    }
+    default: {
+      const never: never = mode;
+      throw new Error(`unknown slurm.diskRequests ${String(never)}`);
+    }
+  }
+}
+
+/**
+ * `disks` is what sinfo last said of the partitions' TmpDisk (undefined: not known), which decides
+ * whether `resources.disk_gb` becomes --tmp in `auto` mode; everything else comes from the task and
+ * the policy.
+ */
 export function buildSbatchArgs(
   taskId: string,
   task: TaskRequest,
   workDir: string,
   policy: SbatchPolicy,
+  disks?: PartitionDisks,
 ): SbatchPlan {
   const warnings: string[] = [];
   const r = task.resources ?? {};
@@ -189,7 +279,9 @@ export function buildSbatchArgs(
     `--cpus-per-task=${cpus}`,
   ];
   if (memoryMiB !== undefined) args.push(`--mem=${memoryMiB}M`);
-  if (r.disk_gb !== undefined && r.disk_gb > 0) args.push(`--tmp=${Math.ceil(r.disk_gb * 1024)}M`);
+  const disk = planDiskRequest(r.disk_gb, partition, policy, disks);
+  if (disk.arg) args.push(disk.arg);
+  if (disk.note) warnings.push(disk.note);
   if (partition) args.push(`--partition=${partition}`);
   if (bp.account) args.push(`--account=${bp.account}`);
   if (bp.qos) args.push(`--qos=${bp.qos}`);

@@ -7,7 +7,7 @@ import { Limiter } from '../limiter.js';
  * The only place that runs Slurm's programs. Every call has a timeout, keeps stderr for the error,
  * and controller-facing calls share one concurrency cap.
  */
-export type SlurmTool = 'sbatch' | 'sacct' | 'squeue' | 'scancel';
+export type SlurmTool = 'sbatch' | 'sacct' | 'squeue' | 'scancel' | 'sinfo';
 
 export interface SlurmCliOptions {
   binDir?: string | undefined;
@@ -20,11 +20,12 @@ export interface SlurmCallCounts {
   sacct: number;
   squeue: number;
   scancel: number;
+  sinfo: number;
 }
 
 export class SlurmCli {
   private readonly limiter: Limiter;
-  readonly calls: SlurmCallCounts = { sbatch: 0, sacct: 0, squeue: 0, scancel: 0 };
+  readonly calls: SlurmCallCounts = { sbatch: 0, sacct: 0, squeue: 0, scancel: 0, sinfo: 0 };
 
   constructor(private readonly options: SlurmCliOptions) {
     this.limiter = new Limiter(options.maxConcurrentCalls);

@@ -4,11 +4,14 @@ import { dirname, join } from 'node:path';
 import { CommandError, SubmissionRejectedError } from '../../errors.js';
 import { quoteAll } from '../../shell/quote.js';
 import type { ComputeDriver, LaunchRequest, PollResult } from '../driver.js';
+import type { Logger } from '../../logger.js';
 import type { JobStatus } from '../job-status.js';
 import { buildSacctArgs, buildSacctUsageArgs, parseSacct, parseSacctUsage } from './sacct.js';
 import { arrayJobName, arrayKey, buildArrayArgs, expandJobId, renderDispatcher } from './job-arrays.js';
 import { jobNameFor, SLURM_BACKEND_PARAMETERS } from './sbatch-args.js';
+import { PartitionDiskCache, SINFO_TMP_DISK_ARGS } from './sinfo.js';
 import { SlurmCli, type SlurmCliOptions } from './slurm-cli.js';
+import { confirmPreempted, SQUEUE_STATE_ARGS } from './slurm-states.js';
 
 /** Failures that a later attempt may not meet: the controller was busy, down or slow. */
 const TRANSIENT =
@@ -26,6 +29,9 @@ export interface SlurmDriverOptions extends SlurmCliOptions {
   /** Submissions with the same Slurm request arriving within this window share a job array; 0: never. */
   arrayWindowMs: number;
   maxArraySize: number;
+  /** How long the partitions' TmpDisk figures from sinfo are used before sinfo is asked again. */
+  tmpDiskRefreshMs?: number | undefined;
+  logger?: Pick<Logger, 'warn'> | undefined;
 }
 
 /** Where a task submitted as part of an array records its array and index, before sbatch runs. */
@@ -44,9 +50,16 @@ export class SlurmDriver implements ComputeDriver {
   /** sacct calls by purpose: job states (reconciler), peak memory (finalization), job lookups. */
   readonly sacctCalls = { states: 0, usage: 0, lookups: 0 };
   private readonly bursts = new Map<string, PendingSubmit[]>();
+  /** The partitions' TmpDisk, read from sinfo when a disk request needs it (see sbatch-args.ts). */
+  readonly partitionDisks: PartitionDiskCache;
 
   constructor(private readonly options: SlurmDriverOptions) {
     this.cli = new SlurmCli(options);
+    this.partitionDisks = new PartitionDiskCache({
+      read: () => this.cli.run('sinfo', SINFO_TMP_DISK_ARGS, "failed to read the partitions' TmpDisk"),
+      refreshMs: options.tmpDiskRefreshMs ?? 300_000,
+      logger: options.logger ?? { warn: () => undefined },
+    });
   }
 
   async findJob(taskId: string, since: Date, workDir: string): Promise<string | undefined> {
@@ -171,7 +184,37 @@ export class SlurmDriver implements ComputeDriver {
       }
       errors.push(...parsed.errors);
     }
+    await this.confirmPreemptions(jobs, errors);
     return { jobs, errors };
+  }
+
+  /**
+   * Accounting shows a job preempted and requeued as PREEMPTED for a few seconds before its new
+   * pending record: the controller tells whether it comes back. A job it still holds in a waiting or
+   * started state is reported so; one it shows PREEMPTED, or has forgotten, is preempted for good.
+   * When squeue fails, such jobs are left out of this poll (not decided yet) rather than ended.
+   */
+  private async confirmPreemptions(jobs: Map<string, JobStatus>, errors: string[]): Promise<void> {
+    const preempted = [...jobs.values()].filter((s) => s.state === 'PREEMPTED');
+    if (preempted.length === 0) return;
+    let text: string;
+    try {
+      text = await this.cli.run(
+        'squeue',
+        [...SQUEUE_STATE_ARGS, `--jobs=${preempted.map((s) => s.jobId).join(',')}`],
+        'failed to read the state of preempted jobs',
+      );
+    } catch (err) {
+      if (err instanceof CommandError && /invalid job id/i.test(err.stderr)) return;
+      for (const s of preempted) {
+        jobs.delete(s.jobId);
+        errors.push(
+          `job ${s.jobId} is PREEMPTED; whether Slurm requeues it is not known yet: ${(err as Error).message}`,
+        );
+      }
+      return;
+    }
+    for (const s of confirmPreempted(preempted, text)) jobs.set(s.jobId, s);
   }
 
   async usage(jobIds: readonly string[]): Promise<Map<string, number>> {

@@ -1,5 +1,6 @@
 import type { ComputeDriver } from '../../compute/driver.js';
 import type { PrepareDeps } from '../../compute/prepare-job.js';
+import type { EndStatePolicy } from '../../compute/slurm/slurm-states.js';
 import type { Logger } from '../../logger.js';
 import type { TaskStore } from '../../store/task-store.js';
 import type { Enqueuer } from '../../api/handlers/tasks.js';
@@ -17,6 +18,8 @@ export interface ProcessorContext {
   tailBytes: number;
   /** Bytes of all executors' stdout/stderr tails of one task together. */
   taskLogMaxBytes: number;
+  /** What a final PREEMPTED becomes (slurm.preempted); PREEMPTED when unset. */
+  endStates?: EndStatePolicy | undefined;
 }
 
 /** Which attempt this is, so a processor can tell a retry from the last try. */

@@ -40,7 +40,7 @@ export async function processFinalize(
       workDir,
       executors.map((e) => e.ignore_error === true),
     );
-    const decision = decideEndState(status, results, canceling);
+    const decision = decideEndState(status, results, canceling, ctx.endStates);
     const systemLogs: string[] = [];
     const scriptError = await readSystemError(workDir);
     let state = decision.state;
