@@ -4,13 +4,25 @@ import type { TaskRequest } from '../tes/types.js';
 /**
  * Where every container path of a task lives on the host, decided once per task (pure).
  *
- * - Inputs are bound read-only at their exact path, from wherever staging put them.
+ * - Inputs are bound read-only at their exact path, from wherever staging put them; an input in a
+ *   writable allowed root is bound read-write in place instead (a shared input: Toil's file job
+ *   store, a work directory on the shared filesystem), so executors write the client's own folder.
  * - Every place an executor writes (volumes, output files and directories, workdir, stdout/stderr
  *   files) is a writable host directory `<task>/mnt/<container path>` bound at that path; nested
  *   ones are folded into the outermost, so executors share what they write.
  * - /tmp and /var/tmp are private directories of the task.
  * - Binds are applied outermost first; where a bind lands inside another bind, its mount point is
  *   created in the outer bind's host directory beforehand.
+ *
+ * A shared input is the client's folder, which other tasks may change (and fill with links) at any
+ * time, so the gateway makes nothing there and reads nothing from there:
+ * - no mount point: a bind inside a shared input is refused, unless it is an input whose source is
+ *   the very path it lands on (it exists already); so is a bind whose mount point would lie in a
+ *   writable root below a read-only directory input;
+ * - no output, volume, stdout or stderr at or inside a shared input (the gateway delivers outputs and
+ *   copies streams only from the task's own places), and no stdin there;
+ * - a workdir at or inside a shared input gets no place of its own: executors work in the folder,
+ *   which must have that directory.
  */
 
 export interface Bind {
@@ -18,6 +30,19 @@ export interface Bind {
   dst: string;
   readOnly: boolean;
   kind: 'file' | 'dir';
+  /** Set on a shared input: bound read-write in place from a writable allowed root. */
+  shared?: SharedSource;
+}
+
+/**
+ * Where a shared input comes from. Any task may make links in a writable root, so the job script
+ * checks before each executor that the source still resolves inside the root.
+ */
+export interface SharedSource {
+  /** The input's field: `inputs[3]`. */
+  field: string;
+  /** The real path of the writable root on the gateway host. */
+  root: string;
 }
 
 export interface StagedInput {
@@ -26,6 +51,10 @@ export interface StagedInput {
   hostPath: string;
   containerPath: string;
   kind: 'file' | 'dir';
+  /** The real path of the writable allowed root it lies in: it is bound read-write in place. */
+  writableRoot?: string;
+  /** Real paths of writable allowed roots inside this read-only directory input. */
+  writableBelow?: readonly string[];
 }
 
 /** A writable place of the task: the host directory behind a writable bind. */
@@ -103,23 +132,52 @@ export function planContainer(
   resolveImage: (image: string) => string = (i) => i,
 ): ContainerPlan {
   const mnt = posix.join(workDir, 'mnt');
-  const writable = new Set<string>();
-  for (const v of task.volumes ?? []) writable.add(clean(v));
-  for (const o of task.outputs ?? []) {
+  const inputBinds = inputs.map((i): Bind => {
+    const bind: Bind = { src: i.hostPath, dst: clean(i.containerPath), readOnly: true, kind: i.kind };
+    if (i.writableRoot === undefined) return bind;
+    return { ...bind, readOnly: false, shared: { field: `inputs[${i.index}]`, root: i.writableRoot } };
+  });
+  const fields = new Map<Bind, string>(inputs.map((i, n) => [inputBinds[n]!, `inputs[${i.index}]`]));
+  const shared = new PathTrie<Bind>();
+  for (const b of inputBinds) if (b.shared) shared.add(b.dst, b);
+  const sharedAt = (path: string): Bind | undefined => shared.at(path) ?? shared.deepestAbove(path);
+
+  // Each place with the first field that asked for it, for messages.
+  const writable = new Map<string, string>();
+  // `named` is the path the client wrote, for the message: an output file rather than its directory.
+  const want = (path: string, field: string, named: string): void => {
+    const around = sharedAt(path);
+    if (around) {
+      throw new PlanError(
+        field,
+        `${named} lies in ${around.dst}, the writable input ${around.shared!.field} bound in place from ` +
+          `${around.src}; outputs, volumes and streams are the task's own and must lie outside it`,
+      );
+    }
+    if (!writable.has(path)) writable.set(path, field);
+  };
+  task.volumes?.forEach((v, i) => want(clean(v), `volumes[${i}]`, v));
+  task.outputs?.forEach((o, i) => {
     const path = clean(o.path);
-    if (WILDCARD.test(path)) writable.add(literalDir(path));
-    else writable.add(o.type === 'DIRECTORY' ? path : posix.dirname(path));
-  }
-  task.executors.forEach((ex) => {
-    if (ex.workdir) writable.add(clean(ex.workdir));
-    for (const p of [ex.stdout, ex.stderr]) if (p) writable.add(posix.dirname(clean(p)));
+    const field = `outputs[${i}]`;
+    if (WILDCARD.test(path)) want(literalDir(path), field, o.path);
+    else want(o.type === 'DIRECTORY' ? path : posix.dirname(path), field, o.path);
+  });
+  task.executors.forEach((ex, i) => {
+    // Executors work in the shared folder itself: a place of the task there would need a mount point.
+    if (ex.workdir && !sharedAt(clean(ex.workdir)))
+      want(clean(ex.workdir), `executors[${i}].workdir`, ex.workdir);
+    for (const stream of ['stdout', 'stderr'] as const) {
+      const p = ex[stream];
+      if (p) want(posix.dirname(clean(p)), `executors[${i}].${stream}`, p);
+    }
   });
   writable.delete('/');
 
   // Nested writable places fold into the outermost, so executors share what they write.
   const places = new PathTrie<true>();
-  for (const p of writable) places.add(p, true);
-  const outermost = [...writable]
+  for (const p of writable.keys()) places.add(p, true);
+  const outermost = [...writable.keys()]
     .filter((p) => places.deepestAbove(p) === undefined)
     .sort((a, b) => a.length - b.length);
 
@@ -129,13 +187,12 @@ export function planContainer(
     ...outermost
       .filter((p) => p !== '/tmp' && p !== '/var/tmp')
       .map((p): Bind => ({ src: posix.join(mnt, p), dst: p, readOnly: false, kind: 'dir' })),
-    ...inputs.map((i): Bind => ({
-      src: i.hostPath,
-      dst: clean(i.containerPath),
-      readOnly: true,
-      kind: i.kind,
-    })),
+    ...inputBinds,
   ];
+  const writableBelow = new Map<Bind, readonly string[]>();
+  inputs.forEach((i, n) => {
+    if (i.writableBelow && i.writableBelow.length > 0) writableBelow.set(inputBinds[n]!, i.writableBelow);
+  });
   // Outer binds first: a bind inside another must be mounted after it.
   const depths = new Map(binds.map((b) => [b, depth(b.dst)]));
   binds.sort((a, b) => depths.get(a)! - depths.get(b)!);
@@ -152,13 +209,32 @@ export function planContainer(
     { path: posix.join(workDir, 'tmp'), kind: 'dir', base: workDir },
     { path: posix.join(workDir, 'var-tmp'), kind: 'dir', base: workDir },
   ];
+  const label = (b: Bind): string => fields.get(b) ?? writable.get(b.dst) ?? `the task's ${b.dst}`;
   for (const b of binds) {
-    if (!b.readOnly) layout.push({ path: b.src, kind: 'dir', base: workDir });
+    if (!b.readOnly && !b.shared) layout.push({ path: b.src, kind: 'dir', base: workDir });
     const parent = dirsByDst.deepestAbove(b.dst);
     if (!parent) continue;
+    const point = posix.join(parent.src, posix.relative(parent.dst, b.dst));
+    const changing = writableBelow.get(parent)?.find((root) => isInside(point, root));
+    // An input that names the very path it lands on in the outer folder is there: nothing to make.
+    if ((parent.shared || changing) && fields.has(b) && b.src === point) continue;
+    if (parent.shared) {
+      throw new PlanError(
+        label(b),
+        `${b.dst} lies in ${parent.dst}, the writable input ${parent.shared.field} bound in place from ` +
+          `${parent.src}, where the gateway makes no mount points (tasks change that folder while ` +
+          `they run); give it a path outside ${parent.dst}`,
+      );
+    }
+    if (changing) {
+      throw new PlanError(
+        label(b),
+        `${b.dst} would need a mount point at ${point}, in the writable root ${changing}, where the ` +
+          `gateway makes no mount points (tasks change it while they run); give it a path outside ${parent.dst}`,
+      );
+    }
     // A mount point inside a read-only input is made in the input's own directory, not below the task.
     const base = parent.readOnly ? parent.src : workDir;
-    const point = posix.join(parent.src, posix.relative(parent.dst, b.dst));
     if (b.kind === 'dir') layout.push({ path: point, kind: 'dir', base });
     else {
       layout.push({ path: posix.dirname(point), kind: 'dir', base });
@@ -166,11 +242,30 @@ export function planContainer(
     }
   }
 
+  // A place folded into an outer one (Sprocket's workdir /mnt/task/work beside its /mnt/task/stdout)
+  // is made there before the job, as every place is made when it is a bind of its own: Apptainer's
+  // --pwd needs the folder, and executors expect their volumes and output folders to exist. One that
+  // lands inside an input or a shared folder is left alone.
+  for (const p of writable.keys()) {
+    if (byDst.at(p)) continue;
+    const outer = dirsByDst.deepestAbove(p);
+    if (!outer || outer.readOnly || outer.shared) continue;
+    layout.push({ path: posix.join(outer.src, posix.relative(outer.dst, p)), kind: 'dir', base: workDir });
+  }
+
   const streamFile = (containerPath: string, field: string): StreamFile => {
     const path = clean(containerPath);
     const bind = byDst.at(path) ?? dirsByDst.deepestAbove(path);
     if (!bind)
       throw new PlanError(field, `${containerPath} is not inside an input, output, volume or workdir`);
+    if (bind.shared) {
+      throw new PlanError(
+        field,
+        `${containerPath} lies in ${bind.dst}, the writable input ${bind.shared.field} bound in place from ` +
+          `${bind.src}, where other tasks may make links while this one runs; the job reads and writes ` +
+          "stream files only in read-only inputs and in the task's own places",
+      );
+    }
     const host = bind.dst === path ? bind.src : posix.join(bind.src, posix.relative(bind.dst, path));
     return bind.readOnly
       ? { path: containerPath, host }

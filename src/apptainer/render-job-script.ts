@@ -16,7 +16,11 @@ import {
  * The script runs with the gateway's rights, outside the container, so it never follows a link the
  * task made: every path it touches in a writable place after an executor ran (stdout and stderr
  * copies, a stdin the task could have written) is resolved first and must stay inside that place
- * and be a regular file; otherwise the script records `system-error` and stops (exit 121).
+ * and be a regular file; otherwise the script records `system-error` and stops (exit 121). Before
+ * each executor, every input bound read-write in place from a writable root must still resolve
+ * inside that root: other tasks write there, and a link one made since staging would otherwise carry
+ * the bind elsewhere. (The runtime resolves the source again when it mounts it; the check narrows that
+ * window to the moment before the executor starts, it cannot close it.)
  */
 
 /** The job script's exit code when it refuses a path the task made point elsewhere. */
@@ -63,6 +67,8 @@ export function renderJobScript(input: JobScriptInput): string {
     'stamp() { date -u +%Y-%m-%dT%H:%M:%S.%3NZ; }',
     '# Write a result file whole: a reader never sees half of it.',
     'record() { printf \'%s\\n\' "$2" > "$1.tmp" && mv -f -- "$1.tmp" "$1"; }',
+    '# A job Slurm requeued runs this script again: what an earlier run left must not pass for its results.',
+    `rm -rf -- job-end system-error ${plan.executors.map((e) => `exec-${e.index}`).join(' ')}`,
     '# The end of the script, however it ends: the reconciler then looks for the job in accounting soon.',
     'trap \'record job-end "$(stamp)"\' EXIT',
     '',
@@ -77,9 +83,12 @@ export function renderJobScript(input: JobScriptInput): string {
     ')',
     `options=(${quoteAll(execOptions(runtime, input.gpus))})`,
   ];
+  const shared = plan.binds.filter((b) => b.shared);
   const checks = plan.executors.some((ex) => ex.stdin?.place || ex.stdout || ex.stderr);
-  if (checks) lines.push('', ...PATH_CHECKS);
-  for (const ex of plan.executors) lines.push('', ...renderExecutor(ex, runtime.flavor));
+  if (checks || shared.length > 0) lines.push('', ...RESOLVE);
+  if (checks) lines.push(...INSIDE);
+  if (shared.length > 0) lines.push(...IN_ROOT);
+  for (const ex of plan.executors) lines.push('', ...renderExecutor(ex, runtime.flavor, shared));
   lines.push('', 'exit 0', '');
   return lines.join('\n');
 }
@@ -89,11 +98,14 @@ export function renderJobScript(input: JobScriptInput): string {
  * By then nothing of the task runs any more (the container had its own PID namespace), so what is
  * checked stays as it was checked.
  */
-const PATH_CHECKS = [
+const RESOLVE = [
   '# Record why the job stops, and stop it.',
   `refuse() { record system-error "$1"; printf '%s\\n' "$1" >&2; exit ${REFUSED_PATH_EXIT}; }`,
   '# realpath of $2 (mode $1: -e must exist, -m may be missing) into $resolved, keeping a trailing newline.',
   'resolve() { resolved=$(realpath "$1" -- "$2" && printf x) && resolved=${resolved%$\'\\n\'x}; }',
+];
+
+const INSIDE = [
   '# inside FIELD PATH HOST_PATH PLACE PLACE_HOST_DIR: HOST_PATH lies in a writable place of the task,',
   '# where the task may have made links. Its real path, left in $resolved, must lie inside the place',
   '# and, if it exists, be a regular file.',
@@ -107,6 +119,26 @@ const PATH_CHECKS = [
   '  *) refuse "$1: $2 resolves to $resolved, outside the task\'s writable place $4; the gateway does not follow links a task makes" ;;',
   '  esac',
   '  if [ -e "$resolved" ] && [ ! -f "$resolved" ]; then refuse "$1: $2 is not a regular file"; fi',
+  '}',
+];
+
+const IN_ROOT = [
+  '# in_root FIELD SOURCE ROOT dir|file: an input bound read-write in place still resolves inside its',
+  '# writable root, and is still a directory or a regular file.',
+  'in_root() {',
+  '  local root',
+  '  resolve -e "$3" || refuse "$1: the writable root $3 is missing on $(hostname)"',
+  '  root=$resolved',
+  '  resolve -e "$2" || refuse "$1: $2 is missing on $(hostname), or a loop of symbolic links"',
+  '  case $resolved in',
+  '  "$root" | "$root"/*) ;;',
+  '  *) refuse "$1: $2 resolves to $resolved, outside the writable root $3; the gateway does not follow links a task makes" ;;',
+  '  esac',
+  '  if [ "$4" = dir ]; then',
+  '    [ -d "$resolved" ] || refuse "$1: $2 is not a directory any more"',
+  '  elif [ ! -f "$resolved" ]; then',
+  '    refuse "$1: $2 is not a regular file any more"',
+  '  fi',
   '}',
 ];
 
@@ -142,12 +174,15 @@ export function mountSpec(b: Bind): string {
   return fields.join(',');
 }
 
-function renderExecutor(ex: ExecutorPlan, flavor: RuntimeFlavor): string[] {
+function renderExecutor(ex: ExecutorPlan, flavor: RuntimeFlavor, shared: readonly Bind[]): string[] {
   const dir = `exec-${ex.index}`;
   const prefix = envPrefix(flavor);
   const env = Object.entries(ex.env).map(([k, v]) => `${prefix}${checkEnvName(ex.index, k)}=${quote(v)} `);
   const pwd = ex.workdir ? ` --pwd ${quote(ex.workdir)}` : '';
   const lines = [`# executor ${ex.index}`];
+  // Just before the executor: an earlier one, or another task, may have made a link there. (Before
+  // the stdin check, which leaves its path in $resolved.)
+  for (const b of shared) lines.push(`in_root ${quoteAll([b.shared!.field, b.src, b.shared!.root, b.kind])}`);
   let stdin = '/dev/null';
   if (ex.stdin?.place) {
     // An earlier executor may have left a link here.

@@ -39,7 +39,8 @@ export function findStartupProblems(config: Config, facts: StartupFacts): string
       harm: 'the images other tasks run could be read and replaced',
     });
   }
-  config.storage.allowedRoots.forEach((root, i) => {
+  const roots = config.storage.allowedRoots;
+  roots.forEach(({ path: root }, i) => {
     for (const g of guarded) {
       const how =
         real(g.path) === real(root)
@@ -56,9 +57,37 @@ export function findStartupProblems(config: Config, facts: StartupFacts): string
       );
     }
   });
+  // Executors write a writable root directly: an image root there would let a task replace an image
+  // other tasks run, or run one it made. (The bwrap-host runtime runs no images.)
+  if (config.container.runtime !== 'bwrap-host') {
+    roots.forEach(({ path: root, writable }, i) => {
+      if (!writable) return;
+      config.container.imageRoots.forEach((images, j) => {
+        if (!overlap(real(root), real(images))) return;
+        problems.push(
+          `storage.allowedRoots[${i}]: the writable root ${shown(root)} overlaps container.imageRoots[${j}] ` +
+            `${shown(images)}, so a task could replace an image other tasks run, or run one it wrote ` +
+            'itself; keep writable roots apart from the image roots',
+        );
+      });
+    });
+  }
+  // Through a writable root, tasks write whatever lies inside it: a read-only root there would not be.
+  roots.forEach(({ path: root, writable }, i) => {
+    if (writable) return;
+    const around = roots.findIndex((r) => r.writable && within(real(root), real(r.path)));
+    if (around < 0) return;
+    const other = roots[around]!.path;
+    const how = real(other) === real(root) ? 'is also' : 'lies inside';
+    problems.push(
+      `storage.allowedRoots[${i}]: the read-only root ${shown(root)} ${how} the writable root ` +
+        `storage.allowedRoots[${around}] ${shown(other)}, so tasks could write it anyway; ` +
+        'keep read-only roots out of writable ones',
+    );
+  });
   // A task writes its own task directory: an image root there would let it run an image it made.
   config.container.imageRoots.forEach((root, i) => {
-    if (!within(real(root), real(config.workRoot)) && !within(real(config.workRoot), real(root))) return;
+    if (!overlap(real(root), real(config.workRoot))) return;
     problems.push(
       `container.imageRoots[${i}]: ${shown(root)} overlaps workRoot ${shown(config.workRoot)}, so a task ` +
         'could run an image file it wrote itself; keep image roots apart from the work root',
@@ -79,12 +108,17 @@ export async function checkStartup(config: Config, runsJobs: boolean, source: st
   const paths = [
     config.workRoot,
     config.container.imageCacheDir,
-    ...config.storage.allowedRoots,
+    ...config.storage.allowedRoots.map((r) => r.path),
     ...config.container.imageRoots,
   ];
   const realPaths = new Map(await Promise.all(paths.map(async (p) => [p, await realExisting(p)] as const)));
   const problems = findStartupProblems(config, { uid: process.getuid?.(), runsJobs, realPaths });
   if (problems.length > 0) throw new ConfigError(source, problems);
+}
+
+/** Whether one of two paths is, or lies below, the other. */
+function overlap(a: string, b: string): boolean {
+  return within(a, b) || within(b, a);
 }
 
 /** Whether `inner` is `outer` or lies below it. */

@@ -1,9 +1,9 @@
 import { constants, readFileSync, type Stats } from 'node:fs';
-import { chmod, copyFile, lstat, mkdir, open, readdir, realpath } from 'node:fs/promises';
-import { dirname, join, posix } from 'node:path';
+import { lstat, open, readdir, realpath, type FileHandle } from 'node:fs/promises';
+import { join, posix } from 'node:path';
 import { hostPathOf, writableRoots } from '../apptainer/container-plan.js';
 import type { TesOutput, TesOutputFileLog } from '../tes/types.js';
-import { AllowedRoots } from './allowed-roots.js';
+import type { AllowedRoots } from './allowed-roots.js';
 import { compileGlob, hasWildcard } from './glob.js';
 import { schemeOf } from './stage-inputs.js';
 import { StagingError } from './staging-error.js';
@@ -43,7 +43,9 @@ const NO_LINKS = 'the gateway does not follow links a task makes';
  * component, a linked wildcard base) and must lie inside those places, or the output fails naming the
  * path. Inside a DIRECTORY output or a wildcard's directory, symbolic links are not delivered at all:
  * each is left out, and a note tells the client. Files are copied, never moved, from the resolved
- * path, opened without following links as a second guard.
+ * path, opened without following links as a second guard. A `file://` destination is created by
+ * walking down from its allowed root without following links (AllowedRoots.createFile): in a writable
+ * root, other tasks may make links while delivery runs.
  */
 export class OutputDeliverer implements OutputDelivery {
   constructor(
@@ -131,18 +133,25 @@ export class OutputDeliverer implements OutputDelivery {
     const handle = await openChecked(item, field);
     try {
       if (uploader) await uploader.upload(item.real, item.url, field);
-      else await this.copy(item, field);
+      else await this.copy(handle, item, field);
     } finally {
       await handle.close();
     }
   }
 
-  private async copy(item: DeliveryItem, field: string): Promise<void> {
-    const target = await this.roots.check(item.url, AllowedRoots.pathOf(item.url, field), field, false);
-    await mkdir(dirname(target), { recursive: true });
-    await copyFile(item.real, target);
-    // The copy takes the source's mode, private to the job's user; the client gets an ordinary file.
-    await chmod(target, deliveredMode(item.stat.mode));
+  /**
+   * Copies into an allowed root through a file created there without following links: other tasks
+   * may be changing a writable root at the same time.
+   */
+  private async copy(source: FileHandle, item: DeliveryItem, field: string): Promise<void> {
+    const target = await this.roots.createFile(item.url, field);
+    try {
+      await copyContents(source, target);
+      // The source is private to the job's user; the client gets an ordinary file.
+      await target.chmod(deliveredMode(item.stat.mode));
+    } finally {
+      await target.close();
+    }
   }
 }
 
@@ -264,6 +273,19 @@ async function openChecked(item: DeliveryItem, field: string) {
     throw new StagingError(field, `${item.path} changed after it was checked; it was not delivered`);
   }
   return handle;
+}
+
+/** Copies one open file into another, from the start, a chunk at a time. */
+async function copyContents(from: FileHandle, to: FileHandle): Promise<void> {
+  const chunk = Buffer.allocUnsafe(1024 * 1024);
+  for (let position = 0; ;) {
+    const { bytesRead } = await from.read(chunk, 0, chunk.length, position);
+    if (bytesRead === 0) return;
+    for (let done = 0; done < bytesRead;) {
+      done += (await to.write(chunk, done, bytesRead - done)).bytesWritten;
+    }
+    position += bytesRead;
+  }
 }
 
 function linksNote(field: string, path: string, links: readonly string[]): string {

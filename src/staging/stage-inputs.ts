@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import type { StagedInput } from '../apptainer/container-plan.js';
 import type { TesInput } from '../tes/types.js';
 import { Limiter } from '../compute/limiter.js';
-import { AllowedRoots } from './allowed-roots.js';
+import type { AllowedRoots } from './allowed-roots.js';
 import { DownloadBudget, type DownloadLimits } from './download-budget.js';
 import { StagingError } from './staging-error.js';
 
@@ -40,8 +40,9 @@ export function inputSchemes(fetchers: readonly InputFetcher[]): string[] {
 
 /**
  * Puts every input where the job can bind it: `content` is written into the task directory; `file://`
- * URLs and bare paths under the allowed roots are bound where they are (never copied); remote URLs are
- * downloaded, each distinct URL once per task, a few at a time, within one budget for the task.
+ * URLs and bare paths under the allowed roots are bound where they are (never copied), read-write when
+ * the root is writable; remote URLs are downloaded, each distinct URL once per task, a few at a time,
+ * within one budget for the task.
  */
 export async function stageInputs(
   inputs: readonly TesInput[],
@@ -66,12 +67,15 @@ export async function stageInputs(
       const url = input.url ?? '';
       const scheme = schemeOf(url);
       if (scheme === 'file') {
-        const hostPath = await deps.roots.check(url, AllowedRoots.pathOf(url, field), field, true);
-        const st = await stat(hostPath);
+        const where = await deps.roots.locateInput(url, field);
+        const st = await stat(where.real);
         if (kind === 'dir' && !st.isDirectory()) throw new StagingError(field, `${url} is not a directory`);
         if (kind === 'file' && !st.isFile())
           throw new StagingError(field, `${url} is not a regular file (set type DIRECTORY for a folder)`);
-        return { ...base, hostPath };
+        const staged: StagedInput = { ...base, hostPath: where.real };
+        if (where.writableRoot !== undefined) staged.writableRoot = where.writableRoot;
+        else if (where.writableBelow.length > 0) staged.writableBelow = where.writableBelow;
+        return staged;
       }
       const fetcher = deps.fetchers.find((f) => f.schemes.includes(scheme));
       if (!fetcher) {

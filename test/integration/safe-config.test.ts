@@ -92,6 +92,67 @@ describe('allowed roots and the gateway’s own folders', () => {
     ]);
   });
 
+  it('checks writable roots against the work root and the image cache like any other', () => {
+    const c = config({ storage: { allowedRoots: ['/srv/data', { path: '/srv/tes', writable: true }] } });
+    expect(findStartupProblems(c, facts())).toEqual([
+      expect.stringMatching(/^storage\.allowedRoots\[1\]: \/srv\/tes contains workRoot \/srv\/tes\/tasks, /),
+      expect.stringMatching(/^storage\.allowedRoots\[1\]: \/srv\/tes contains container\.imageCacheDir /),
+    ]);
+  });
+
+  it.each([
+    ['contains', '/srv/shared'],
+    ['is', '/srv/shared/images'],
+    ['lies inside', '/srv/shared/images/team'],
+  ])(
+    'refuses a writable root that %s an image root, where a task could replace an image others run',
+    (_how, root) => {
+      const c = config({
+        storage: { allowedRoots: [{ path: root, writable: true }] },
+        container: { imageCacheDir: '/srv/tes/images', imageRoots: ['/srv/images', '/srv/shared/images'] },
+      });
+      expect(findStartupProblems(c, facts())).toEqual([
+        `storage.allowedRoots[0]: the writable root ${root} overlaps container.imageRoots[1] /srv/shared/images, ` +
+          'so a task could replace an image other tasks run, or run one it wrote itself; keep writable roots ' +
+          'apart from the image roots',
+      ]);
+    },
+  );
+
+  it('lets a runtime that runs no images have a writable root over the image roots', () => {
+    const container = { imageCacheDir: '/srv/tes/images', imageRoots: ['/srv/shared/images'] };
+    const bwrap = config({
+      storage: { allowedRoots: [{ path: '/srv/shared', writable: true }] },
+      container: { ...container, runtime: 'bwrap-host' },
+    });
+    expect(findStartupProblems(bwrap, facts())).toEqual([]);
+  });
+
+  it('refuses a read-only root inside a writable one, which tasks could write anyway', () => {
+    const c = config({
+      storage: {
+        allowedRoots: [
+          { path: '/srv/shared', writable: true },
+          '/srv/shared/ref',
+          { path: '/srv/shared', writable: false },
+          '/srv/ref',
+          { path: '/srv/shared/scratch', writable: true },
+        ],
+      },
+    });
+    expect(findStartupProblems(c, facts())).toEqual([
+      'storage.allowedRoots[1]: the read-only root /srv/shared/ref lies inside the writable root ' +
+        'storage.allowedRoots[0] /srv/shared, so tasks could write it anyway; keep read-only roots out of writable ones',
+      'storage.allowedRoots[2]: the read-only root /srv/shared is also the writable root ' +
+        'storage.allowedRoots[0] /srv/shared, so tasks could write it anyway; keep read-only roots out of writable ones',
+    ]);
+    // A writable root inside a read-only one is fine: mount points are never made in it.
+    const inside = config({
+      storage: { allowedRoots: ['/srv/shared', { path: '/srv/shared/scratch', writable: true }] },
+    });
+    expect(findStartupProblems(inside, facts())).toEqual([]);
+  });
+
   it('compares real paths: a root that reaches the work root through a symbolic link is refused', async () => {
     mkdirSync(join(dir, 'shared/tasks'), { recursive: true });
     symlinkSync(join(dir, 'shared'), join(dir, 'projects'));

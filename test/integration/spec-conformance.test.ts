@@ -78,6 +78,26 @@ describe('the spec and its deviations (spec/PATCHES.md)', () => {
     });
   });
 
+  it('lists the allowed roots in service-info storage as file:// prefixes after the schemes', async () => {
+    const roots = await startTestApi('spec-roots', {
+      storage: { allowedRoots: ['/shared/ref', { path: '/shared/projects/', writable: true }] },
+    });
+    try {
+      const { body } = await getJson(`${roots.base}/service-info`);
+      expect(body.storage).toEqual(['file', 'file:///shared/ref/', 'file:///shared/projects/']);
+      // What Toil asks before it mounts its file job store into a task (the bare scheme name `file`
+      // is a prefix of every file:// URL too).
+      const jobStore = 'file:///shared/projects/run-1/jobstore';
+      const prefixes = body.storage.filter((s: string) => s.includes('://'));
+      expect(prefixes.filter((s: string) => jobStore.startsWith(s))).toEqual(['file:///shared/projects/']);
+      expect(prefixes.filter((s: string) => 'file:///shared/projects2/js'.startsWith(s))).toEqual([]);
+      // Only the spec's fields: py-tes 1.x parses service-info strictly.
+      expect(Object.keys(body).filter((k) => !props('tesServiceInfo').includes(k))).toEqual([]);
+    } finally {
+      await roots.close();
+    }
+  });
+
   it('serves every operation under both /ga4gh/tes/v1 and /v1', async () => {
     for (const prefix of ['/ga4gh/tes/v1', '/v1']) {
       const base = `${api.url}${prefix}`;

@@ -1,5 +1,13 @@
 import { jest } from '@jest/globals';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -17,7 +25,9 @@ import { S3_KEY_ID, S3_SECRET, startS3Server, type S3Server } from '../helpers/s
 /**
  * Data in and out on the real cluster: inputs as content, file:// and http, outputs to a file, a
  * directory and a wildcard, to disk and to an S3 bucket; refusals of paths outside the allowed roots;
- * images pulled once into the shared cache from the stand-in's registry.
+ * a folder of a writable root bound in place, which the executor writes (Toil's job store), and one
+ * of a read-only root, which it cannot; images pulled once into the shared cache from the stand-in's
+ * registry.
  */
 jest.setTimeout(240_000);
 
@@ -26,6 +36,7 @@ let s3: S3Server;
 let http: Server;
 let httpBase: string;
 let data: string;
+let shared: string;
 let pullLog: string;
 const ids: Record<string, string> = {};
 const REMOTE = 'remote input over http\n';
@@ -36,6 +47,10 @@ beforeAll(async () => {
   data = mkdtempSync('/var/tmp/tesgw-data-');
   writeFileSync(join(data, 'local.txt'), 'local input\n');
   symlinkSync('/etc/passwd', join(data, 'sneaky'));
+  mkdirSync(join(data, 'store'));
+  shared = mkdtempSync('/var/tmp/tesgw-shared-');
+  mkdirSync(join(shared, 'jobstore'));
+  writeFileSync(join(shared, 'jobstore', 'job-1'), 'queued\n');
   pullLog = join(data, 'pulls.log');
   process.env.FAKE_APPTAINER_REGISTRY = images.registry;
   process.env.FAKE_APPTAINER_PULL_LOG = pullLog;
@@ -55,7 +70,7 @@ beforeAll(async () => {
     container: { runtime: 'apptainer', executable: FAKE_APPTAINER },
     slurm: { defaultPartition: 'debug' },
     storage: {
-      allowedRoots: [data],
+      allowedRoots: [data, { path: shared, writable: true }],
       // The test's file server listens on loopback, which downloads may reach only when allowed.
       http: { allowedPrivateNetworks: ['127.0.0.0/8'] },
       s3: { endpoint: s3.endpoint, forcePathStyle: true, accessKeyId: S3_KEY_ID, secretAccessKey: S3_SECRET },
@@ -106,6 +121,19 @@ beforeAll(async () => {
   ids.unknownImage = await createTask(gw.base, {
     executors: [{ image: 'docker://nope/never:1', command: ['true'] }],
   });
+  // Toil's shape: the job store as a DIRECTORY input at its own path, written by the job.
+  const writeStore = (store: string) => ({
+    inputs: [{ path: store, url: `file://${store}`, type: 'DIRECTORY' }],
+    executors: [
+      {
+        image: 'alpine',
+        command: ['sh', '-c', 'cat "$0/job-1" > /dev/null && echo done > "$0/job-1.done"', store],
+      },
+    ],
+  });
+  writeFileSync(join(data, 'store', 'job-1'), 'queued\n');
+  ids.writableStore = await createTask(gw.base, writeStore(join(shared, 'jobstore')));
+  ids.readOnlyStore = await createTask(gw.base, writeStore(join(data, 'store')));
   ids.shared1 = await createTask(gw.base, {
     executors: [{ image: 'ubuntu:22.04', command: ['echo', 'one'] }],
   });
@@ -116,6 +144,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await gw?.close();
+  if (shared) rmSync(shared, { recursive: true, force: true });
   await s3?.close();
   http?.close();
   delete process.env.FAKE_APPTAINER_PULL_DELAY_MS;
@@ -170,6 +199,20 @@ describe('inputs and outputs on the real cluster', () => {
     expect(task.state).toBe('SYSTEM_ERROR');
     expect(systemLogs(task)).toContain('file:///etc/tesgw-evil is outside the allowed roots');
     expect(existsSync('/etc/tesgw-evil')).toBe(false);
+  });
+
+  it('binds a folder of a writable root read-write at its own path: the executor writes into it', async () => {
+    const task = await waitFor(gw.base, ids.writableStore!);
+    expect(systemLogs(task)).not.toMatch(/error/i);
+    expect(task.state).toBe('COMPLETE');
+    expect(readFileSync(join(shared, 'jobstore', 'job-1.done'), 'utf8')).toBe('done\n');
+  });
+
+  it('binds a folder of a read-only root read-only: writing there fails the executor', async () => {
+    const task = await waitFor(gw.base, ids.readOnlyStore!);
+    expect(task.state).toBe('EXECUTOR_ERROR');
+    expect(task.logs[0].logs[0].stderr).toContain('Read-only file system');
+    expect(existsSync(join(data, 'store', 'job-1.done'))).toBe(false);
   });
 
   it('accepts an unsupported scheme at create time and fails the task with the reason', async () => {

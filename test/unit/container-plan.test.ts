@@ -42,6 +42,25 @@ describe('planContainer', () => {
     expect(dsts).toEqual(['/tmp', '/vol', '/var/tmp']);
   });
 
+  it('makes folded places inside their outer place: a workdir beside stdout exists for --pwd', () => {
+    // Sprocket's shape: workdir /mnt/task/work, stdout and stderr at /mnt/task/stdout and stderr.
+    const task: TaskRequest = {
+      outputs: [{ path: '/mnt/task/work', url: 'file:///s/w', type: 'DIRECTORY' }],
+      executors: [
+        {
+          image: 'alpine',
+          command: ['true'],
+          workdir: '/mnt/task/work',
+          stdout: '/mnt/task/stdout',
+          stderr: '/mnt/task/stderr',
+        },
+      ],
+    };
+    const plan = planContainer(task, W, []);
+    expect(plan.binds.map((b) => b.dst)).toEqual(['/tmp', '/var/tmp', '/mnt/task']);
+    expect(plan.layout).toContainEqual({ path: `${W}/mnt/mnt/task/work`, kind: 'dir', base: W });
+  });
+
   it('maps stdin, stdout and stderr to host files', () => {
     const task: TaskRequest = {
       inputs: [{ path: '/in/data', url: 'file:///s/data', type: 'FILE' }],
@@ -275,6 +294,11 @@ function pairwisePlan(
       files.push(point);
     }
   }
+  for (const p of writable) {
+    if (binds.some((b) => b.dst === p)) continue;
+    const outer = longest(binds.filter((a) => a.kind === 'dir' && a.dst !== p && inside(p, a.dst)));
+    if (outer && !outer.readOnly) dirs.push(posix.join(outer.src, posix.relative(outer.dst, p)));
+  }
   const host = (containerPath: string): string | undefined => {
     const p = clean(containerPath);
     const bind = longest(binds.filter((b) => b.dst === p || (b.kind === 'dir' && inside(p, b.dst))));
@@ -283,3 +307,174 @@ function pairwisePlan(
   };
   return { binds, dirs: [...new Set(dirs)], files: [...new Set(files)], host };
 }
+
+describe('planContainer with inputs in a writable root', () => {
+  const ROOT = '/shared/projects';
+  const shared = (index: number, containerPath: string, hostPath: string, kind: 'file' | 'dir' = 'dir') =>
+    ({ index, hostPath, containerPath, kind, writableRoot: ROOT }) satisfies StagedInput;
+
+  it("binds a job store read-write at its own path, and makes nothing in the client's folder", () => {
+    // Toil's shape: the file job store as a DIRECTORY input at the same path, no outputs.
+    const task: TaskRequest = {
+      inputs: [{ path: `${ROOT}/run/js`, url: `file://${ROOT}/run/js`, type: 'DIRECTORY' }],
+      executors: [{ image: 'toil', command: ['_toil_contained_executor'] }],
+    };
+    const plan = planContainer(task, W, [shared(0, `${ROOT}/run/js`, `${ROOT}/run/js`)]);
+    expect(plan.binds).toContainEqual({
+      src: `${ROOT}/run/js`,
+      dst: `${ROOT}/run/js`,
+      readOnly: false,
+      kind: 'dir',
+      shared: { field: 'inputs[0]', root: ROOT },
+    });
+    expect(plan.layout.map((e) => e.path)).toEqual([`${W}/tmp`, `${W}/var-tmp`]);
+  });
+
+  it('binds files and directories of a writable root read-write, the rest read-only', () => {
+    const task: TaskRequest = {
+      inputs: [
+        { path: '/in/a.txt', url: `file://${ROOT}/a.txt`, type: 'FILE' },
+        { path: '/in/ref', url: 'file:///data/ref', type: 'DIRECTORY' },
+        { path: '/in/c', content: 'c' },
+        { path: '/in/d', url: `file://${ROOT}/d`, type: 'DIRECTORY' },
+      ],
+      executors: [{ image: 'alpine', command: ['true'] }],
+    };
+    const binds = planContainer(task, W, [
+      shared(0, '/in/a.txt', `${ROOT}/a.txt`, 'file'),
+      { index: 1, hostPath: '/data/ref', containerPath: '/in/ref', kind: 'dir' },
+      { index: 2, hostPath: `${W}/inputs/2/content`, containerPath: '/in/c', kind: 'file' },
+      shared(3, '/in/d', `${ROOT}/d`),
+    ]).binds;
+    const mode = Object.fromEntries(binds.map((b) => [b.dst, [b.readOnly, b.shared?.field]]));
+    expect(mode).toMatchObject({
+      '/in/a.txt': [false, 'inputs[0]'],
+      '/in/ref': [true, undefined],
+      '/in/c': [true, undefined],
+      '/in/d': [false, 'inputs[3]'],
+    });
+  });
+
+  it("makes the mount point of a shared input inside the task's own place, below the task", () => {
+    // Nextflow's shape: its work directory is the workdir, its own files inputs in place there.
+    const dir = `${ROOT}/work/ab/cdef`;
+    const task: TaskRequest = {
+      inputs: [{ path: `${dir}/.command.sh`, url: `file://${dir}/.command.sh`, type: 'FILE' }],
+      outputs: [{ path: `${dir}/.exitcode`, url: `file://${dir}/.exitcode`, type: 'FILE' }],
+      executors: [{ image: 'alpine', command: ['bash', '.command.sh'], workdir: dir }],
+    };
+    const plan = planContainer(task, W, [shared(0, `${dir}/.command.sh`, `${dir}/.command.sh`, 'file')]);
+    expect(plan.layout.filter((e) => e.kind === 'file')).toEqual([
+      { path: `${W}/mnt${dir}/.command.sh`, kind: 'file', base: W },
+    ]);
+    expect(plan.layout.every((e) => e.base === W && e.path.startsWith(`${W}/`))).toBe(true);
+  });
+
+  it.each([
+    [
+      'an output',
+      { outputs: [{ path: '/js/out.txt', url: 'file:///s/o', type: 'FILE' as const }] },
+      'outputs[0]',
+    ],
+    [
+      'a directory output',
+      { outputs: [{ path: '/js', url: 'file:///s/o', type: 'DIRECTORY' as const }] },
+      'outputs[0]',
+    ],
+    ['a volume', { volumes: ['/js/v'] }, 'volumes[0]'],
+  ])('refuses %s inside a shared input, naming both', (_what, fields, field) => {
+    const task: TaskRequest = { ...fields, executors: [{ image: 'alpine', command: ['true'] }] };
+    expect(() => planContainer(task, W, [shared(0, '/js', `${ROOT}/js`)])).toThrow(
+      new RegExp(
+        `^${field.replace(/[[\]]/g, '\\$&')}: \\S+ lies in /js, the writable input inputs\\[0\\] bound in place from ${ROOT}/js; ` +
+          "outputs, volumes and streams are the task's own and must lie outside it$",
+      ),
+    );
+  });
+
+  it.each(['stdin', 'stdout', 'stderr'] as const)('refuses a %s inside a shared input', (stream) => {
+    const task: TaskRequest = {
+      executors: [{ image: 'alpine', command: ['true'], [stream]: '/js/log' }],
+    };
+    expect(() => planContainer(task, W, [shared(0, '/js', `${ROOT}/js`)])).toThrow(PlanError);
+    expect(() => planContainer(task, W, [shared(0, '/js', `${ROOT}/js`)])).toThrow(
+      new RegExp(`^executors\\[0\\]\\.${stream}: /js/log lies in /js, the writable input inputs\\[0\\]`),
+    );
+  });
+
+  it('gives a workdir in a shared input no place of its own: executors work in the folder', () => {
+    const task: TaskRequest = {
+      executors: [{ image: 'alpine', command: ['true'], workdir: '/js/sub' }],
+    };
+    const plan = planContainer(task, W, [shared(0, '/js', `${ROOT}/js`)]);
+    expect(plan.binds.map((b) => b.dst)).toEqual(['/tmp', '/js', '/var/tmp']);
+    expect(plan.executors[0]!.workdir).toBe('/js/sub');
+    expect(plan.layout.map((e) => e.path)).toEqual([`${W}/tmp`, `${W}/var-tmp`]);
+  });
+
+  it('needs no mount point for an input that names the very file it lands on in a shared input', () => {
+    const task: TaskRequest = { executors: [{ image: 'alpine', command: ['true'] }] };
+    const plan = planContainer(task, W, [
+      shared(0, '/js', `${ROOT}/js`),
+      shared(1, '/js/sub/f.txt', `${ROOT}/js/sub/f.txt`, 'file'),
+    ]);
+    expect(plan.binds.filter((b) => b.shared).map((b) => b.dst)).toEqual(['/js', '/js/sub/f.txt']);
+    expect(plan.layout.map((e) => e.path)).toEqual([`${W}/tmp`, `${W}/var-tmp`]);
+  });
+
+  it('refuses a bind that would need a mount point in a shared input', () => {
+    const task: TaskRequest = { executors: [{ image: 'alpine', command: ['true'] }] };
+    const staged: StagedInput[] = [
+      shared(0, '/js', `${ROOT}/js`),
+      { index: 1, hostPath: `${W}/inputs/1/content`, containerPath: '/js/conf.txt', kind: 'file' },
+    ];
+    expect(() => planContainer(task, W, staged)).toThrow(
+      `inputs[1]: /js/conf.txt lies in /js, the writable input inputs[0] bound in place from ${ROOT}/js, ` +
+        'where the gateway makes no mount points (tasks change that folder while they run); give it a path outside /js',
+    );
+    // A shared input from elsewhere in the root is no exception: it is not already there.
+    expect(() =>
+      planContainer(task, W, [shared(0, '/js', `${ROOT}/js`), shared(1, '/js/x', `${ROOT}/other`)]),
+    ).toThrow(/^inputs\[1\]: \/js\/x lies in \/js, the writable input inputs\[0\]/);
+  });
+
+  it('refuses a mount point in a writable root below a read-only directory input', () => {
+    const task: TaskRequest = {
+      outputs: [{ path: '/data/scratch/run/out.txt', url: 'file:///s/o', type: 'FILE' }],
+      executors: [{ image: 'alpine', command: ['true'] }],
+    };
+    const staged: StagedInput[] = [
+      {
+        index: 0,
+        hostPath: '/shared',
+        containerPath: '/data',
+        kind: 'dir',
+        writableBelow: ['/shared/scratch'],
+      },
+    ];
+    expect(() => planContainer(task, W, staged)).toThrow(
+      'outputs[0]: /data/scratch/run would need a mount point at /shared/scratch/run, in the writable root ' +
+        '/shared/scratch, where the gateway makes no mount points (tasks change it while they run); give it a path outside /data',
+    );
+    // An input of that root at its own place there needs none.
+    const inPlace: StagedInput = {
+      index: 1,
+      hostPath: '/shared/scratch/js',
+      containerPath: '/data/scratch/js',
+      kind: 'dir',
+      writableRoot: '/shared/scratch',
+    };
+    const points = planContainer({ executors: task.executors }, W, [...staged, inPlace]).layout;
+    expect(points.map((e) => e.path)).toEqual([`${W}/tmp`, `${W}/var-tmp`]);
+    // Elsewhere in the same input the mount point is made from the input's directory, as for any input.
+    const elsewhere = {
+      ...task,
+      outputs: [{ path: '/data/ref/out.txt', url: 'file:///s/o', type: 'FILE' as const }],
+    };
+    expect(planContainer(elsewhere, W, staged).layout).toContainEqual({
+      path: '/shared/ref',
+      kind: 'dir',
+      base: '/shared',
+    });
+  });
+});

@@ -210,7 +210,14 @@ describe('a job script facing links the task made', () => {
   it('refuses a stdout below a directory link the executor made', () => {
     const result = run({
       volumes: ['/out'],
-      executors: [{ ...link(canaryDir, join(work, 'mnt/out/d')), stdout: '/out/d/log' }],
+      // The gateway made /out/d for the stdout file; the task replaces it with a link.
+      executors: [
+        {
+          image: 'alpine',
+          command: ['sh', '-c', `rmdir ${work}/mnt/out/d && ln -s ${canaryDir} ${work}/mnt/out/d`],
+          stdout: '/out/d/log',
+        },
+      ],
     });
     expect(result.status).toBe(121);
     expect(result.systemError).toContain(

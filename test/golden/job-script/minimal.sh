@@ -14,6 +14,8 @@ cd -- "$task_dir" || { echo "cannot enter the task directory $task_dir" >&2; exi
 stamp() { date -u +%Y-%m-%dT%H:%M:%S.%3NZ; }
 # Write a result file whole: a reader never sees half of it.
 record() { printf '%s\n' "$2" > "$1.tmp" && mv -f -- "$1.tmp" "$1"; }
+# A job Slurm requeued runs this script again: what an earlier run left must not pass for its results.
+rm -rf -- job-end system-error exec-0
 # The end of the script, however it ends: the reconciler then looks for the job in accounting soon.
 trap 'record job-end "$(stamp)"' EXIT
 
