@@ -26,7 +26,7 @@
 # passwd entry: build with TESGW_UID/TESGW_GID set to the site's service account (the uid that has a
 # Slurm association and owns the work root).
 
-FROM node:20-bookworm-slim AS build
+FROM node:22-bookworm-slim AS build
 WORKDIR /src
 COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund
@@ -34,7 +34,7 @@ COPY tsconfig.json tsconfig.build.json ./
 COPY src ./src
 RUN npm run build && npm prune --omit=dev
 
-FROM node:20-bookworm-slim AS runtime
+FROM node:22-bookworm-slim AS runtime
 ARG TESGW_UID=10001
 ARG TESGW_GID=10001
 

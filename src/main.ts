@@ -8,13 +8,28 @@ import { ImageCache } from './apptainer/image-cache.js';
 import type { Config } from './config/schema.js';
 import { RedisTaskStore } from './store/redis-task-store.js';
 import { createLogger, type Logger } from './logger.js';
+import {
+  PidFileError,
+  removePidFile,
+  runningGateway,
+  stopGateway,
+  writePidFile,
+  STOP_TIMEOUT_MS,
+} from './pid-file.js';
 
-const USAGE = `usage: tes-gateway <serve|api|worker|images> [--config FILE]
+const USAGE = `usage: tes-gateway <serve|api|worker> [--config FILE] [--pid-file FILE]
+       tes-gateway images [--config FILE]
+       tes-gateway stop --pid-file FILE
 
   serve    the API, the queue workers and the reconciler in one process (the default)
   api      only the HTTP API (scale it out behind a load balancer)
   worker   only the queue workers and the reconciler (one reconciler leads across all workers)
   images   report the shared image cache: each image's size and last use, the total and the cap
+  stop     stop the gateway that FILE names: SIGTERM, then wait until it has finished its current
+           work and exited (at most ${STOP_TIMEOUT_MS / 1000} s)
+
+--pid-file FILE: serve, api and worker write their process id there as they start, and remove it
+when they stop; they refuse to start while it names a gateway that still runs.
 
 Configuration: a YAML file (--config or TES_GATEWAY_CONFIG), checked at start. These environment
 variables override it: TES_GATEWAY_PORT, TES_GATEWAY_HOST, TES_GATEWAY_REDIS_URL,
@@ -37,17 +52,42 @@ async function main(argv: string[]): Promise<void> {
   const command = args[0] && !args[0].startsWith('-') ? args.shift()! : 'serve';
   const roles = ROLES[command];
   let configPath: string | undefined;
+  let pidFile: string | undefined;
   for (let i = 0; i < args.length; i++) {
     if (args[i] === '--config') configPath = args[++i];
     else if (args[i]?.startsWith('--config=')) configPath = args[i]!.slice('--config='.length);
+    else if (args[i] === '--pid-file') pidFile = args[++i];
+    else if (args[i]?.startsWith('--pid-file=')) pidFile = args[i]!.slice('--pid-file='.length);
     else {
       process.stderr.write(`tes-gateway: unknown argument ${args[i]}\n${USAGE}\n`);
       process.exit(2);
     }
   }
-  if (!roles && command !== 'images') {
+  if (!roles && command !== 'images' && command !== 'stop') {
     process.stderr.write(`tes-gateway: unknown command ${command}\n${USAGE}\n`);
     process.exit(2);
+  }
+  if (command === 'stop' ? !pidFile : command === 'images' && pidFile !== undefined) {
+    process.stderr.write(
+      `tes-gateway: --pid-file FILE is ${command === 'stop' ? 'required' : 'not used'} for ${command}\n${USAGE}\n`,
+    );
+    process.exit(2);
+  }
+  if (command === 'stop') {
+    await stop(pidFile!);
+    return;
+  }
+  // API processes that `server.processes` forks run this too; only the first one owns the file.
+  const ownsPidFile = pidFile !== undefined && cluster.isPrimary;
+  if (ownsPidFile) {
+    const running = runningGateway(pidFile!, process.argv[1]!);
+    if (running !== undefined) {
+      process.stderr.write(
+        `tes-gateway: --pid-file ${pidFile}: a gateway already runs as process ${running} ` +
+          `(tes-gateway stop --pid-file ${pidFile} stops it)\n`,
+      );
+      process.exit(2);
+    }
   }
   const source = configPath ?? process.env.TES_GATEWAY_CONFIG ?? '(defaults)';
   let config: Config;
@@ -63,12 +103,14 @@ async function main(argv: string[]): Promise<void> {
     if (command === 'api' && config.server.processes > 1 && cluster.isPrimary) {
       // Checked here, once: a child that stopped on its settings would be restarted for ever.
       await checkStartup(config, false, source);
+      if (ownsPidFile) ownPidFile(pidFile!);
       superviseApiProcesses(config.server.processes, logger);
       return;
     }
+    if (ownsPidFile) ownPidFile(pidFile!);
     gateway = await startGateway(config, roles!, logger, source);
   } catch (err) {
-    if (err instanceof ConfigError) {
+    if (err instanceof ConfigError || err instanceof PidFileError) {
       process.stderr.write(`tes-gateway: ${err.message}\n`);
       process.exit(2);
     }
@@ -99,6 +141,23 @@ async function main(argv: string[]): Promise<void> {
   };
   process.on('SIGTERM', () => shutdown('SIGTERM'));
   process.on('SIGINT', () => shutdown('SIGINT'));
+}
+
+/** Writes this process's id to the pid file, and removes it however the process ends. */
+function ownPidFile(file: string): void {
+  writePidFile(file, process.pid);
+  process.on('exit', () => removePidFile(file, process.pid));
+}
+
+/** `tes-gateway stop`: exit code 0 once the gateway has gone (or was gone already), 1 otherwise. */
+async function stop(pidFile: string): Promise<void> {
+  try {
+    process.stdout.write(`tes-gateway: ${await stopGateway(pidFile, process.argv[1]!)}\n`);
+  } catch (err) {
+    if (!(err instanceof PidFileError)) throw err;
+    process.stderr.write(`tes-gateway: ${err.message}\n`);
+    process.exit(1);
+  }
 }
 
 /**

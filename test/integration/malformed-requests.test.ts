@@ -1,3 +1,4 @@
+import * as zlib from 'node:zlib';
 import { brotliCompressSync, gzipSync } from 'node:zlib';
 import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
 import { sendRaw, type RawRequest, type RawResponse } from '../helpers/raw-http.js';
@@ -56,7 +57,9 @@ async function storedRequest(id: string): Promise<unknown> {
 }
 
 describe('Content-Encoding', () => {
-  it.each(['gzip', 'deflate', 'br', 'GZIP'])(
+  // Node's zlib decodes zstd from 22.15 on, and the body parser then accepts it; before, it cannot.
+  const zstd = 'createZstdDecompress' in zlib ? ['zstd'] : [];
+  it.each(['gzip', 'deflate', 'br', 'GZIP', ...zstd])(
     'answers 400 naming %s when the body is not encoded so',
     async (encoding) => {
       const r = await postJson(`${BASE}/tasks`, JSON.stringify(TASK), [['Content-Encoding', encoding]]);
@@ -65,7 +68,7 @@ describe('Content-Encoding', () => {
     },
   );
 
-  it.each(['compress', 'zstd', 'gzip, br'])(
+  it.each(['compress', ...(zstd.length > 0 ? [] : ['zstd']), 'gzip, br'])(
     'answers 415 for the unsupported encoding %s',
     async (encoding) => {
       const r = await postJson(`${BASE}/tasks`, JSON.stringify(TASK), [['Content-Encoding', encoding]]);
