@@ -4,12 +4,16 @@
 # against the real parts, then prints one line `N passed, N failed` (each static check counts as one).
 # Extra arguments go to jest (e.g. a test path).
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 mkdir -p .tmp
 
 bash scripts/install-deps.sh || { echo "setup: installing dependencies failed"; echo "0 passed, 1 failed"; exit 1; }
+# shellcheck source=scripts/node-env.sh
+. scripts/node-env.sh
+echo "node $(node --version), npm $(npm --version)"
 bash scripts/redis-up.sh || { echo "setup: Redis is not available"; echo "0 passed, 1 failed"; exit 1; }
 bash scripts/slurm-up.sh || { echo "setup: the single-node Slurm did not start"; echo "0 passed, 1 failed"; exit 1; }
+bash scripts/clients-up.sh || { echo "setup: installing the real TES clients (toil, snakemake) failed"; echo "0 passed, 1 failed"; exit 1; }
 
 passed=0
 failed=0
