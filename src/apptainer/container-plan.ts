@@ -1,5 +1,7 @@
 import { posix } from 'node:path';
+import { WRITABLE_DIR, writableDir } from '../tes/task-directory.js';
 import type { TaskRequest } from '../tes/types.js';
+import { PermanentError } from '../errors.js';
 
 /**
  * Where every container path of a task lives on the host, decided once per task (pure).
@@ -109,7 +111,7 @@ export interface ContainerPlan {
   layout: LayoutEntry[];
 }
 
-export class PlanError extends Error {
+export class PlanError extends PermanentError {
   constructor(
     readonly field: string,
     message: string,
@@ -131,7 +133,7 @@ export function planContainer(
   inputs: readonly StagedInput[],
   resolveImage: (image: string) => string = (i) => i,
 ): ContainerPlan {
-  const mnt = posix.join(workDir, 'mnt');
+  const mnt = writableDir(workDir, 'mnt');
   const inputBinds = inputs.map((i): Bind => {
     const bind: Bind = { src: i.hostPath, dst: clean(i.containerPath), readOnly: true, kind: i.kind };
     if (i.writableRoot === undefined) return bind;
@@ -182,8 +184,8 @@ export function planContainer(
     .sort((a, b) => a.length - b.length);
 
   const binds: Bind[] = [
-    { src: posix.join(workDir, 'tmp'), dst: '/tmp', readOnly: false, kind: 'dir' },
-    { src: posix.join(workDir, 'var-tmp'), dst: '/var/tmp', readOnly: false, kind: 'dir' },
+    { src: writableDir(workDir, 'tmp'), dst: '/tmp', readOnly: false, kind: 'dir' },
+    { src: writableDir(workDir, 'varTmp'), dst: '/var/tmp', readOnly: false, kind: 'dir' },
     ...outermost
       .filter((p) => p !== '/tmp' && p !== '/var/tmp')
       .map((p): Bind => ({ src: posix.join(mnt, p), dst: p, readOnly: false, kind: 'dir' })),
@@ -206,8 +208,8 @@ export function planContainer(
   }
 
   const layout: LayoutEntry[] = [
-    { path: posix.join(workDir, 'tmp'), kind: 'dir', base: workDir },
-    { path: posix.join(workDir, 'var-tmp'), kind: 'dir', base: workDir },
+    { path: writableDir(workDir, 'tmp'), kind: 'dir', base: workDir },
+    { path: writableDir(workDir, 'varTmp'), kind: 'dir', base: workDir },
   ];
   const label = (b: Bind): string => fields.get(b) ?? writable.get(b.dst) ?? `the task's ${b.dst}`;
   for (const b of binds) {
@@ -381,13 +383,14 @@ function uniqueBy<T>(list: readonly T[], key: (item: T) => string): T[] {
 
 /** The host directories that hold everything executors can write: `mnt/`, `tmp/` and `var-tmp/`. */
 export function writableRoots(workDir: string): string[] {
-  return ['mnt', 'tmp', 'var-tmp'].map((d) => posix.join(workDir, d));
+  return (Object.keys(WRITABLE_DIR) as Array<keyof typeof WRITABLE_DIR>).map((d) => writableDir(workDir, d));
 }
 
 /** Where a container path that an executor writes (an output) lives on the host, after the job. */
 export function hostPathOf(workDir: string, containerPath: string): string {
   const path = clean(containerPath);
-  if (isInside(path, '/tmp')) return posix.join(workDir, 'tmp', posix.relative('/tmp', path));
-  if (isInside(path, '/var/tmp')) return posix.join(workDir, 'var-tmp', posix.relative('/var/tmp', path));
-  return posix.join(workDir, 'mnt', path);
+  if (isInside(path, '/tmp')) return posix.join(writableDir(workDir, 'tmp'), posix.relative('/tmp', path));
+  if (isInside(path, '/var/tmp'))
+    return posix.join(writableDir(workDir, 'varTmp'), posix.relative('/var/tmp', path));
+  return posix.join(writableDir(workDir, 'mnt'), path);
 }

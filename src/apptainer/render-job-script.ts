@@ -1,4 +1,5 @@
 import { csvField, quote, quoteAll } from '../shell/quote.js';
+import { EXECUTOR_FILE, executorDirName, TASK_FILE, type ExecutorFile } from '../tes/task-directory.js';
 import {
   PlanError,
   type Bind,
@@ -21,7 +22,12 @@ import {
  * inside that root: other tasks write there, and a link one made since staging would otherwise carry
  * the bind elsewhere. (The runtime resolves the source again when it mounts it; the check narrows that
  * window to the moment before the executor starts, it cannot close it.)
+ *
+ * Every name the script writes in the task directory comes from tes/task-directory.ts, the same names
+ * the gateway reads them by.
  */
+
+const { jobEnd: JOB_END, systemError: SYSTEM_ERROR } = TASK_FILE;
 
 /** The job script's exit code when it refuses a path the task made point elsewhere. */
 export const REFUSED_PATH_EXIT = 121;
@@ -50,6 +56,7 @@ export function envPrefix(flavor: RuntimeFlavor): string {
 
 export function renderJobScript(input: JobScriptInput): string {
   const { plan, runtime } = input;
+  const execDirs = plan.executors.map((e) => executorDirName(e.index)).join(' ');
   const lines = [
     '#!/bin/bash',
     '# Client values below are single-quoted on purpose: a `$` in them is text, never code.',
@@ -68,15 +75,15 @@ export function renderJobScript(input: JobScriptInput): string {
     '# Write a result file whole: a reader never sees half of it.',
     'record() { printf \'%s\\n\' "$2" > "$1.tmp" && mv -f -- "$1.tmp" "$1"; }',
     '# A job Slurm requeued runs this script again: what an earlier run left must not pass for its results.',
-    `rm -rf -- job-end system-error ${plan.executors.map((e) => `exec-${e.index}`).join(' ')}`,
+    `rm -rf -- ${JOB_END} ${SYSTEM_ERROR} ${execDirs}`,
     '# The end of the script, however it ends: the reconciler then looks for the job in accounting soon.',
-    'trap \'record job-end "$(stamp)"\' EXIT',
+    `trap 'record ${JOB_END} "$(stamp)"' EXIT`,
     '',
     'if ! command -v -- "$runtime" > /dev/null 2>&1; then',
-    '  record system-error "the container runtime $runtime was not found on $(hostname); install it or set container.executable"',
+    `  record ${SYSTEM_ERROR} "the container runtime $runtime was not found on $(hostname); install it or set container.executable"`,
     '  exit 127',
     'fi',
-    `mkdir -p -- ${plan.executors.map((e) => `exec-${e.index}`).join(' ')}`,
+    `mkdir -p -- ${execDirs}`,
     '',
     'mounts=(',
     ...plan.binds.map((b) => `  --mount ${quote(mountSpec(b))}`),
@@ -100,7 +107,7 @@ export function renderJobScript(input: JobScriptInput): string {
  */
 const RESOLVE = [
   '# Record why the job stops, and stop it.',
-  `refuse() { record system-error "$1"; printf '%s\\n' "$1" >&2; exit ${REFUSED_PATH_EXIT}; }`,
+  `refuse() { record ${SYSTEM_ERROR} "$1"; printf '%s\\n' "$1" >&2; exit ${REFUSED_PATH_EXIT}; }`,
   '# realpath of $2 (mode $1: -e must exist, -m may be missing) into $resolved, keeping a trailing newline.',
   'resolve() { resolved=$(realpath "$1" -- "$2" && printf x) && resolved=${resolved%$\'\\n\'x}; }',
 ];
@@ -175,7 +182,8 @@ export function mountSpec(b: Bind): string {
 }
 
 function renderExecutor(ex: ExecutorPlan, flavor: RuntimeFlavor, shared: readonly Bind[]): string[] {
-  const dir = `exec-${ex.index}`;
+  const dir = executorDirName(ex.index);
+  const file = (name: ExecutorFile): string => `${dir}/${name}`;
   const prefix = envPrefix(flavor);
   const env = Object.entries(ex.env).map(([k, v]) => `${prefix}${checkEnvName(ex.index, k)}=${quote(v)} `);
   const pwd = ex.workdir ? ` --pwd ${quote(ex.workdir)}` : '';
@@ -190,16 +198,17 @@ function renderExecutor(ex: ExecutorPlan, flavor: RuntimeFlavor, shared: readonl
     stdin = '"$resolved"';
   } else if (ex.stdin) stdin = quote(ex.stdin.host);
   lines.push(
-    `record ${dir}/start "$(stamp)"`,
+    `record ${file(EXECUTOR_FILE.start)} "$(stamp)"`,
     `${env.join('')}"$runtime" "\${options[@]}"${pwd} "\${mounts[@]}" ${quote(ex.image)} ${quoteAll(ex.command)} \\`,
-    `  < ${stdin} > ${dir}/stdout 2> ${dir}/stderr`,
+    `  < ${stdin} > ${file(EXECUTOR_FILE.stdout)} 2> ${file(EXECUTOR_FILE.stderr)}`,
     'rc=$?',
-    `record ${dir}/end "$(stamp)"`,
-    `record ${dir}/exit_code "$rc"`,
+    `record ${file(EXECUTOR_FILE.end)} "$(stamp)"`,
+    `record ${file(EXECUTOR_FILE.exitCode)} "$rc"`,
   );
   for (const stream of ['stdout', 'stderr'] as const) {
-    const file = ex[stream];
-    if (file) lines.push(checkInside(ex.index, stream, file), `cp -- ${dir}/${stream} "$resolved"`);
+    const target = ex[stream];
+    if (target)
+      lines.push(checkInside(ex.index, stream, target), `cp -- ${file(EXECUTOR_FILE[stream])} "$resolved"`);
   }
   if (!ex.ignoreError) lines.push('[ "$rc" -eq 0 ] || exit "$rc"');
   return lines;

@@ -1,4 +1,4 @@
-import type { JobStatus } from './job-status.js';
+import type { JobStatus } from './job-end.js';
 
 /**
  * What the gateway needs from a launcher. Two exist: `slurm` (sbatch/sacct/squeue/scancel) and

@@ -1,9 +1,10 @@
 import { open, readFile, stat } from 'node:fs/promises';
-import { join } from 'node:path';
+import { EXECUTOR_FILE, executorFile, TASK_FILE, taskFile } from '../tes/task-directory.js';
 
 /**
  * The files the job script writes for each executor (`exec-<n>/start`, `end`, `exit_code`, `stdout`,
- * `stderr`) and for the job (`system-error`), read back on the gateway host.
+ * `stderr`) and for the job (`job-end`, `system-error`), read back on the gateway host. Their names
+ * and writers are in tes/task-directory.ts.
  */
 
 export interface ExecutorResult {
@@ -15,21 +16,16 @@ export interface ExecutorResult {
   ignored: boolean;
 }
 
-export function executorDir(workDir: string, index: number): string {
-  return join(workDir, `exec-${index}`);
-}
-
 export async function readExecutorResults(
   workDir: string,
   ignoreError: readonly boolean[],
 ): Promise<ExecutorResult[]> {
   return Promise.all(
     ignoreError.map(async (ignored, index): Promise<ExecutorResult> => {
-      const dir = executorDir(workDir, index);
       const [start, end, code] = await Promise.all([
-        readSmall(join(dir, 'start')),
-        readSmall(join(dir, 'end')),
-        readSmall(join(dir, 'exit_code')),
+        readSmall(executorFile(workDir, index, EXECUTOR_FILE.start)),
+        readSmall(executorFile(workDir, index, EXECUTOR_FILE.end)),
+        readSmall(executorFile(workDir, index, EXECUTOR_FILE.exitCode)),
       ]);
       const result: ExecutorResult = { index, started: start !== undefined, ignored };
       if (start) result.startTime = start;
@@ -43,7 +39,7 @@ export async function readExecutorResults(
 /** Has the first executor started? (INITIALIZING becomes RUNNING.) */
 export async function firstExecutorStarted(workDir: string): Promise<boolean> {
   try {
-    await stat(join(executorDir(workDir, 0), 'start'));
+    await stat(executorFile(workDir, 0, EXECUTOR_FILE.start));
     return true;
   } catch {
     return false;
@@ -53,7 +49,7 @@ export async function firstExecutorStarted(workDir: string): Promise<boolean> {
 /** Has the job script finished (its EXIT trap wrote `job-end`)? */
 export async function jobScriptEnded(workDir: string): Promise<boolean> {
   try {
-    await stat(join(workDir, 'job-end'));
+    await stat(taskFile(workDir, TASK_FILE.jobEnd));
     return true;
   } catch {
     return false;
@@ -61,7 +57,7 @@ export async function jobScriptEnded(workDir: string): Promise<boolean> {
 }
 
 export async function readSystemError(workDir: string): Promise<string | undefined> {
-  return readSmall(join(workDir, 'system-error'));
+  return readSmall(taskFile(workDir, TASK_FILE.systemError));
 }
 
 /**

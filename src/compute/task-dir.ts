@@ -2,17 +2,17 @@ import { constants } from 'node:fs';
 import { chmod, lstat, mkdir, open, writeFile } from 'node:fs/promises';
 import { dirname, isAbsolute, join, relative, sep } from 'node:path';
 import type { LayoutEntry } from '../apptainer/container-plan.js';
+import { PermanentError } from '../errors.js';
 
 /**
  * The task directory on disk: private to the gateway's user (0700, files 0600), and laid out without
  * following symbolic links, since a task directory may be prepared again after a job ran in it (a
- * submission retried), and mount points may be made inside a client's input directory.
+ * submission retried), and mount points may be made inside a client's input directory. What is in it,
+ * and who writes and reads each part, is in tes/task-directory.ts.
  */
 
 /** The task directory cannot be laid out; retrying will not help. */
-export class LayoutError extends Error {
-  readonly permanent = true;
-
+export class LayoutError extends PermanentError {
   constructor(message: string) {
     super(message);
     this.name = 'LayoutError';

@@ -1,8 +1,8 @@
 import { mkdir, stat, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { inputDir, inputFile } from '../tes/task-directory.js';
 import type { StagedInput } from '../apptainer/container-plan.js';
 import type { TesInput } from '../tes/types.js';
-import { Limiter } from '../compute/limiter.js';
+import pLimit from 'p-limit';
 import type { AllowedRoots } from './allowed-roots.js';
 import { DownloadBudget, type DownloadLimits } from './download-budget.js';
 import { StagingError } from './staging-error.js';
@@ -49,7 +49,7 @@ export async function stageInputs(
   workDir: string,
   deps: StagingDeps,
 ): Promise<StagedInput[]> {
-  const limiter = new Limiter(deps.parallel);
+  const limiter = pLimit(deps.parallel);
   const downloads = new Map<string, Promise<string>>();
   const budget = new DownloadBudget(deps.limits);
   return Promise.all(
@@ -58,9 +58,9 @@ export async function stageInputs(
       const kind = input.type === 'DIRECTORY' ? 'dir' : 'file';
       const base: Omit<StagedInput, 'hostPath'> = { index, containerPath: input.path, kind };
       if (input.content !== undefined) {
-        const dir = join(workDir, 'inputs', String(index));
+        const dir = inputDir(workDir, index);
         await mkdir(dir, { recursive: true, mode: 0o700 });
-        const hostPath = join(dir, 'content');
+        const hostPath = inputFile(workDir, index, 'content');
         await writeFile(hostPath, input.content, { mode: 0o600 });
         return { ...base, hostPath };
       }
@@ -87,9 +87,9 @@ export async function stageInputs(
       const key = `${input.type ?? 'FILE'} ${url}`;
       let download = downloads.get(key);
       if (!download) {
-        const dest = join(workDir, 'inputs', String(index), 'data');
-        download = limiter.run(async () => {
-          await mkdir(join(workDir, 'inputs', String(index)), { recursive: true, mode: 0o700 });
+        const dest = inputFile(workDir, index, 'data');
+        download = limiter(async () => {
+          await mkdir(inputDir(workDir, index), { recursive: true, mode: 0o700 });
           await fetcher.fetch(url, dest, input.type === 'DIRECTORY' ? 'DIRECTORY' : 'FILE', field, budget);
           return dest;
         });

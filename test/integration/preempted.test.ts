@@ -1,5 +1,5 @@
 import { jest } from '@jest/globals';
-import type { JobStatus } from '../../src/compute/job-status.js';
+import type { JobStatus } from '../../src/compute/job-end.js';
 import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
 
 /** What a job Slurm preempted for good makes of its task, by slurm.preempted, through the gateway's own finalizer. */

@@ -1,16 +1,17 @@
 import { spawn } from 'node:child_process';
 import { existsSync, openSync, closeSync, writeFileSync, renameSync, readFileSync } from 'node:fs';
 import { constants } from 'node:os';
-import { join } from 'node:path';
 import type { Logger } from '../../logger.js';
 import type { ComputeDriver, LaunchRequest, PollResult } from '../driver.js';
-import type { JobStatus } from '../job-status.js';
+import type { JobStatus } from '../job-end.js';
+import { TASK_FILE, taskDirOf, taskFile } from '../../tes/task-directory.js';
 
 /**
  * The `local` launcher: runs a task's job script as a child process on the gateway host, in its own
  * process group, with at most `maxConcurrentTasks` at once. Its job id is the task id. What Slurm
  * would know is kept as files in the task directory, so a restarted gateway can still read it:
- * `local.job` (submitted), `local.pid` (started), `local.exit` (`code:signal`), `local.cancelled`.
+ * `local.job` (submitted), `local.pid` (started), `local.exit` (`code:signal`), `local.cancelled`
+ * (see tes/task-directory.ts).
  */
 export interface LocalDriverOptions {
   workRoot: string;
@@ -30,15 +31,15 @@ export class LocalDriver implements ComputeDriver {
   constructor(private readonly options: LocalDriverOptions) {}
 
   private dir(taskId: string): string {
-    return join(this.options.workRoot, taskId);
+    return taskDirOf(this.options.workRoot, taskId);
   }
 
   async findJob(taskId: string): Promise<string | undefined> {
-    return existsSync(join(this.dir(taskId), 'local.job')) ? taskId : undefined;
+    return existsSync(taskFile(this.dir(taskId), TASK_FILE.localJob)) ? taskId : undefined;
   }
 
   async submit(request: LaunchRequest): Promise<string> {
-    writeAtomic(join(request.workDir, 'local.job'), new Date().toISOString());
+    writeAtomic(taskFile(request.workDir, TASK_FILE.localJob), new Date().toISOString());
     this.waiting.push(request.taskId);
     this.pump();
     return request.taskId;
@@ -52,30 +53,37 @@ export class LocalDriver implements ComputeDriver {
 
   private start(taskId: string): void {
     const dir = this.dir(taskId);
-    if (existsSync(join(dir, 'local.exit'))) return;
-    const out = openSync(join(dir, 'slurm.out'), 'a', 0o600);
-    const err = openSync(join(dir, 'slurm.err'), 'a', 0o600);
+    if (existsSync(taskFile(dir, TASK_FILE.localExit))) return;
+    const out = openSync(taskFile(dir, TASK_FILE.slurmOut), 'a', 0o600);
+    const err = openSync(taskFile(dir, TASK_FILE.slurmErr), 'a', 0o600);
     // What the job writes is for the gateway's user only, from its first file on (as job.sh says too).
-    const child = spawn('bash', ['-c', 'umask 077 && exec bash -- "$1"', 'job', join(dir, 'job.sh')], {
-      cwd: dir,
-      detached: true,
-      stdio: ['ignore', out, err],
-      // Like sbatch --export=NONE: the gateway's own environment does not reach the task.
-      env: { PATH: process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin', LANG: 'C.UTF-8' },
-    });
+    const child = spawn(
+      'bash',
+      ['-c', 'umask 077 && exec bash -- "$1"', 'job', taskFile(dir, TASK_FILE.jobScript)],
+      {
+        cwd: dir,
+        detached: true,
+        stdio: ['ignore', out, err],
+        // Like sbatch --export=NONE: the gateway's own environment does not reach the task.
+        env: { PATH: process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin', LANG: 'C.UTF-8' },
+      },
+    );
     closeSync(out);
     closeSync(err);
     const pid = child.pid;
     if (pid === undefined) {
-      writeAtomic(join(dir, 'local.exit'), '1:0');
-      writeAtomic(join(dir, 'system-error'), 'the local launcher could not start bash for the job script');
+      writeAtomic(taskFile(dir, TASK_FILE.localExit), '1:0');
+      writeAtomic(
+        taskFile(dir, TASK_FILE.systemError),
+        'the local launcher could not start bash for the job script',
+      );
       return;
     }
     this.running.set(taskId, pid);
-    writeAtomic(join(dir, 'local.pid'), String(pid));
+    writeAtomic(taskFile(dir, TASK_FILE.localPid), String(pid));
     child.on('exit', (code, signal) => {
       this.running.delete(taskId);
-      writeAtomic(join(dir, 'local.exit'), `${code ?? 0}:${signal ? signalNumber(signal) : 0}`);
+      writeAtomic(taskFile(dir, TASK_FILE.localExit), `${code ?? 0}:${signal ? signalNumber(signal) : 0}`);
       this.pump();
     });
     child.on('error', (e) => this.options.logger.error({ err: e, taskId }, 'local job failed to start'));
@@ -85,10 +93,10 @@ export class LocalDriver implements ComputeDriver {
     const jobs = new Map<string, JobStatus>();
     for (const taskId of jobIds) {
       const dir = this.dir(taskId);
-      const exit = readText(join(dir, 'local.exit'));
+      const exit = readText(taskFile(dir, TASK_FILE.localExit));
       if (exit !== undefined) {
         const [code, signal] = exit.split(':').map(Number) as [number, number];
-        const cancelled = existsSync(join(dir, 'local.cancelled'));
+        const cancelled = existsSync(taskFile(dir, TASK_FILE.localCancelled));
         const state = cancelled ? 'CANCELLED' : code === 0 && signal === 0 ? 'COMPLETED' : 'FAILED';
         jobs.set(taskId, {
           jobId: taskId,
@@ -99,7 +107,7 @@ export class LocalDriver implements ComputeDriver {
         });
         continue;
       }
-      const pid = this.running.get(taskId) ?? Number(readText(join(dir, 'local.pid')) ?? NaN);
+      const pid = this.running.get(taskId) ?? Number(readText(taskFile(dir, TASK_FILE.localPid)) ?? NaN);
       if (Number.isFinite(pid)) {
         if (isAlive(pid)) {
           jobs.set(taskId, {
@@ -120,7 +128,7 @@ export class LocalDriver implements ComputeDriver {
         }
         continue;
       }
-      if (!this.waiting.includes(taskId) && existsSync(join(dir, 'local.job'))) {
+      if (!this.waiting.includes(taskId) && existsSync(taskFile(dir, TASK_FILE.localJob))) {
         // Submitted before a restart of the gateway: it waits for a slot again.
         this.waiting.push(taskId);
         this.pump();
@@ -141,23 +149,23 @@ export class LocalDriver implements ComputeDriver {
   }
 
   async known(jobIds: readonly string[]): Promise<Set<string>> {
-    return new Set(jobIds.filter((id) => existsSync(join(this.dir(id), 'local.job'))));
+    return new Set(jobIds.filter((id) => existsSync(taskFile(this.dir(id), TASK_FILE.localJob))));
   }
 
   async cancel(jobIds: readonly string[]): Promise<void> {
     for (const taskId of jobIds) {
       const dir = this.dir(taskId);
-      if (existsSync(join(dir, 'local.exit'))) continue;
-      writeAtomic(join(dir, 'local.cancelled'), new Date().toISOString());
+      if (existsSync(taskFile(dir, TASK_FILE.localExit))) continue;
+      writeAtomic(taskFile(dir, TASK_FILE.localCancelled), new Date().toISOString());
       const queued = this.waiting.indexOf(taskId);
       if (queued >= 0) {
         this.waiting.splice(queued, 1);
-        writeAtomic(join(dir, 'local.exit'), '0:15');
+        writeAtomic(taskFile(dir, TASK_FILE.localExit), '0:15');
         continue;
       }
-      const pid = this.running.get(taskId) ?? Number(readText(join(dir, 'local.pid')) ?? NaN);
+      const pid = this.running.get(taskId) ?? Number(readText(taskFile(dir, TASK_FILE.localPid)) ?? NaN);
       if (!Number.isFinite(pid)) {
-        writeAtomic(join(dir, 'local.exit'), '0:15');
+        writeAtomic(taskFile(dir, TASK_FILE.localExit), '0:15');
         continue;
       }
       signalGroup(pid, 'SIGTERM');

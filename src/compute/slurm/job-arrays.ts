@@ -1,4 +1,5 @@
 import { quote } from '../../shell/quote.js';
+import { TASK_FILE } from '../../tes/task-directory.js';
 
 /**
  * Bursts of tasks with the same Slurm request become one job array: one `sbatch` (one controller
@@ -49,7 +50,7 @@ export function renderDispatcher(batchId: string, workDirs: readonly string[]): 
     ')',
     'dir=${dirs[${SLURM_ARRAY_TASK_ID:?not run as an array element}]}',
     'cd -- "$dir" || exit 120',
-    'exec bash ./job.sh > slurm.out 2> slurm.err',
+    `exec bash ./${TASK_FILE.jobScript} > ${TASK_FILE.slurmOut} 2> ${TASK_FILE.slurmErr}`,
     '',
   ].join('\n');
 }

@@ -1,72 +1,24 @@
-import { join } from 'node:path';
+import { TASK_FILE, taskFile } from '../../tes/task-directory.js';
 import type { TaskRequest } from '../../tes/types.js';
 import type { PartitionDisks } from './sinfo.js';
+import { PermanentError } from '../../errors.js';
+import { checkSlurmParameter } from '../../tes/backend-parameters.js';
 
 /**
  * The exact `sbatch` argument list for a task (pure; golden-tested). Every value is its own argv
  * element: no shell ever sees them.
  */
 
-export const SLURM_BACKEND_PARAMETERS = [
-  'partition',
-  'account',
-  'qos',
-  'time_limit',
-  'constraint',
-  'gpus',
-  'gres',
-  'nodelist',
-  'exclude',
-  'reservation',
-] as const;
-
-export type SlurmBackendParameter = (typeof SLURM_BACKEND_PARAMETERS)[number];
-
-/**
- * What each backend parameter's value may hold (see `man sbatch`). Every value is one argv element, so
- * no shell reads it, but sbatch itself does: it takes a comma in --partition as a list of partitions
- * (the job could then start in one whose limits the gateway never checked), and a node list holding
- * a `/` as the name of a file to read on the host that submits. Whitespace and control characters
- * mean nothing in any option. The other keys (constraint, gpus, gres, reservation) are lists or
- * expressions by design, commas included.
- */
-const ONE_NAME = /^[^,]*$/;
-const PARAMETER_RULES: Readonly<Partial<Record<SlurmBackendParameter, { valid: RegExp; message: string }>>> =
-  {
-    partition: {
-      valid: ONE_NAME,
-      message:
-        "must be one partition name: with a comma Slurm may pick a partition whose limits this gateway's checks never saw",
-    },
-    account: { valid: ONE_NAME, message: 'must be one account name (no commas)' },
-    qos: { valid: ONE_NAME, message: 'must be one QOS name (no commas)' },
-    time_limit: {
-      valid: /^(?:\d+(?::\d+){0,2}|\d+-\d+(?::\d+){0,2}|unlimited|infinite)$/i,
-      message:
-        'must be a Slurm time: minutes, minutes:seconds, hours:minutes:seconds, days-hours, ' +
-        'days-hours:minutes or days-hours:minutes:seconds',
-    },
-    nodelist: {
-      valid: /^[^/]*$/,
-      message: 'must be a list of node names: with a / sbatch reads it as a file on the gateway host',
-    },
-    exclude: {
-      valid: /^[^/]*$/,
-      message: 'must be a list of node names: with a / sbatch reads it as a file on the gateway host',
-    },
-  };
-
-/** Why a backend parameter's value cannot go to sbatch, or undefined (also for keys it does not know). */
-export function checkSlurmParameter(key: string, value: string): string | undefined {
-  if (!(SLURM_BACKEND_PARAMETERS as readonly string[]).includes(key)) return undefined;
-  if (/[\s\x00-\x1f\x7f]/.test(value)) return 'must not contain white space or control characters';
-  const rule = PARAMETER_RULES[key as SlurmBackendParameter];
-  return rule && !rule.valid.test(value) ? rule.message : undefined;
-}
+// Which backend parameters exist and what their values may hold is a rule on requests, checked by the
+// API before any job is made (tes/backend-parameters.ts); sbatch's arguments follow the same rules.
+export {
+  checkSlurmParameter,
+  SLURM_BACKEND_PARAMETERS,
+  type SlurmBackendParameter,
+} from '../../tes/backend-parameters.js';
 
 /** A backend parameter (or a partition chosen from a zone) that sbatch must not see: never retried. */
-export class BackendParameterError extends Error {
-  readonly permanent = true;
+export class BackendParameterError extends PermanentError {
   constructor(message: string) {
     super(message);
     this.name = 'BackendParameterError';
@@ -104,7 +56,7 @@ export interface SbatchPlan {
   gpus: boolean;
 }
 
-export class ResourceLimitError extends Error {
+export class ResourceLimitError extends PermanentError {
   constructor(message: string) {
     super(message);
     this.name = 'ResourceLimitError';
@@ -272,8 +224,8 @@ export function buildSbatchArgs(
     `--comment=${sanitizeComment(task.name) || 'tes-task'}`,
     '--export=NONE',
     `--chdir=${workDir}`,
-    `--output=${join(workDir, 'slurm.out')}`,
-    `--error=${join(workDir, 'slurm.err')}`,
+    `--output=${taskFile(workDir, TASK_FILE.slurmOut)}`,
+    `--error=${taskFile(workDir, TASK_FILE.slurmErr)}`,
     '--nodes=1',
     '--ntasks=1',
     `--cpus-per-task=${cpus}`,
@@ -292,6 +244,6 @@ export function buildSbatchArgs(
   if (bp.nodelist) args.push(`--nodelist=${bp.nodelist}`);
   if (bp.exclude) args.push(`--exclude=${bp.exclude}`);
   if (bp.reservation) args.push(`--reservation=${bp.reservation}`);
-  args.push(...policy.extraArgs, join(workDir, 'job.sh'));
+  args.push(...policy.extraArgs, taskFile(workDir, TASK_FILE.jobScript));
   return partition ? { args, partition, warnings, gpus } : { args, warnings, gpus };
 }

@@ -1,16 +1,13 @@
-import { join } from 'node:path';
 import {
-  executorDir,
   readExecutorResults,
   readSystemError,
   readTail,
   shareLogBytes,
   sizeOf,
 } from '../../compute/executor-results.js';
-import { effectiveExitCode, type JobStatus } from '../../compute/job-status.js';
-import { workDirOf } from '../../compute/prepare-job.js';
-import { decideEndState } from '../../compute/slurm/slurm-states.js';
+import { decideEndState, effectiveExitCode, withScriptError, type JobStatus } from '../../compute/job-end.js';
 import { isTerminal } from '../../tes/state.js';
+import { EXECUTOR_FILE, executorFile, taskDirOf } from '../../tes/task-directory.js';
 import { withLog, withSystemLogs } from '../../tes/task-logs.js';
 import type { TesExecutorLog } from '../../tes/types.js';
 import type { Batcher } from '../../compute/batcher.js';
@@ -33,24 +30,20 @@ export async function processFinalize(
   for (let round = 0; round < 2; round++) {
     const record = await store.get(taskId);
     if (!record || isTerminal(record.state)) return;
-    const workDir = record.run?.workDir ?? workDirOf(ctx.prepare.workRoot, taskId);
+    const workDir = record.run?.workDir ?? taskDirOf(ctx.prepare.workRoot, taskId);
     const canceling = record.state === 'CANCELING';
     const executors = record.request.executors;
     const results = await readExecutorResults(
       workDir,
       executors.map((e) => e.ignore_error === true),
     );
-    const decision = decideEndState(status, results, canceling, ctx.endStates);
-    const systemLogs: string[] = [];
-    const scriptError = await readSystemError(workDir);
+    const decision = withScriptError(
+      decideEndState(status, results, canceling, ctx.endStates),
+      await readSystemError(workDir),
+      canceling,
+    );
+    const systemLogs = decision.systemLogs;
     let state = decision.state;
-    if (scriptError) {
-      systemLogs.push(scriptError);
-      if (!canceling) state = 'SYSTEM_ERROR';
-    }
-    // The script's own error explains a failed job better than the job's end state does.
-    if (!scriptError || canceling || decision.state !== 'SYSTEM_ERROR')
-      systemLogs.push(...decision.systemLogs);
 
     let outputs: DeliveryResult = { files: [], errors: [], notes: [] };
     if (!canceling && results.some((r) => r.started) && record.request.outputs?.length) {
@@ -62,7 +55,7 @@ export async function processFinalize(
     // stdout and stderr of each executor that started, in turn, sharing the task's log budget.
     const started = results.filter((r) => r.started);
     const streams = started.flatMap((r) =>
-      ['stdout', 'stderr'].map((s) => join(executorDir(workDir, r.index), s)),
+      [EXECUTOR_FILE.stdout, EXECUTOR_FILE.stderr].map((s) => executorFile(workDir, r.index, s)),
     );
     const keep = shareLogBytes(await Promise.all(streams.map(sizeOf)), ctx.tailBytes, ctx.taskLogMaxBytes);
     const execLogs: TesExecutorLog[] = [];

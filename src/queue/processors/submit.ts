@@ -1,16 +1,13 @@
 import { access, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
-import { PlanError } from '../../apptainer/container-plan.js';
-import { prepareJob, workDirOf, type PreparedJob } from '../../compute/prepare-job.js';
-import { ResourceLimitError } from '../../compute/slurm/sbatch-args.js';
-import { SubmissionRejectedError } from '../../errors.js';
-import { StagingError } from '../../staging/staging-error.js';
-import type { TaskRecord } from '../../store/task-store.js';
+import { prepareJob, type PreparedJob } from './prepare-job.js';
+import { isPermanent } from '../../errors.js';
+import type { TaskRecord } from '../../tes/types.js';
+import { TASK_FILE, taskDirOf, taskFile } from '../../tes/task-directory.js';
 import { withSystemLogs } from '../../tes/task-logs.js';
 import type { Attempt, ProcessorContext } from './context.js';
 
 /** Written just before sbatch: its presence means a job may exist although Redis has none. */
-const SUBMIT_MARKER = 'submit-attempted';
+const SUBMIT_MARKER = TASK_FILE.submitAttempted;
 
 /** Marks the attempt, then submits. A worker that dies after this leaves a job the next one finds. */
 export async function launch(
@@ -18,7 +15,9 @@ export async function launch(
   record: TaskRecord,
   prepared: PreparedJob,
 ): Promise<string> {
-  await writeFile(join(prepared.workDir, SUBMIT_MARKER), `${new Date().toISOString()}\n`, { mode: 0o600 });
+  await writeFile(taskFile(prepared.workDir, SUBMIT_MARKER), `${new Date().toISOString()}\n`, {
+    mode: 0o600,
+  });
   return ctx.driver.submit({
     taskId: record.id,
     workDir: prepared.workDir,
@@ -34,17 +33,6 @@ async function exists(path: string): Promise<boolean> {
   } catch {
     return false;
   }
-}
-
-/** Errors a retry cannot fix: the task ends SYSTEM_ERROR with the reason. */
-export function isPermanent(err: unknown): boolean {
-  return (
-    err instanceof SubmissionRejectedError ||
-    err instanceof StagingError ||
-    err instanceof PlanError ||
-    err instanceof ResourceLimitError ||
-    (err as { permanent?: boolean })?.permanent === true
-  );
 }
 
 /**
@@ -64,9 +52,9 @@ export async function processSubmit(taskId: string, attempt: Attempt, ctx: Proce
   let prepared;
   let jobId: string;
   try {
-    const workDir = workDirOf(ctx.prepare.workRoot, taskId);
+    const workDir = taskDirOf(ctx.prepare.workRoot, taskId);
     // Only an attempt that got as far as sbatch can have left a job behind: look for it then.
-    const earlier = (await exists(join(workDir, SUBMIT_MARKER)))
+    const earlier = (await exists(taskFile(workDir, SUBMIT_MARKER)))
       ? await driver.findJob(taskId, new Date(record.creationTime), workDir)
       : undefined;
     prepared = await prepareJob(record, ctx.prepare);
@@ -89,9 +77,9 @@ export async function processSubmit(taskId: string, attempt: Attempt, ctx: Proce
     return;
   }
 
-  await writeFile(join(prepared.workDir, 'job_id'), `${jobId}\n`, { mode: 0o600 });
+  await writeFile(taskFile(prepared.workDir, TASK_FILE.jobId), `${jobId}\n`, { mode: 0o600 });
   const run = {
-    workDir: workDirOf(ctx.prepare.workRoot, taskId),
+    workDir: taskDirOf(ctx.prepare.workRoot, taskId),
     submittedAt: new Date().toISOString(),
     jobId,
   };

@@ -1,0 +1,117 @@
+import { posix } from 'node:path';
+
+/**
+ * What is in a task directory (`<work root>/<task id>`), and who writes and reads each part. Every
+ * name below is used through this module; nothing else spells them, the job script included (it is
+ * rendered from these names, and test/unit/task-directory.test.ts runs one to prove that what it
+ * writes is what the gateway reads). The directory is private to the gateway's user: 0700, files
+ * 0600 (compute/task-dir.ts lays it out without following links).
+ *
+ * | Name                        | Written by                                    | Read by                                   |
+ * |-----------------------------|-----------------------------------------------|-------------------------------------------|
+ * | `inputs/<n>/content`        | staging (stage-inputs.ts): an input's content | the job, bound read-only into the container |
+ * | `inputs/<n>/data`           | staging: a downloaded input                   | the job, bound read-only into the container |
+ * | `mnt/<container path>`      | prepare-job lays it out; executors write it   | finalize (deliver-outputs.ts), outputs    |
+ * | `tmp/`, `var-tmp/`          | prepare-job lays them out; executors write    | the job, as /tmp and /var/tmp; finalize   |
+ * | `exec-<n>/`                 | prepare-job lays it out; the job script fills | see the files below                       |
+ * | `exec-<n>/start`, `end`     | the job script, around executor n             | reconciler (RUNNING), finalize (times)    |
+ * | `exec-<n>/exit_code`        | the job script, after executor n              | finalize (executor-results.ts)            |
+ * | `exec-<n>/stdout`, `stderr` | the job script, executor n's streams          | finalize (log tails), the job (copies)    |
+ * | `job.sh`                    | prepare-job (render-job-script.ts)            | sbatch, the local launcher, a dispatcher  |
+ * | `sbatch-command`            | prepare-job: the exact sbatch command         | people (what was sent, quoted)            |
+ * | `submit-attempted`          | the submit processor, just before sbatch      | the submit processor (look for a job)     |
+ * | `array-element`             | the Slurm driver, before an array's sbatch    | the Slurm driver (find the job again)     |
+ * | `job_id`                    | the submit processor, after sbatch            | people                                    |
+ * | `job-end`                   | the job script's EXIT trap                    | reconciler (look again soon)              |
+ * | `system-error`              | the job script (a refused path, no runtime),  | finalize: the task is SYSTEM_ERROR        |
+ * |                             | the local launcher (bash did not start)       |                                           |
+ * | `slurm.out`, `slurm.err`    | Slurm, the local launcher, a dispatcher: the  | people                                    |
+ * |                             | job script's own output                       |                                           |
+ * | `local.job`                 | the local launcher: submitted                 | the local launcher (after a restart too)  |
+ * | `local.pid`                 | the local launcher: started                   | the local launcher (alive? cancel)        |
+ * | `local.exit`                | the local launcher: `code:signal` at the end  | the local launcher (the job's state)      |
+ * | `local.cancelled`           | the local launcher: cancel asked              | the local launcher (CANCELLED)            |
+ *
+ * In the work root itself, `.arrays/` holds each job array's dispatcher (`<batch>.sh`), its
+ * `<batch>.sbatch-command` and its elements' Slurm output: written by the Slurm driver, run by Slurm.
+ */
+
+/** The files of a task directory, by meaning. */
+export const TASK_FILE = {
+  jobScript: 'job.sh',
+  sbatchCommand: 'sbatch-command',
+  submitAttempted: 'submit-attempted',
+  arrayElement: 'array-element',
+  jobId: 'job_id',
+  jobEnd: 'job-end',
+  systemError: 'system-error',
+  slurmOut: 'slurm.out',
+  slurmErr: 'slurm.err',
+  localJob: 'local.job',
+  localPid: 'local.pid',
+  localExit: 'local.exit',
+  localCancelled: 'local.cancelled',
+} as const;
+
+export type TaskFile = (typeof TASK_FILE)[keyof typeof TASK_FILE];
+
+/** The folders that hold everything executors can write: the container's own places, /tmp, /var/tmp. */
+export const WRITABLE_DIR = { mnt: 'mnt', tmp: 'tmp', varTmp: 'var-tmp' } as const;
+
+/** The files the job script writes for each executor, in `exec-<n>/`. */
+export const EXECUTOR_FILE = {
+  start: 'start',
+  end: 'end',
+  exitCode: 'exit_code',
+  stdout: 'stdout',
+  stderr: 'stderr',
+} as const;
+
+export type ExecutorFile = (typeof EXECUTOR_FILE)[keyof typeof EXECUTOR_FILE];
+
+/** What staging writes for input n: its inline content, or what it downloaded. */
+export const INPUT_FILE = { content: 'content', data: 'data' } as const;
+
+/** The work root's folder for job arrays' dispatchers, commands and output. */
+export const ARRAYS_DIR = '.arrays';
+
+/** The one place a task's directory is decided. */
+export function taskDirOf(workRoot: string, taskId: string): string {
+  return posix.join(workRoot, taskId);
+}
+
+/** A file of the task directory. */
+export function taskFile(workDir: string, name: TaskFile): string {
+  return posix.join(workDir, name);
+}
+
+/** `exec-<n>`, relative to the task directory (the job script works inside it). */
+export function executorDirName(index: number): string {
+  return `exec-${index}`;
+}
+
+export function executorDir(workDir: string, index: number): string {
+  return posix.join(workDir, executorDirName(index));
+}
+
+export function executorFile(workDir: string, index: number, name: ExecutorFile): string {
+  return posix.join(executorDir(workDir, index), name);
+}
+
+/** `inputs/<n>`: where staging puts what it writes for input n. */
+export function inputDir(workDir: string, index: number): string {
+  return posix.join(workDir, 'inputs', String(index));
+}
+
+export function inputFile(workDir: string, index: number, name: keyof typeof INPUT_FILE): string {
+  return posix.join(inputDir(workDir, index), INPUT_FILE[name]);
+}
+
+export function writableDir(workDir: string, name: keyof typeof WRITABLE_DIR): string {
+  return posix.join(workDir, WRITABLE_DIR[name]);
+}
+
+/** `.arrays/` of the work root that holds the task directory `workDir`. */
+export function arraysDirOf(workDir: string): string {
+  return posix.join(posix.dirname(workDir), ARRAYS_DIR);
+}
