@@ -1,4 +1,38 @@
 import tseslint from 'typescript-eslint';
+import { importX } from 'eslint-plugin-import-x';
+import { createTypeScriptImportResolver } from 'eslint-import-resolver-typescript';
+
+/**
+ * The layers of src/, from the top down: a folder may import only from the folders below it. The
+ * composition files at the root of src/ (main, gateway, app) sit above them all; errors, logger,
+ * version and shell/ sit below them all.
+ */
+const below = (dir, ...higher) => ({
+  target: `./src/${dir}`,
+  from: higher.map((h) => `./src/${h}`),
+  message: `${dir}/ sits below ${higher.join(', ')} in the layers: pass what it needs in from above`,
+});
+const composition = ['main.ts', 'gateway.ts', 'app.ts'];
+const layerZones = [
+  below('api', 'compute', 'reconciler', 'queue/processors', ...composition),
+  below('reconciler', 'api', ...composition),
+  below('queue', 'api', 'reconciler', ...composition),
+  below('staging', 'api', 'reconciler', 'queue', ...composition),
+  below('compute', 'api', 'reconciler', 'queue', ...composition),
+  below('apptainer', 'api', 'reconciler', 'queue', 'compute', 'staging', ...composition),
+  below('store', 'api', 'reconciler', 'queue', 'compute', 'staging', 'apptainer', 'config', ...composition),
+  below('tes', 'reconciler', 'queue', 'store', 'staging', 'compute', 'apptainer', 'config', ...composition),
+  // The TES wire types are generated from the spec into api/generated: tes/types.ts names them.
+  { ...below('tes', 'api'), except: ['./generated'] },
+  below('shell', 'api', 'reconciler', 'queue', 'compute', 'staging', 'apptainer', 'store', 'tes', 'config'),
+];
+
+/** The wrappers of external programs: the only files that start processes. */
+const processWrappers = [
+  'src/apptainer/image-cache.ts',
+  'src/compute/slurm/slurm-cli.ts',
+  'src/compute/local/local-driver.ts',
+];
 
 export default tseslint.config(
   { ignores: ['dist/**', 'node_modules/**', 'src/api/generated/**', 'coverage/**', '**/*.js', '**/*.mjs'] },
@@ -15,6 +49,29 @@ export default tseslint.config(
       '@typescript-eslint/require-await': 'off',
     },
   },
+  {
+    files: ['src/**/*.ts'],
+    plugins: { 'import-x': importX },
+    settings: {
+      'import-x/extensions': ['.ts', '.js'],
+      'import-x/parsers': { '@typescript-eslint/parser': ['.ts'] },
+      'import-x/resolver-next': [createTypeScriptImportResolver({ project: './tsconfig.json' })],
+    },
+    rules: {
+      'import-x/no-cycle': 'error',
+      'import-x/no-restricted-paths': ['error', { zones: layerZones }],
+      'no-restricted-imports': [
+        'error',
+        {
+          paths: ['execa', 'node:child_process', 'child_process'].map((name) => ({
+            name,
+            message: `only the wrappers of external programs start processes (${processWrappers.join(', ')})`,
+          })),
+        },
+      ],
+    },
+  },
+  { files: processWrappers, rules: { 'no-restricted-imports': 'off' } },
   {
     files: ['test/**/*.ts', 'bench/**/*.ts'],
     rules: {

@@ -1,4 +1,5 @@
-import type { TaskRecord, TaskStore } from '../src/store/task-store.js';
+import type { TaskStore } from '../src/store/task-store.js';
+import type { TaskRecord } from '../src/tes/types.js';
 
 /** Polls the store until every task has its cluster job; fails after `timeoutMs`. */
 export async function waitForJobs(

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: installs what is missing, starts Redis and the single-node
-# Slurm, runs the static checks (types, lint, format, generated-type drift) and every jest test
-# against the real parts, then prints one line `N passed, N failed` (each static check counts as one).
+# Slurm, runs the static checks (types, lint with the import rules, format, generated-type drift, the
+# shell scripts through shellcheck), the container runtime's self-test and every jest test against
+# the real parts, then prints one line `N passed, N failed` (each check counts as one).
 # Extra arguments go to jest (e.g. a test path).
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
@@ -17,7 +18,7 @@ bash scripts/clients-up.sh || { echo "setup: installing the real TES clients (to
 
 passed=0
 failed=0
-for check in typecheck lint format:check check:types-drift; do
+for check in typecheck lint format:check check:types-drift lint:shell test:apptainer; do
   if npm run -s "$check" >".tmp/$check.log" 2>&1; then
     echo "check $check: passed"
     passed=$((passed + 1))

@@ -1,7 +1,28 @@
 /**
  * One error class per meaning. The HTTP status each one gets is decided in api/error-handler.ts and
- * nowhere else; queue processors turn the permanent ones into BullMQ's UnrecoverableError.
+ * nowhere else; queue processors turn the permanent ones (PermanentError) into BullMQ's
+ * UnrecoverableError.
  */
+
+/**
+ * The base of every error a retry cannot fix: a submission that meets one ends the task at once
+ * instead of trying again. An error whose permanence is known only when it happens (a pull that may
+ * or may not work later) says which in `permanent`.
+ */
+export class PermanentError extends Error {
+  readonly permanent: boolean;
+
+  constructor(message: string, options: { cause?: unknown; permanent?: boolean } = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.permanent = options.permanent ?? true;
+    this.name = 'PermanentError';
+  }
+}
+
+/** Whether retrying the work that threw `err` is pointless. */
+export function isPermanent(err: unknown): boolean {
+  return err instanceof PermanentError && err.permanent;
+}
 
 export interface FieldProblem {
   /** Where in the request: `executors[0].command`, or `body` for the whole of it. */
@@ -82,7 +103,7 @@ export class CommandError extends Error {
 }
 
 /** The cluster refused the job for a reason a retry will not fix (bad partition, impossible resources). */
-export class SubmissionRejectedError extends Error {
+export class SubmissionRejectedError extends PermanentError {
   constructor(message: string) {
     super(message);
     this.name = 'SubmissionRejectedError';

@@ -1,4 +1,4 @@
-import type { JobStatus } from '../compute/job-status.js';
+import type { JobStatus } from '../compute/job-end.js';
 
 /** The gateway's queues, each with its typed payload. One BullMQ queue per kind of work. */
 export const JOB_KINDS = ['submit', 'cancel', 'finalize'] as const;
@@ -11,6 +11,11 @@ export interface JobPayloads {
   cancel: { taskId: string };
   /** Read the ended job's results, write the task's logs and its terminal state. */
   finalize: { taskId: string; status: JobStatus };
+}
+
+/** What hands work to the queues; the HTTP handlers, the processors and the reconciler see only this. */
+export interface Enqueuer {
+  enqueue<K extends JobKind>(kind: K, payload: JobPayloads[K]): Promise<void>;
 }
 
 /** BullMQ dedupes on job id: the same work for the same task is never queued twice at once. */

@@ -1,6 +1,6 @@
 import { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
-import { JOB_KINDS, jobIdFor, type JobKind, type JobPayloads } from './jobs.js';
+import { JOB_KINDS, jobIdFor, type Enqueuer, type JobKind, type JobPayloads } from './jobs.js';
 
 export interface QueueTuning {
   submitAttempts: number;
@@ -8,7 +8,7 @@ export interface QueueTuning {
 }
 
 /** Enqueues work for the worker; the only place that decides job ids, retries and retention. */
-export class TaskQueues {
+export class TaskQueues implements Enqueuer {
   private readonly queues: Record<JobKind, Queue>;
 
   constructor(

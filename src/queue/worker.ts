@@ -1,11 +1,23 @@
 import { UnrecoverableError, Worker, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { Batcher } from '../compute/batcher.js';
+import { isPermanent } from '../errors.js';
 import type { JobKind, JobPayloads } from './jobs.js';
 import type { ProcessorContext } from './processors/context.js';
 import { processCancel } from './processors/cancel.js';
 import { processFinalize } from './processors/finalize.js';
 import { processSubmit } from './processors/submit.js';
+
+/**
+ * What BullMQ gets from a failed job: a permanent error becomes its UnrecoverableError, so no attempt
+ * follows, with the original as its cause for the logs.
+ */
+export function forQueue(err: unknown): unknown {
+  if (!isPermanent(err)) return err;
+  const unrecoverable = new UnrecoverableError((err as Error).message);
+  unrecoverable.cause = err;
+  return unrecoverable;
+}
 
 export interface WorkerTuning {
   submitConcurrency: number;
@@ -32,9 +44,7 @@ export class TaskWorkers {
           try {
             await run(job);
           } catch (err) {
-            if ((err as { permanent?: boolean }).permanent)
-              throw new UnrecoverableError((err as Error).message);
-            throw err;
+            throw forQueue(err);
           }
         },
         { connection: this.connect(connection), prefix, concurrency },

@@ -1,14 +1,13 @@
 import type { ComputeDriver } from '../compute/driver.js';
 import { firstExecutorStarted, jobScriptEnded } from '../compute/executor-results.js';
-import { Limiter } from '../compute/limiter.js';
-import { meaningfulReason, type JobStatus } from '../compute/job-status.js';
-import { workDirOf } from '../compute/prepare-job.js';
-import { phaseOf } from '../compute/slurm/slurm-states.js';
+import pLimit from 'p-limit';
+import { meaningfulReason, phaseOf, vanishedJob, type JobStatus } from '../compute/job-end.js';
 import type { Logger } from '../logger.js';
-import type { Enqueuer } from '../api/handlers/tasks.js';
+import type { Enqueuer } from '../queue/jobs.js';
 import type { TaskBrief, TaskStore } from '../store/task-store.js';
+import { taskDirOf } from '../tes/task-directory.js';
 import { withLog, withSystemLogs } from '../tes/task-logs.js';
-import type { LeaderLock } from './leader-lock.js';
+import type { LeaderLock } from '../store/leader-lock.js';
 
 export interface ReconcilerOptions {
   store: TaskStore;
@@ -134,11 +133,9 @@ export class Reconciler {
 
   /** Jobs Slurm still reports as started whose script already ended: accounting will show it soon. */
   private async anyScriptEnded(started: readonly TaskBrief[]): Promise<boolean> {
-    const limiter = new Limiter(32);
+    const limiter = pLimit(32);
     const ended = await Promise.all(
-      started.map((r) =>
-        limiter.run(() => jobScriptEnded(r.run?.workDir ?? workDirOf(this.o.workRoot, r.id))),
-      ),
+      started.map((r) => limiter(() => jobScriptEnded(r.run?.workDir ?? taskDirOf(this.o.workRoot, r.id)))),
     );
     return ended.includes(true);
   }
@@ -189,7 +186,7 @@ export class Reconciler {
 
   private async onStarted(record: TaskBrief, status: JobStatus): Promise<number> {
     if (record.state === 'CANCELING' || record.state === 'RUNNING') return 0;
-    const workDir = record.run?.workDir ?? workDirOf(this.o.workRoot, record.id);
+    const workDir = record.run?.workDir ?? taskDirOf(this.o.workRoot, record.id);
     const to = (await firstExecutorStarted(workDir)) ? 'RUNNING' : 'INITIALIZING';
     if (to === record.state) return 0;
     const start = status.startTime
@@ -215,24 +212,16 @@ export class Reconciler {
       const jobId = r.run!.jobId!;
       if (known.has(jobId)) continue;
       this.reasons.delete(r.id);
-      await this.o.queues.enqueue('finalize', {
-        taskId: r.id,
-        status: {
-          jobId,
-          state: 'NODE_FAIL',
-          rawState: 'MISSING',
-          exitCode: { code: 0, signal: 0 },
-          reason: 'neither accounting nor the controller knows the job any more',
-        },
-      });
+      await this.o.queues.enqueue('finalize', { taskId: r.id, status: vanishedJob(jobId) });
     }
   }
 
   /**
    * A task stored but never handed to the queue (the API process died in between) is queued again.
-   * Enqueueing is idempotent by job id, and the submit processor skips tasks that have a job.
+   * Enqueueing is idempotent by job id, and the submit processor skips tasks that have a job. Runs
+   * every tenth cycle; public so tests can drive it.
    */
-  private async requeueLostSubmissions(): Promise<void> {
+  async requeueLostSubmissions(): Promise<void> {
     const ids = await this.o.store.idsInState('QUEUED', 1000);
     const cutoff = Date.now() - 60_000;
     for (const record of (await this.o.store.getBriefs(ids)).values()) {

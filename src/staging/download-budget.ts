@@ -1,3 +1,5 @@
+import { PermanentError } from '../errors.js';
+
 /**
  * What one task's downloads may still use, shared by all its http and s3 inputs: bytes written to the
  * gateway's disk (`storage.maxTaskDownloadBytes`) and objects listed for S3 DIRECTORY inputs
@@ -13,7 +15,7 @@ export interface DownloadLimits {
 }
 
 /** A task's downloads went past a budget; a retry would meet the same budget, so it is permanent. */
-export class DownloadBudgetError extends Error {
+export class DownloadBudgetError extends PermanentError {
   constructor(message: string) {
     super(message);
     this.name = 'DownloadBudgetError';

@@ -1,16 +1,14 @@
 import type { Redis } from 'ioredis';
 import { newTaskId } from '../tes/task-id.js';
-import { canTransition, isTerminal, legalSources, type TesState } from '../tes/state.js';
-import type { TaskRequest, TesTaskLog } from '../tes/types.js';
+import { isTerminal, sourcesFor, type TesState } from '../tes/state.js';
+import type { RunInfo, TaskRecord, TaskRequest, TesTaskLog } from '../tes/types.js';
 import { BacklogFullError } from '../errors.js';
 import { Keys } from './keys.js';
 import { CREATE_TASK, LIST_PAGE, TRANSITION } from './scripts.js';
 import type {
   ListPage,
   ListQuery,
-  RunInfo,
   TaskBrief,
-  TaskRecord,
   TaskStore,
   TransitionOptions,
   TransitionOutcome,
@@ -191,8 +189,7 @@ export class RedisTaskStore implements TaskStore {
     options: TransitionOptions = {},
   ): Promise<{ outcome: TransitionOutcome; previous?: TesState }> {
     // A caller may narrow the legal sources, never widen them: the state machine has the last word.
-    const path = options.path ?? 'forward';
-    const from = (options.from ?? legalSources(to, path)).filter((s) => canTransition(s, to, path));
+    const from = sourcesFor(taskId, to, options.from, options.path);
     const fields: string[] = [];
     if (options.logs) fields.push('logs', JSON.stringify(options.logs));
     if (options.run) fields.push('run', JSON.stringify(options.run));

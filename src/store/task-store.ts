@@ -1,28 +1,5 @@
-import type { Redis } from 'ioredis';
 import type { TesState, TransitionPath } from '../tes/state.js';
-import type { TaskRequest, TesTaskLog, TesView } from '../tes/types.js';
-
-/** What the gateway knows of a task's run on the cluster; never shown to clients as such. */
-export interface RunInfo {
-  /** Cluster job id (`123`, or `123_4` for an array task). */
-  jobId?: string;
-  /** Task directory on the shared filesystem. */
-  workDir?: string;
-  submittedAt?: string;
-  /** When the job was first seen gone from the scheduler without an end record. */
-  missingSince?: string;
-  /** Set once the task's outcome is being written, so the reconciler enqueues finalization once. */
-  finalizing?: boolean;
-}
-
-export interface TaskRecord {
-  id: string;
-  state: TesState;
-  request: TaskRequest;
-  creationTime: string;
-  logs?: TesTaskLog[];
-  run?: RunInfo;
-}
+import type { RunInfo, TaskRecord, TaskRequest, TesTaskLog, TesView } from '../tes/types.js';
 
 /**
  * A task without its request: what the reconciler and the periodic sweeps read, so that the size of
@@ -55,7 +32,11 @@ export interface ListPage {
 export type TransitionOutcome = 'ok' | 'same' | 'illegal' | 'missing';
 
 export interface TransitionOptions {
-  /** Narrower legal sources than the state machine's (e.g. only from CANCELING). */
+  /**
+   * Narrower legal sources than the state machine's (e.g. only from CANCELING), or `to` itself for a
+   * write that keeps the state. A source that can never reach `to` throws IllegalTransitionError
+   * (tes/state.ts sourcesFor).
+   */
   from?: readonly TesState[];
   /** `requeue` for the reconciler's one move back to QUEUED (tes/state.ts); `forward` otherwise. */
   path?: TransitionPath;
@@ -69,7 +50,6 @@ export interface TransitionOptions {
 }
 
 export interface TaskStore {
-  readonly redis: Redis;
   create(request: TaskRequest, options?: { logs?: TesTaskLog[] }): Promise<TaskRecord>;
   get(taskId: string): Promise<TaskRecord | undefined>;
   /** Only the state: what MINIMAL reads need, without parsing the task. */

@@ -1,3 +1,5 @@
+import { PermanentError } from '../errors.js';
+
 /**
  * The TES task state machine: the only place that decides which state changes are legal.
  *
@@ -88,13 +90,35 @@ export function legalSources(to: TesState, path: TransitionPath = 'forward'): Te
   return TES_STATES.filter((from) => canTransition(from, to, path));
 }
 
-export class IllegalTransitionError extends Error {
+/**
+ * The sources a change of a task to `to` may start from, for the store to check atomically. A caller
+ * may narrow the legal sources (only from CANCELING, only from the state it read) but never widen
+ * them. Naming `to` itself is a write that keeps the state. Naming a state that can never reach `to`
+ * on this path is a mistake in the caller, not a race: it throws instead of quietly never matching.
+ */
+export function sourcesFor(
+  taskId: string,
+  to: TesState,
+  from: readonly TesState[] | undefined,
+  path: TransitionPath = 'forward',
+): TesState[] {
+  if (from === undefined) return legalSources(to, path);
+  const wrong = from.find((s) => s !== to && !canTransition(s, to, path));
+  if (wrong !== undefined) throw new IllegalTransitionError(taskId, wrong, to, path);
+  return from.filter((s) => canTransition(s, to, path));
+}
+
+/** A change the state machine never allows was asked for: a mistake in the code, never retried. */
+export class IllegalTransitionError extends PermanentError {
   constructor(
     readonly taskId: string,
     readonly from: TesState,
     readonly to: TesState,
+    readonly path: TransitionPath = 'forward',
   ) {
-    super(`task ${taskId} cannot move from ${from} to ${to}`);
+    super(
+      `task ${taskId} cannot move from ${from} to ${to}${path === 'requeue' ? ' on the requeue path' : ''}`,
+    );
     this.name = 'IllegalTransitionError';
   }
 }

@@ -1,4 +1,5 @@
 import type { components } from '../api/generated/tes.js';
+import type { TesState } from './state.js';
 
 /** TES wire types, generated from spec/tes.openapi.yaml; the rest of the code names them from here. */
 type Schemas = components['schemas'];
@@ -16,3 +17,25 @@ export type TesView = 'MINIMAL' | 'BASIC' | 'FULL';
 
 /** What a client asked for, normalized and validated: the task without its read-only fields. */
 export type TaskRequest = Omit<TesTask, 'id' | 'state' | 'logs' | 'creation_time'>;
+
+/** What the gateway knows of a task's run on the cluster; never shown to clients as such. */
+export interface RunInfo {
+  /** Cluster job id (`123`, or `123_4` for an array task). */
+  jobId?: string;
+  /** Task directory on the shared filesystem. */
+  workDir?: string;
+  submittedAt?: string;
+  /** When the job was first seen gone from the scheduler without an end record. */
+  missingSince?: string;
+  /** Set once the task's outcome is being written, so the reconciler enqueues finalization once. */
+  finalizing?: boolean;
+}
+
+export interface TaskRecord {
+  id: string;
+  state: TesState;
+  request: TaskRequest;
+  creationTime: string;
+  logs?: TesTaskLog[];
+  run?: RunInfo;
+}

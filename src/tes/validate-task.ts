@@ -1,8 +1,7 @@
 import { posix } from 'node:path';
-import type { Config } from '../config/schema.js';
 import type { FieldProblem } from '../errors.js';
-import { checkImage, type ImagePolicy } from '../apptainer/images.js';
-import { checkSlurmParameter } from '../compute/slurm/sbatch-args.js';
+import { checkImage, type ImagePolicy } from './image-rules.js';
+import { checkSlurmParameter } from './backend-parameters.js';
 import { isRecord } from './normalize.js';
 
 /**
@@ -43,8 +42,17 @@ export interface TaskCheck {
   ignoredBackendParameters: string[];
 }
 
+/** The parts of the configuration (config/schema.ts) the rules come from. */
+export interface RulesConfig {
+  server: { maxContentBytes: number };
+  limits: TaskLimits;
+  container: { imageRoots: readonly string[]; allowedImageSchemes: readonly string[] };
+  backend: string;
+  slurm: { zonePartitions: boolean };
+}
+
 /** The rules as configured, for a backend that understands `backendParameters`. */
-export function taskRulesFor(config: Config, backendParameters: readonly string[]): TaskRules {
+export function taskRulesFor(config: RulesConfig, backendParameters: readonly string[]): TaskRules {
   return {
     maxContentBytes: config.server.maxContentBytes,
     supportedBackendParameters: backendParameters,

@@ -1,5 +1,4 @@
-import type { TaskRecord } from '../store/task-store.js';
-import type { TesTask, TesTaskLog, TesView } from './types.js';
+import type { TaskRecord, TesTask, TesTaskLog, TesView } from './types.js';
 
 /**
  * The three TES views. MINIMAL is `{id, state}`; BASIC is everything but input contents, executor

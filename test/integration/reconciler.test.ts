@@ -3,9 +3,9 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Redis } from 'ioredis';
 import type { ComputeDriver } from '../../src/compute/driver.js';
-import type { JobStatus, SlurmState } from '../../src/compute/job-status.js';
+import { decideEndState, phaseOf, type JobStatus, type SlurmState } from '../../src/compute/job-end.js';
 import { createLogger } from '../../src/logger.js';
-import { LeaderLock } from '../../src/reconciler/leader-lock.js';
+import { LeaderLock } from '../../src/store/leader-lock.js';
 import { Reconciler } from '../../src/reconciler/reconciler.js';
 import { RedisTaskStore } from '../../src/store/redis-task-store.js';
 import type { TesState } from '../../src/tes/state.js';
@@ -14,8 +14,14 @@ import { connect, dropPrefix, testPrefix } from '../helpers/redis.js';
 
 jest.setTimeout(60_000);
 
-/** A cluster whose jobs are in whatever state the test says. */
-function fakeDriver(states: Map<string, { state: SlurmState; reason?: string }>): ComputeDriver {
+/**
+ * A cluster whose jobs are in whatever state the test says. Accounting knows only the jobs in
+ * `states`; the controller knows every job but those in `gone`.
+ */
+function fakeDriver(
+  states: Map<string, { state: SlurmState; reason?: string }>,
+  gone: ReadonlySet<string> = new Set(),
+): ComputeDriver {
   return {
     kind: 'slurm',
     supportedBackendParameters: [],
@@ -30,7 +36,7 @@ function fakeDriver(states: Map<string, { state: SlurmState; reason?: string }>)
       return { jobs, errors: [] };
     },
     usage: async () => new Map(),
-    known: async (jobIds) => new Set(jobIds),
+    known: async (jobIds) => new Set(jobIds.filter((id) => !gone.has(id))),
     cancel: async () => undefined,
     close: async () => undefined,
   };
@@ -39,7 +45,9 @@ function fakeDriver(states: Map<string, { state: SlurmState; reason?: string }>)
 describe('the reconciler', () => {
   const prefix = testPrefix('reconciler');
   const jobs = new Map<string, { state: SlurmState; reason?: string }>();
+  const gone = new Set<string>();
   const enqueued: string[] = [];
+  const finalizing = new Map<string, JobStatus>();
   let redis: Redis;
   let store: RedisTaskStore;
   let reconciler: Reconciler;
@@ -50,10 +58,11 @@ describe('the reconciler', () => {
     store = new RedisTaskStore(redis, { prefix, maxBacklog: 1000 });
     reconciler = new Reconciler({
       store,
-      driver: fakeDriver(jobs),
+      driver: fakeDriver(jobs, gone),
       queues: {
         enqueue: async (kind, payload) => {
           enqueued.push(`${kind}:${payload.taskId}`);
+          if ('status' in payload) finalizing.set(payload.taskId, payload.status);
         },
       },
       lock: new LeaderLock(redis, store.keys.lock('reconciler'), 15_000),
@@ -69,10 +78,11 @@ describe('the reconciler', () => {
     rmSync(workRoot, { recursive: true, force: true });
   });
 
-  /** A task whose job `jobId` is known, moved to `state`. */
-  async function taskIn(state: TesState, jobId: string): Promise<string> {
+  /** A task whose job `jobId` is known, moved to `state`; submitted `ago` ms before now. */
+  async function taskIn(state: TesState, jobId: string, ago = 0): Promise<string> {
     const t = await store.create({ executors: [{ image: 'alpine', command: ['true'] }] });
-    await store.transition(t.id, 'QUEUED', { from: ['QUEUED'], run: { jobId }, job: jobId });
+    const submittedAt = new Date(Date.now() - ago).toISOString();
+    await store.transition(t.id, 'QUEUED', { from: ['QUEUED'], run: { jobId, submittedAt }, job: jobId });
     if (state !== 'QUEUED') await store.transition(t.id, state);
     return t.id;
   }
@@ -175,6 +185,50 @@ describe('the reconciler', () => {
     await reconciler.cycle();
     expect(enqueued).toContain(`finalize:${id}`);
     jobs.delete('job-s');
+  });
+
+  it("waits out accounting's delay before it asks about a job missing from accounting", async () => {
+    const id = await taskIn('RUNNING', 'job-young', 1000);
+    gone.add('job-young');
+    await reconciler.cycle();
+    expect(enqueued).not.toContain(`finalize:${id}`);
+    expect(await store.getState(id)).toBe('RUNNING');
+  });
+
+  it('leaves a job missing from accounting alone while the controller still knows it', async () => {
+    const id = await taskIn('RUNNING', 'job-known', 120_000);
+    await reconciler.cycle();
+    expect(enqueued).not.toContain(`finalize:${id}`);
+  });
+
+  it('finalizes a job nobody knows any more as gone, saying so rather than naming a cause', async () => {
+    const id = await taskIn('RUNNING', 'job-gone', 120_000);
+    gone.add('job-gone');
+    await reconciler.cycle();
+    expect(enqueued).toContain(`finalize:${id}`);
+    const status = finalizing.get(id)!;
+    expect(status.jobId).toBe('job-gone');
+    expect(phaseOf(status.state)).toBe('ended');
+    const decision = decideEndState(status, [], false);
+    expect(decision.state).toBe('SYSTEM_ERROR');
+    expect(decision.systemLogs).toEqual([
+      "Slurm job job-gone is gone: neither accounting nor the controller knows it any more (purged, or lost with the controller's state); the task's outcome is unknown",
+    ]);
+    // A cancel asked for before it vanished still wins.
+    expect(decideEndState(status, [], true).state).toBe('CANCELED');
+  });
+
+  it('queues again a task stored a while ago but never handed to the queue', async () => {
+    const lost = await store.create({ executors: [{ image: 'alpine', command: ['true'] }] });
+    await redis.hset(store.keys.task(lost.id), 'created', new Date(Date.now() - 120_000).toISOString());
+    const fresh = await store.create({ executors: [{ image: 'alpine', command: ['true'] }] });
+    const submitted = await store.create({ executors: [{ image: 'alpine', command: ['true'] }] });
+    await redis.hset(store.keys.task(submitted.id), 'created', new Date(Date.now() - 120_000).toISOString());
+    await store.transition(submitted.id, 'QUEUED', { from: ['QUEUED'], run: { jobId: 'job-sub' } });
+    await reconciler.requeueLostSubmissions();
+    expect(enqueued).toContain(`submit:${lost.id}`);
+    expect(enqueued).not.toContain(`submit:${fresh.id}`);
+    expect(enqueued).not.toContain(`submit:${submitted.id}`);
   });
 });
 

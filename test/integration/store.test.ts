@@ -1,9 +1,25 @@
 import { RedisTaskStore } from '../../src/store/redis-task-store.js';
-import { connect, dropPrefix, testPrefix } from '../helpers/redis.js';
-import type { Redis } from 'ioredis';
+import { connect, dropPrefix, REDIS_URL, testPrefix } from '../helpers/redis.js';
+import { Redis } from 'ioredis';
+import { LeaderLock } from '../../src/store/leader-lock.js';
 import { BacklogFullError } from '../../src/errors.js';
+import { IllegalTransitionError } from '../../src/tes/state.js';
 
 const TASK = { executors: [{ image: 'alpine', command: ['true'] }] };
+
+/** The Redis logical database only the prefix test writes to. */
+const KEYS_DB = 13;
+
+async function allKeys(redis: Redis): Promise<string[]> {
+  const keys: string[] = [];
+  let cursor = '0';
+  do {
+    const [next, found] = await redis.scan(cursor, 'COUNT', 1000);
+    cursor = next;
+    keys.push(...found);
+  } while (cursor !== '0');
+  return keys;
+}
 
 describe('RedisTaskStore', () => {
   const prefix = testPrefix('store');
@@ -70,13 +86,16 @@ describe('RedisTaskStore', () => {
   it('never moves a task backwards, whatever sources the caller names', async () => {
     const t = await storeA.create(TASK);
     await storeA.transition(t.id, 'INITIALIZING');
-    expect(await storeA.transition(t.id, 'QUEUED', { from: ['INITIALIZING'] })).toEqual({
-      outcome: 'illegal',
-      previous: 'INITIALIZING',
-    });
+    await expect(storeA.transition(t.id, 'QUEUED', { from: ['INITIALIZING'] })).rejects.toBeInstanceOf(
+      IllegalTransitionError,
+    );
+    expect(await storeA.getState(t.id)).toBe('INITIALIZING');
     await storeA.transition(t.id, 'RUNNING');
     for (const back of ['QUEUED', 'INITIALIZING'] as const) {
-      expect((await storeA.transition(t.id, back, { from: ['RUNNING'] })).outcome).toBe('illegal');
+      await expect(storeA.transition(t.id, back, { from: ['RUNNING'] })).rejects.toBeInstanceOf(
+        IllegalTransitionError,
+      );
+      expect((await storeA.transition(t.id, back)).outcome).toBe('illegal');
     }
     expect(await storeA.getState(t.id)).toBe('RUNNING');
     expect(await a.zscore(storeA.keys.state('RUNNING'), t.id)).toBe('0');
@@ -138,19 +157,57 @@ describe('RedisTaskStore', () => {
     await dropPrefix(a, p);
   });
 
+  it('throws on a change the state machine never allows, and leaves the task as it was', async () => {
+    const t = await storeA.create(TASK);
+    await storeA.transition(t.id, 'RUNNING');
+    await expect(storeA.transition(t.id, 'CANCELED', { from: ['QUEUED', 'RUNNING'] })).rejects.toThrow(
+      new IllegalTransitionError(t.id, 'RUNNING', 'CANCELED'),
+    );
+    await expect(storeA.transition(t.id, 'CANCELED', { from: ['RUNNING'] })).rejects.toBeInstanceOf(
+      IllegalTransitionError,
+    );
+    expect(await storeA.getState(t.id)).toBe('RUNNING');
+    // A source that is legal but not the task's state is a race, not a mistake: no throw.
+    expect(await storeA.transition(t.id, 'CANCELED', { from: ['QUEUED'] })).toEqual({
+      outcome: 'illegal',
+      previous: 'RUNNING',
+    });
+  });
+
   it('keeps every key under its prefix', async () => {
+    // A logical database of this test's own: a scan of all of it sees a key written outside the
+    // prefix, which a scan of the prefix alone never could. Only this test's runs write there.
+    const family = 'tesgw-test:keys:';
+    const own = new Redis(REDIS_URL, { db: KEYS_DB, maxRetriesPerRequest: 1 });
     const p = testPrefix('keys');
-    const s = new RedisTaskStore(a, { prefix: p, maxBacklog: 10 });
-    const t = await s.create({ ...TASK, name: 'n', tags: { k: 'v' } });
-    await s.setJob(t.id, '1', {});
-    const keys: string[] = [];
-    let cursor = '0';
-    do {
-      const [next, found] = await a.scan(cursor, 'MATCH', `${p}*`, 'COUNT', 1000);
-      cursor = next;
-      keys.push(...found);
-    } while (cursor !== '0');
-    expect(keys.length).toBeGreaterThanOrEqual(6);
-    await dropPrefix(a, p);
+    try {
+      const s = new RedisTaskStore(own, { prefix: p, maxBacklog: 10 });
+      const t = await s.create({ ...TASK, name: 'n', tags: { k: 'v' } });
+      await s.setJob(t.id, '1', {});
+      await s.transition(t.id, 'RUNNING');
+      await s.setLogs(t.id, []);
+      await s.setRun(t.id, { jobId: '1' });
+      await s.list({ tags: [['k', 'v']], pageSize: 10, view: 'MINIMAL', namePrefix: 'n' });
+      const lock = new LeaderLock(own, s.keys.lock('reconciler'), 10_000);
+      await lock.acquire();
+      const keys = await allKeys(own);
+      expect(keys.filter((k) => k.startsWith(p)).length).toBeGreaterThanOrEqual(6);
+      expect(keys.filter((k) => !k.startsWith(family))).toEqual([]);
+    } finally {
+      await dropPrefix(own, p);
+      own.disconnect();
+    }
+  });
+
+  it('sees a key written outside its prefix', async () => {
+    const own = new Redis(REDIS_URL, { db: KEYS_DB, maxRetriesPerRequest: 1 });
+    const stray = `${testPrefix('stray')}x`;
+    try {
+      await own.set(stray, '1');
+      expect((await allKeys(own)).filter((k) => !k.startsWith('tesgw-test:keys:'))).toContain(stray);
+    } finally {
+      await own.del(stray);
+      own.disconnect();
+    }
   });
 });

@@ -3,7 +3,7 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CommandError } from '../../src/errors.js';
-import { prepareJob } from '../../src/compute/prepare-job.js';
+import { prepareJob } from '../../src/queue/processors/prepare-job.js';
 import { launch } from '../../src/queue/processors/submit.js';
 import type { ProcessorContext } from '../../src/queue/processors/context.js';
 import { containerRuntime } from '../../src/gateway.js';

@@ -1,7 +1,10 @@
+import { isPermanent } from '../../src/errors.js';
 import {
   canTransition,
+  IllegalTransitionError,
   isTerminal,
   legalSources,
+  sourcesFor,
   TES_STATES,
   TERMINAL_STATES,
   type TesState,
@@ -62,4 +65,39 @@ describe('the TES state machine', () => {
       for (const to of TES_STATES) expect(canTransition(from, to)).toBe(false);
     }
   });
+});
+
+describe('sourcesFor', () => {
+  it('gives the legal sources when the caller names none', () => {
+    expect(sourcesFor('t', 'CANCELED', undefined)).toEqual(legalSources('CANCELED'));
+    expect(sourcesFor('t', 'QUEUED', undefined, 'requeue')).toEqual(['INITIALIZING', 'RUNNING']);
+  });
+
+  it('lets a caller narrow the legal sources, and name the target itself to keep the state', () => {
+    expect(sourcesFor('t', 'CANCELED', ['QUEUED', 'INITIALIZING'])).toEqual(['QUEUED', 'INITIALIZING']);
+    expect(sourcesFor('t', 'QUEUED', ['QUEUED'])).toEqual([]);
+    expect(sourcesFor('t', 'QUEUED', ['RUNNING'], 'requeue')).toEqual(['RUNNING']);
+  });
+
+  it.each([
+    ['CANCELED', ['QUEUED', 'RUNNING'], 'forward', 'RUNNING'],
+    ['COMPLETE', ['CANCELING'], 'forward', 'CANCELING'],
+    ['RUNNING', ['COMPLETE'], 'forward', 'COMPLETE'],
+    ['QUEUED', ['RUNNING'], 'forward', 'RUNNING'],
+    ['QUEUED', ['CANCELING'], 'requeue', 'CANCELING'],
+  ] as const)(
+    'refuses a change to %s from %j on the %s path, naming %s, as a permanent error',
+    (to, from, path, wrong) => {
+      let thrown: unknown;
+      try {
+        sourcesFor('task-1', to, from, path);
+      } catch (err) {
+        thrown = err;
+      }
+      expect(thrown).toBeInstanceOf(IllegalTransitionError);
+      expect(thrown).toMatchObject({ taskId: 'task-1', from: wrong, to, path });
+      expect((thrown as Error).message).toContain(`task task-1 cannot move from ${wrong} to ${to}`);
+      expect(isPermanent(thrown)).toBe(true);
+    },
+  );
 });

@@ -6,11 +6,7 @@ import type { TaskRequest, TesTaskLog, TesView } from '../../tes/types.js';
 import { checkTaskRules, type TaskRules } from '../../tes/validate-task.js';
 import { renderTask } from '../../tes/views.js';
 import type { TaskStore } from '../../store/task-store.js';
-import type { JobKind, JobPayloads } from '../../queue/jobs.js';
-
-export interface Enqueuer {
-  enqueue<K extends JobKind>(kind: K, payload: JobPayloads[K]): Promise<void>;
-}
+import type { Enqueuer } from '../../queue/jobs.js';
 
 export interface TaskHandlerDeps {
   store: TaskStore;

@@ -1,7 +1,7 @@
 import { execa } from 'execa';
 import { join } from 'node:path';
 import { CommandError } from '../../errors.js';
-import { Limiter } from '../limiter.js';
+import pLimit, { type LimitFunction } from 'p-limit';
 
 /**
  * The only place that runs Slurm's programs. Every call has a timeout, keeps stderr for the error,
@@ -24,17 +24,17 @@ export interface SlurmCallCounts {
 }
 
 export class SlurmCli {
-  private readonly limiter: Limiter;
+  private readonly limiter: LimitFunction;
   readonly calls: SlurmCallCounts = { sbatch: 0, sacct: 0, squeue: 0, scancel: 0, sinfo: 0 };
 
   constructor(private readonly options: SlurmCliOptions) {
-    this.limiter = new Limiter(options.maxConcurrentCalls);
+    this.limiter = pLimit(options.maxConcurrentCalls);
   }
 
   async run(tool: SlurmTool, args: readonly string[], what: string): Promise<string> {
     const file = this.options.binDir ? join(this.options.binDir, tool) : tool;
     this.calls[tool]++;
-    return this.limiter.run(async () => {
+    return this.limiter(async () => {
       const result = await execa(file, args, {
         timeout: this.options.timeoutMs,
         reject: false,

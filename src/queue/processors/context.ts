@@ -1,9 +1,9 @@
 import type { ComputeDriver } from '../../compute/driver.js';
-import type { PrepareDeps } from '../../compute/prepare-job.js';
-import type { EndStatePolicy } from '../../compute/slurm/slurm-states.js';
+import type { PrepareDeps } from './prepare-job.js';
+import type { EndStatePolicy } from '../../compute/job-end.js';
 import type { Logger } from '../../logger.js';
 import type { TaskStore } from '../../store/task-store.js';
-import type { Enqueuer } from '../../api/handlers/tasks.js';
+import type { Enqueuer } from '../jobs.js';
 import type { OutputDelivery } from '../../staging/deliver-outputs.js';
 
 /** What every queue processor works with. */

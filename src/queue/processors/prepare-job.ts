@@ -1,13 +1,13 @@
-import { join } from 'node:path';
-import { planContainer, type LayoutEntry } from '../apptainer/container-plan.js';
-import type { ImageResolver } from '../apptainer/images.js';
-import { renderJobScript, type ContainerRuntime } from '../apptainer/render-job-script.js';
-import { quoteAll } from '../shell/quote.js';
-import type { TaskRecord } from '../store/task-store.js';
-import { stageInputs, type StagingDeps } from '../staging/stage-inputs.js';
-import { buildSbatchArgs, needsPartitionDisks, type SbatchPolicy } from './slurm/sbatch-args.js';
-import type { PartitionDisks } from './slurm/sinfo.js';
-import { makeLayout, makeTaskDir, writePrivateFile } from './task-dir.js';
+import { planContainer, type LayoutEntry } from '../../apptainer/container-plan.js';
+import type { ImageResolver } from '../../apptainer/images.js';
+import { renderJobScript, type ContainerRuntime } from '../../apptainer/render-job-script.js';
+import { quoteAll } from '../../shell/quote.js';
+import type { TaskRecord } from '../../tes/types.js';
+import { stageInputs, type StagingDeps } from '../../staging/stage-inputs.js';
+import { buildSbatchArgs, needsPartitionDisks, type SbatchPolicy } from '../../compute/slurm/sbatch-args.js';
+import type { PartitionDisks } from '../../compute/slurm/sinfo.js';
+import { makeLayout, makeTaskDir, writePrivateFile } from '../../compute/task-dir.js';
+import { executorDir, TASK_FILE, taskDirOf, taskFile } from '../../tes/task-directory.js';
 
 /**
  * Everything between a stored task and a job ready to launch: inputs staged, images resolved, the
@@ -31,13 +31,9 @@ export interface PreparedJob {
   warnings: string[];
 }
 
-export function workDirOf(workRoot: string, taskId: string): string {
-  return join(workRoot, taskId);
-}
-
 export async function prepareJob(record: TaskRecord, deps: PrepareDeps): Promise<PreparedJob> {
   const task = record.request;
-  const workDir = workDirOf(deps.workRoot, record.id);
+  const workDir = taskDirOf(deps.workRoot, record.id);
   await makeTaskDir(workDir);
 
   const staged = await stageInputs(task.inputs ?? [], workDir, deps.staging);
@@ -48,7 +44,7 @@ export async function prepareJob(record: TaskRecord, deps: PrepareDeps): Promise
   }
   const plan = planContainer(task, workDir, staged, (image) => images.get(image) ?? image);
   const execDirs = plan.executors.map((ex): LayoutEntry => ({
-    path: join(workDir, `exec-${ex.index}`),
+    path: executorDir(workDir, ex.index),
     kind: 'dir',
     base: workDir,
   }));
@@ -66,8 +62,8 @@ export async function prepareJob(record: TaskRecord, deps: PrepareDeps): Promise
     plan,
     gpus: sbatch.gpus,
   });
-  await writePrivateFile(join(workDir, 'job.sh'), script, 0o700);
-  await writePrivateFile(join(workDir, 'sbatch-command'), `sbatch ${quoteAll(sbatch.args)}\n`);
+  await writePrivateFile(taskFile(workDir, TASK_FILE.jobScript), script, 0o700);
+  await writePrivateFile(taskFile(workDir, TASK_FILE.sbatchCommand), `sbatch ${quoteAll(sbatch.args)}\n`);
 
   const warnings = [...sbatch.warnings];
   if (deps.runtime.flavor === 'bwrap-host') {
