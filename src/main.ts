@@ -3,6 +3,7 @@ import cluster from 'node:cluster';
 import { loadConfig } from './config/load-config.js';
 import { ConfigError } from './errors.js';
 import { checkStartup } from './config/startup-checks.js';
+import { parseCommandLine } from './command-line.js';
 import { buildImageResolver, connectRedis, startGateway, type Gateway, type Roles } from './gateway.js';
 import { ImageCache } from './apptainer/image-cache.js';
 import type { Config } from './config/schema.js';
@@ -44,25 +45,17 @@ const ROLES: Record<string, Roles> = {
 };
 
 async function main(argv: string[]): Promise<void> {
-  const args = [...argv];
-  if (args.includes('--help') || args.includes('-h')) {
+  const line = parseCommandLine(argv);
+  if (line.kind === 'help') {
     process.stdout.write(`${USAGE}\n`);
     return;
   }
-  const command = args[0] && !args[0].startsWith('-') ? args.shift()! : 'serve';
-  const roles = ROLES[command];
-  let configPath: string | undefined;
-  let pidFile: string | undefined;
-  for (let i = 0; i < args.length; i++) {
-    if (args[i] === '--config') configPath = args[++i];
-    else if (args[i]?.startsWith('--config=')) configPath = args[i]!.slice('--config='.length);
-    else if (args[i] === '--pid-file') pidFile = args[++i];
-    else if (args[i]?.startsWith('--pid-file=')) pidFile = args[i]!.slice('--pid-file='.length);
-    else {
-      process.stderr.write(`tes-gateway: unknown argument ${args[i]}\n${USAGE}\n`);
-      process.exit(2);
-    }
+  if (line.kind === 'usage-error') {
+    process.stderr.write(`tes-gateway: ${line.message}\n${USAGE}\n`);
+    process.exit(2);
   }
+  const { command, configPath, pidFile } = line;
+  const roles = ROLES[command];
   if (!roles && command !== 'images' && command !== 'stop') {
     process.stderr.write(`tes-gateway: unknown command ${command}\n${USAGE}\n`);
     process.exit(2);
@@ -80,7 +73,7 @@ async function main(argv: string[]): Promise<void> {
   // API processes that `server.processes` forks run this too; only the first one owns the file.
   const ownsPidFile = pidFile !== undefined && cluster.isPrimary;
   if (ownsPidFile) {
-    const running = runningGateway(pidFile!, process.argv[1]!);
+    const running = runningGateway(pidFile, process.argv[1]!);
     if (running !== undefined) {
       process.stderr.write(
         `tes-gateway: --pid-file ${pidFile}: a gateway already runs as process ${running} ` +
@@ -103,11 +96,11 @@ async function main(argv: string[]): Promise<void> {
     if (command === 'api' && config.server.processes > 1 && cluster.isPrimary) {
       // Checked here, once: a child that stopped on its settings would be restarted for ever.
       await checkStartup(config, false, source);
-      if (ownsPidFile) ownPidFile(pidFile!);
+      if (ownsPidFile) ownPidFile(pidFile);
       superviseApiProcesses(config.server.processes, logger);
       return;
     }
-    if (ownsPidFile) ownPidFile(pidFile!);
+    if (ownsPidFile) ownPidFile(pidFile);
     gateway = await startGateway(config, roles!, logger, source);
   } catch (err) {
     if (err instanceof ConfigError || err instanceof PidFileError) {

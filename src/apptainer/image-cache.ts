@@ -1,13 +1,19 @@
 import { execa } from 'execa';
-import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, readdir, realpath, rename, rm, stat } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { mkdir, realpath, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Redis } from 'ioredis';
+import { PermanentError } from '../errors.js';
 import type { Logger } from '../logger.js';
-import { LeaderLock } from '../reconciler/leader-lock.js';
+import { retry, RetryAborted, type RetryGaveUp } from '../retry.js';
+import { LeaderLock } from '../store/leader-lock.js';
 import type { Keys } from '../store/keys.js';
-import { imageScheme, isUnder, toImageRef, type ImagePolicy, type ImageResolver } from './images.js';
+import { imageScheme, isUnder, type ImagePolicy, type ImageResolver } from './images.js';
+import { cacheFileName, checkReference, toCanonicalRef } from './image-refs.js';
+import { evictionOrder, listImages, readCacheDir, readLastUse } from './image-eviction.js';
+import { SingleFlight } from './single-flight.js';
+import { isPermanentPullFailure, summarize } from './pull-failures.js';
 
 /**
  * The shared SIF cache on the gateway host. Compute nodes often have no route to a registry, so every
@@ -58,15 +64,15 @@ export interface ImageCacheOptions {
 }
 
 /** An executor's image cannot be provided; `permanent` says a retry will not help. */
-export class ImagePullError extends Error {
+export class ImagePullError extends PermanentError {
   constructor(
     readonly field: string,
     /** The reference as pulled (normalized), or the absolute path that was given. */
     readonly image: string,
     reason: string,
-    readonly permanent: boolean,
+    permanent: boolean,
   ) {
-    super(`${field}: ${reason}`);
+    super(`${field}: ${reason}`, { permanent });
     this.name = 'ImagePullError';
   }
 }
@@ -84,93 +90,17 @@ class PullFailure extends Error {
   }
 }
 
-interface CachedImage {
-  path: string;
-  bytes: number;
-  mtimeMs: number;
-}
-
 type AttemptOutcome = { ok: true } | { ok: false; detail: string; permanent: boolean };
 
-const DOCKER_HUB_HOSTS = new Set(['docker.io', 'index.docker.io', 'registry-1.docker.io']);
-
-/**
- * The reference an image is pulled and cached by. Docker references that name the same image are
- * made equal (`alpine`, `docker://alpine`, `docker.io/library/alpine` and `docker://alpine:latest`
- * all become `docker://alpine:latest`), so they share one file; other schemes stay as given.
- */
-export function toCanonicalRef(image: string): string {
-  const ref = toImageRef(image);
-  if (!ref.startsWith('docker://')) return ref;
-  const rest = ref.slice('docker://'.length);
-  const at = rest.indexOf('@');
-  const digest = at >= 0 ? rest.slice(at) : '';
-  let name = at >= 0 ? rest.slice(0, at) : rest;
-  // a colon before the last slash is a registry port, not a tag
-  const colon = name.indexOf(':', name.lastIndexOf('/') + 1);
-  let tag = '';
-  if (colon >= 0) {
-    tag = name.slice(colon);
-    name = name.slice(0, colon);
+/** One pull that failed, carried through `retry`. */
+class FailedPull extends Error {
+  constructor(
+    readonly detail: string,
+    readonly permanent: boolean,
+  ) {
+    super(detail);
+    this.name = 'FailedPull';
   }
-  const parts = name.split('/');
-  if (parts.length > 1 && DOCKER_HUB_HOSTS.has(parts[0] ?? '')) parts.shift();
-  if (parts.length > 1 && parts[0] === 'library') parts.shift();
-  if (!tag && !digest) tag = ':latest';
-  return `docker://${parts.join('/')}${tag}${digest}`;
-}
-
-/** Why `ref` cannot be a reference at all, or undefined. The registry judges the rest. */
-function checkReference(ref: string): string | undefined {
-  const rest = ref.slice(ref.indexOf('://') + 3);
-  if (!rest || rest.startsWith(':') || rest.startsWith('@')) return 'invalid image reference: no name';
-  if (/[\s\x00-\x1f\x7f]/.test(rest)) return 'invalid image reference: it contains white space';
-  return undefined;
-}
-
-/** `docker://alpine:latest` -> `docker_alpine_latest-<12 hex>.sif`: readable, and unique by the hash. */
-export function cacheFileName(ref: string): string {
-  const hash = createHash('sha256').update(ref).digest('hex').slice(0, 12);
-  const readable = ref
-    .replace('://', '_')
-    .replace(/[^A-Za-z0-9._-]/g, '_')
-    .slice(0, 120);
-  return `${readable}-${hash}.sif`;
-}
-
-/**
- * Network trouble and overloaded registries pass; a registry's answer about the image does not.
- * Transient patterns are tried first because a 5xx or a timeout makes the rest of the text unreliable;
- * what matches neither is retried, since the attempts are bounded anyway.
- */
-const TRANSIENT = [
-  /time[sd]? ?out/i, // i/o timeout, TLS handshake timeout, Client.Timeout, timed out
-  /connection (refused|reset)/i,
-  /too many requests|\b429\b/i,
-  /internal server error|bad gateway|service unavailable|status(?: code)?:? 5\d\d|\b50[0234] [A-Z]/i,
-  /unexpected EOF|temporary failure in name resolution/i,
-];
-const PERMANENT = [
-  /manifest unknown|name unknown/i,
-  /unauthori[sz]ed|forbidden|denied/i,
-  /not found/i,
-  /invalid reference/i,
-];
-
-export function isPermanentPullFailure(message: string): boolean {
-  if (TRANSIENT.some((re) => re.test(message))) return false;
-  return PERMANENT.some((re) => re.test(message));
-}
-
-/** The lines of the tool's output that say what went wrong (Apptainer prints FATAL: ...). */
-function summarize(output: string): string {
-  const lines = output
-    .split('\n')
-    .map((l) => l.trimEnd())
-    .filter((l) => l.trim() !== '');
-  const fatal = lines.filter((l) => /^(FATAL|ERROR)\b/.test(l));
-  const text = (fatal.length > 0 ? fatal : lines.slice(-3)).join('; ');
-  return text.length > 2000 ? `${text.slice(0, 2000)}…` : text;
 }
 
 const KILL_GRACE_MS = 5000;
@@ -197,7 +127,7 @@ async function isFile(path: string): Promise<boolean> {
 }
 
 export class ImageCache implements ImageResolver {
-  private readonly inFlight = new Map<string, Promise<string>>();
+  private readonly inFlight = new SingleFlight<string>();
   private readonly closing = new AbortController();
   private readonly lockTtlMs: number;
   private readonly failureTtlMs: number;
@@ -253,10 +183,8 @@ export class ImageCache implements ImageResolver {
 
   /** Every cached image with its size and last use (ms since the epoch; 0 when never recorded). */
   async report(): Promise<Array<{ path: string; bytes: number; lastUsedMs: number }>> {
-    const images = await this.listImages();
-    const scores = await this.options.redis.zrange(this.options.keys.imageLastUse, 0, -1, 'WITHSCORES');
-    const lastUse = new Map<string, number>();
-    for (let i = 0; i + 1 < scores.length; i += 2) lastUse.set(scores[i]!, Number(scores[i + 1]));
+    const images = await listImages(this.options.cacheDir);
+    const lastUse = await readLastUse(this.options.redis, this.options.keys.imageLastUse);
     return images
       .map((image) => ({ path: image.path, bytes: image.bytes, lastUsedMs: lastUse.get(image.path) ?? 0 }))
       .sort((a, b) => b.lastUsedMs - a.lastUsedMs);
@@ -264,7 +192,7 @@ export class ImageCache implements ImageResolver {
 
   /** Total size of the cached images, in bytes. */
   async sizeBytes(): Promise<number> {
-    return (await this.listImages()).reduce((sum, image) => sum + image.bytes, 0);
+    return (await listImages(this.options.cacheDir)).reduce((sum, image) => sum + image.bytes, 0);
   }
 
   /**
@@ -275,17 +203,12 @@ export class ImageCache implements ImageResolver {
     const limit = this.options.maxBytes;
     if (limit === undefined) return [];
     await this.removeOrphanedTemporaries();
-    const images = await this.listImages();
+    const images = await listImages(this.options.cacheDir);
     let total = images.reduce((sum, image) => sum + image.bytes, 0);
     if (total <= limit) return [];
 
     const { redis, keys } = this.options;
-    const scores = await redis.zrange(keys.imageLastUse, 0, -1, 'WITHSCORES');
-    const lastUse = new Map<string, number>();
-    for (let i = 0; i + 1 < scores.length; i += 2) lastUse.set(scores[i]!, Number(scores[i + 1]));
-    // an image nobody recorded (copied in by hand, or the record was lost) counts from its mtime
-    const usedAt = (image: CachedImage): number => lastUse.get(image.path) ?? image.mtimeMs;
-    const candidates = images.filter((i) => !inUse.has(i.path)).sort((a, b) => usedAt(a) - usedAt(b));
+    const candidates = evictionOrder(images, await readLastUse(redis, keys.imageLastUse), inUse);
 
     const evicted: string[] = [];
     for (const image of candidates) {
@@ -348,12 +271,7 @@ export class ImageCache implements ImageResolver {
 
   /** Callers in this process asking for the same reference share one promise. */
   private obtain(ref: string): Promise<string> {
-    let pending = this.inFlight.get(ref);
-    if (!pending) {
-      pending = this.obtainShared(ref).finally(() => this.inFlight.delete(ref));
-      this.inFlight.set(ref, pending);
-    }
-    return pending;
+    return this.inFlight.run(ref, () => this.obtainShared(ref));
   }
 
   /** Across processes: the lease holder pulls, the others wait for the file or the failure. */
@@ -417,25 +335,38 @@ export class ImageCache implements ImageResolver {
     renewal.unref();
     const started = Date.now();
     try {
-      for (let attempt = 1; ; attempt++) {
-        logger.info({ image: ref, attempt }, 'pulling an image into the cache');
-        const outcome = await this.pullOnce(ref, path);
-        if (outcome.ok) break;
-        if (outcome.permanent) {
-          const reason = `cannot pull ${ref}: ${outcome.detail}`;
+      await retry(
+        async (attempt) => {
+          logger.info({ image: ref, attempt }, 'pulling an image into the cache');
+          const outcome = await this.pullOnce(ref, path);
+          if (!outcome.ok) throw new FailedPull(outcome.detail, outcome.permanent);
+        },
+        {
+          attempts,
+          backoffMs,
+          retryable: (err) => err instanceof FailedPull && !err.permanent,
+          signal: this.closing.signal,
+          onRetry: (err, attempt, delayMs) =>
+            logger.warn(
+              { image: ref, attempt, delayMs, reason: (err as FailedPull).detail },
+              'image pull failed; retrying',
+            ),
+        },
+      ).catch(async (err: unknown) => {
+        if (err instanceof RetryAborted) {
+          throw new PullFailure(`cannot pull ${ref}: the image cache is closing`, false);
+        }
+        const failed = (err as RetryGaveUp).error;
+        if (!(failed instanceof FailedPull)) throw failed;
+        if (failed.permanent) {
+          const reason = `cannot pull ${ref}: ${failed.detail}`;
           await redis.set(keys.imageFailure(cacheFileName(ref)), reason, 'PX', this.failureTtlMs);
           logger.warn({ image: ref, reason }, 'image pull failed for good');
           throw new PullFailure(reason, true);
         }
-        if (attempt >= attempts)
-          throw new PullFailure(
-            `cannot pull ${ref} after ${plural(attempts, 'attempt')}: ${outcome.detail}`,
-            false,
-          );
-        const delayMs = backoffMs * 2 ** (attempt - 1);
-        logger.warn({ image: ref, attempt, delayMs, reason: outcome.detail }, 'image pull failed; retrying');
-        await this.pause(delayMs, ref);
-      }
+        const tries = plural((err as RetryGaveUp).attempts, 'attempt');
+        throw new PullFailure(`cannot pull ${ref} after ${tries}: ${failed.detail}`, false);
+      });
     } finally {
       clearInterval(renewal);
     }
@@ -531,7 +462,7 @@ export class ImageCache implements ImageResolver {
   }
 
   private async removeTemporaries(match: (name: string, mtimeMs: number) => boolean): Promise<void> {
-    for (const entry of await this.readCacheDir()) {
+    for (const entry of await readCacheDir(this.options.cacheDir)) {
       if (!entry.startsWith('.')) continue;
       const file = join(this.options.cacheDir, entry);
       try {
@@ -539,30 +470,6 @@ export class ImageCache implements ImageResolver {
       } catch {
         // gone meanwhile
       }
-    }
-  }
-
-  private async listImages(): Promise<CachedImage[]> {
-    const images: CachedImage[] = [];
-    for (const entry of await this.readCacheDir()) {
-      if (entry.startsWith('.') || !entry.endsWith('.sif')) continue;
-      const path = join(this.options.cacheDir, entry);
-      try {
-        const info = await stat(path);
-        if (info.isFile()) images.push({ path, bytes: info.size, mtimeMs: info.mtimeMs });
-      } catch {
-        // evicted meanwhile
-      }
-    }
-    return images;
-  }
-
-  private async readCacheDir(): Promise<string[]> {
-    try {
-      return await readdir(this.options.cacheDir);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
-      throw err;
     }
   }
 

@@ -6,11 +6,14 @@ import https from 'node:https';
 import { dirname } from 'node:path';
 import { Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { setTimeout as sleep } from 'node:timers/promises';
-import { DownloadBudget, DownloadBudgetError } from './download-budget.js';
+import { retry, type RetryGaveUp } from '../retry.js';
+import { DownloadBudget } from './download-budget.js';
 import { AddressRefusedError, NetworkPolicy } from './network-policy.js';
 import type { InputFetcher } from './stage-inputs.js';
 import { StagingError } from './staging-error.js';
+import { AttemptFailure, failureForStatus, toFailure } from './http-failures.js';
+import { contentLength, get, Watchdog } from './http-transport.js';
+import { parseTarget, redactUrl, type Target } from './url-redaction.js';
 
 export interface HttpFetcherOptions {
   /** Largest body accepted, in bytes (`storage.http.maxBytes`). */
@@ -95,34 +98,38 @@ export class HttpFetcher implements InputFetcher {
     await mkdir(dirname(dest), { recursive: true });
     let renamed = false;
     try {
-      for (let attempt = 1; ; attempt++) {
-        let failure: AttemptFailure;
-        try {
-          await this.attempt(target, partial, deadline, budget);
-          await rename(partial, dest);
-          renamed = true;
-          return;
-        } catch (err) {
-          failure = toFailure(err, target.secrets);
+      await retry(
+        async () => {
+          try {
+            await this.attempt(target, partial, deadline, budget);
+            await rename(partial, dest);
+            renamed = true;
+          } catch (err) {
+            throw toFailure(err, target.secrets);
+          }
+        },
+        {
+          attempts: this.options.attempts,
+          backoffMs: this.options.backoffMs,
+          maxDelayMs: this.maxDelayMs,
+          jitter: true,
+          retryable: (f) => !(f as AttemptFailure).permanent,
+          // A server's Retry-After wins when longer than the backoff.
+          delayOf: (f) => (f as AttemptFailure).retryAfterMs,
+          deadline,
+        },
+      ).catch((err: unknown) => {
+        const { error, attempts } = err as RetryGaveUp;
+        const failure = error as AttemptFailure;
+        if (failure.permanent) {
+          throw new StagingError(field, `cannot download ${target.shown}: ${failure.message}`);
         }
-        const reason = failure.message;
-        if (failure.permanent) throw new StagingError(field, `cannot download ${target.shown}: ${reason}`);
-        const wait = this.delayBefore(attempt + 1, failure.retryAfterMs);
-        if (attempt >= this.options.attempts || Date.now() + wait >= deadline) {
-          const tries = attempt === 1 ? '1 attempt' : `${attempt} attempts`;
-          throw new Error(`${field}: cannot download ${target.shown} after ${tries}: ${reason}`);
-        }
-        await sleep(wait);
-      }
+        const tries = attempts === 1 ? '1 attempt' : `${attempts} attempts`;
+        throw new Error(`${field}: cannot download ${target.shown} after ${tries}: ${failure.message}`);
+      });
     } finally {
       if (!renamed) await rm(partial, { force: true });
     }
-  }
-
-  /** Exponential backoff with jitter; a server's Retry-After wins when longer; both capped. */
-  private delayBefore(attempt: number, retryAfterMs: number | undefined): number {
-    const backoff = this.options.backoffMs * 2 ** (attempt - 2) * (0.5 + Math.random() / 2);
-    return Math.min(this.maxDelayMs, Math.max(backoff, retryAfterMs ?? 0));
   }
 
   /** One try: request (following redirects), then stream the body into `partial`. */
@@ -236,234 +243,3 @@ export class HttpFetcher implements InputFetcher {
 }
 
 const REDIRECTS = new Set([301, 302, 303, 307, 308]);
-
-/** Node error codes of a network that may work again on the next try. */
-const TRANSIENT_CODES = new Set([
-  'ECONNREFUSED',
-  'ECONNRESET',
-  'ECONNABORTED',
-  'ETIMEDOUT',
-  'EPIPE',
-  'EHOSTUNREACH',
-  'EHOSTDOWN',
-  'ENETUNREACH',
-  'ENETDOWN',
-  'EAI_AGAIN',
-  'ENOTFOUND',
-  'ERR_STREAM_PREMATURE_CLOSE',
-]);
-
-/** How one try failed, and whether another could succeed. */
-class AttemptFailure extends Error {
-  constructor(
-    message: string,
-    readonly permanent: boolean,
-    readonly retryAfterMs?: number,
-  ) {
-    super(message);
-    this.name = 'AttemptFailure';
-  }
-}
-
-function failureForStatus(status: number, statusText: string | undefined, retryAfter: string | undefined) {
-  const what = `HTTP ${status}${statusText ? ` ${statusText}` : ''}`;
-  if (status === 408 || status === 429 || status >= 500) {
-    return new AttemptFailure(what, false, parseRetryAfter(retryAfter));
-  }
-  // The body is not quoted: error pages can echo the request, signature included.
-  return new AttemptFailure(what, true);
-}
-
-/** A Node or stream error as an AttemptFailure, its message scrubbed of the URL's secrets. */
-function toFailure(err: unknown, secrets: readonly string[]): AttemptFailure {
-  if (err instanceof AttemptFailure) return err;
-  if (err instanceof AddressRefusedError || err instanceof DownloadBudgetError) {
-    return new AttemptFailure(err.message, true);
-  }
-  const e = err as NodeJS.ErrnoException;
-  const code = e?.code ?? '';
-  const message = scrubSecrets(e?.message ?? String(err), secrets);
-  const text = code && !message.includes(code) ? `${code}: ${message}` : message;
-  if (TRANSIENT_CODES.has(code)) return new AttemptFailure(text, false);
-  if (/^(CERT_|UNABLE_TO_|ERR_TLS_)|SELF_SIGNED/.test(code)) {
-    return new AttemptFailure(`TLS: ${text}`, true);
-  }
-  if (code === 'ERR_INVALID_URL' || code === 'ERR_INVALID_HTTP_TOKEN') return new AttemptFailure(text, true);
-  // Unknown: a later try may well work, and failing a task for a hiccup is worse than a slow failure.
-  return new AttemptFailure(text, false);
-}
-
-/** Retry-After in milliseconds: delay-seconds or an HTTP date. */
-function parseRetryAfter(value: string | undefined): number | undefined {
-  if (!value) return undefined;
-  if (/^\d+$/.test(value.trim())) return Number(value.trim()) * 1000;
-  const at = Date.parse(value);
-  return Number.isNaN(at) ? undefined : Math.max(0, at - Date.now());
-}
-
-function contentLength(res: IncomingMessage): number | undefined {
-  const raw = res.headers['content-length'];
-  return raw !== undefined && /^\d+$/.test(raw) ? Number(raw) : undefined;
-}
-
-function get(
-  url: URL,
-  headers: OutgoingHttpHeaders,
-  signal: AbortSignal,
-  agents: { http: http.Agent; https: https.Agent },
-): Promise<IncomingMessage> {
-  return new Promise((resolve, reject) => {
-    const req =
-      url.protocol === 'https:'
-        ? https.get(url, { headers, signal, agent: agents.https }, resolve)
-        : http.get(url, { headers, signal, agent: agents.http }, resolve);
-    // Also after the response: a later socket error then reaches the body stream, not the process.
-    req.on('error', reject);
-  });
-}
-
-/**
- * The two clocks of a try: no progress for `stallMs`, and the input's overall deadline. Either aborts
- * `signal` and records why in `reason`.
- */
-class Watchdog {
-  private readonly controller = new AbortController();
-  private stall: NodeJS.Timeout;
-  private readonly overall: NodeJS.Timeout;
-  reason: AttemptFailure | undefined;
-
-  constructor(
-    private readonly stallMs: number,
-    deadline: number,
-    timeoutMs: number,
-  ) {
-    this.stall = setTimeout(
-      () => this.fire(`no data for ${formatMs(stallMs)} (storage.http.stallTimeoutMs)`),
-      stallMs,
-    );
-    this.overall = setTimeout(
-      () => this.fire(`not finished within ${formatMs(timeoutMs)} (storage.http.timeoutMs)`),
-      Math.max(0, deadline - Date.now()),
-    );
-  }
-
-  get signal(): AbortSignal {
-    return this.controller.signal;
-  }
-
-  progress(): void {
-    this.stall.refresh();
-  }
-
-  dispose(): void {
-    clearTimeout(this.stall);
-    clearTimeout(this.overall);
-  }
-
-  private fire(message: string): void {
-    this.reason ??= new AttemptFailure(message, false);
-    this.controller.abort(this.reason);
-  }
-}
-
-function formatMs(ms: number): string {
-  if (ms % 3_600_000 === 0) return `${ms / 3_600_000} h`;
-  if (ms % 60_000 === 0 && ms >= 60_000) return `${ms / 60_000} min`;
-  if (ms % 1000 === 0) return `${ms / 1000} s`;
-  return `${ms} ms`;
-}
-
-interface Target {
-  /** Without userinfo: those travel in `authorization`. */
-  url: URL;
-  authorization: string | undefined;
-  /** The URL as messages may show it. */
-  shown: string;
-  /** Values that must never appear in a message. */
-  secrets: string[];
-}
-
-function parseTarget(raw: string, field: string): Target {
-  const shown = redactUrl(raw);
-  let url: URL;
-  try {
-    url = new URL(raw);
-  } catch {
-    throw new StagingError(field, `${shown} is not a valid URL`);
-  }
-  const secrets = secretsOf(raw);
-  let authorization: string | undefined;
-  if (url.username || url.password) {
-    const user = decodeURIComponent(url.username);
-    const password = decodeURIComponent(url.password);
-    authorization = `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}`;
-    secrets.push(user, password, authorization.slice('Basic '.length));
-    url.username = '';
-    url.password = '';
-  }
-  url.hash = '';
-  return { url, authorization, shown, secrets: secrets.filter((s) => s.length >= 3) };
-}
-
-/** Query parameters whose values are credentials: AWS/GCS signatures, Azure SAS `sig`, API keys, tokens. */
-const SECRET_PARAM = /sig|token|secret|passw|pwd|credential|key|auth|session/i;
-
-const USERINFO = /^([A-Za-z][A-Za-z0-9+.-]*:\/\/)([^/?#]*@)/;
-
-/**
- * A URL as it may be shown in messages and logs: userinfo becomes `***@` and the values of
- * signature- or token-like query parameters become `***`; everything else is kept as the client wrote
- * it, so the reader can still recognise it.
- */
-export function redactUrl(raw: string): string {
-  const noFragment = raw.split('#', 1)[0]!;
-  const withoutUser = noFragment.replace(USERINFO, '$1***@');
-  const q = withoutUser.indexOf('?');
-  if (q < 0) return withoutUser;
-  const params = withoutUser
-    .slice(q + 1)
-    .split('&')
-    .map((pair) => {
-      const eq = pair.indexOf('=');
-      const name = eq < 0 ? pair : pair.slice(0, eq);
-      return SECRET_PARAM.test(safeDecode(name)) ? `${name}=***` : pair;
-    });
-  return `${withoutUser.slice(0, q)}?${params.join('&')}`;
-}
-
-/** The credential values in a URL as written, encoded and decoded, so messages can be scrubbed of them. */
-function secretsOf(raw: string): string[] {
-  const out: string[] = [];
-  const user = USERINFO.exec(raw.split('#', 1)[0]!)?.[2]?.slice(0, -1);
-  if (user) out.push(user, ...user.split(':'), ...user.split(':').map(safeDecode));
-  const q = raw.indexOf('?');
-  if (q >= 0) {
-    for (const pair of raw
-      .slice(q + 1)
-      .split('#', 1)[0]!
-      .split('&')) {
-      const eq = pair.indexOf('=');
-      if (eq < 0 || !SECRET_PARAM.test(safeDecode(pair.slice(0, eq)))) continue;
-      const value = pair.slice(eq + 1);
-      out.push(value, safeDecode(value));
-    }
-  }
-  return out.filter((s) => s.length > 0);
-}
-
-/** `text` with every occurrence of each secret replaced by `***`. */
-export function scrubSecrets(text: string, secrets: readonly string[]): string {
-  let out = text;
-  for (const s of [...secrets].sort((a, b) => b.length - a.length)) {
-    if (s.length >= 3) out = out.split(s).join('***');
-  }
-  return out;
-}
-
-function safeDecode(s: string): string {
-  try {
-    return decodeURIComponent(s.replace(/\+/g, ' '));
-  } catch {
-    return s;
-  }
-}

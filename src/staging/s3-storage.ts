@@ -1,25 +1,21 @@
 import {
-  AbortMultipartUploadCommand,
-  CompleteMultipartUploadCommand,
-  CreateMultipartUploadCommand,
   GetObjectCommand,
   ListObjectsV2Command,
   PutObjectCommand,
   S3Client,
-  UploadPartCommand,
-  type CompletedPart,
   type S3ClientConfig,
 } from '@aws-sdk/client-s3';
+import { Upload } from '@aws-sdk/lib-storage';
 import { randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdir, rename, rm, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { Readable, Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { setTimeout as sleep } from 'node:timers/promises';
+import { retry, RetryGaveUp } from '../retry.js';
 import type { OutputUploader } from './deliver-outputs.js';
 import { DownloadBudget, DownloadBudgetError } from './download-budget.js';
-import { redactUrl, scrubSecrets } from './http-fetcher.js';
+import { redactUrl, scrubSecrets } from './url-redaction.js';
 import type { InputFetcher } from './stage-inputs.js';
 import { StagingError } from './staging-error.js';
 
@@ -54,7 +50,7 @@ export interface S3StorageOptions {
  *
  * Missing objects or buckets, refused access and unknown keys are permanent (StagingError). Network
  * failures, throttling and 5xx are retried (by the SDK, and here for streamed bodies, which the SDK
- * cannot replay) and then thrown as a plain Error. No message carries a credential.
+ * cannot replay; the parts of a large upload are buffers it can) and then thrown as a plain Error. No message carries a credential.
  */
 export class S3Storage implements InputFetcher, OutputUploader {
   readonly schemes = ['s3'] as const;
@@ -123,7 +119,7 @@ export class S3Storage implements InputFetcher, OutputUploader {
         await this.uploadInParts(location, localPath, size);
       } else {
         await this.retrying(() =>
-          this.sendFile(localPath, 0, size, (Body) =>
+          this.sendFile(localPath, (Body) =>
             this.#client.send(
               new PutObjectCommand({ Bucket: location.bucket, Key: location.key, Body, ContentLength: size }),
             ),
@@ -242,7 +238,7 @@ export class S3Storage implements InputFetcher, OutputUploader {
         await mkdir(dirname(path), { recursive: true });
         await this.download(location.bucket, key, path, budget);
       } catch (err) {
-        const code = ((err instanceof GaveUp ? err.error : err) as NodeJS.ErrnoException).code;
+        const code = ((err instanceof RetryGaveUp ? err.error : err) as NodeJS.ErrnoException).code;
         if (code === 'ENOTDIR' || code === 'EEXIST' || code === 'EISDIR') {
           throw new StagingError(
             field,
@@ -254,61 +250,30 @@ export class S3Storage implements InputFetcher, OutputUploader {
     });
   }
 
+  /**
+   * A large file in parts, by the SDK's own multipart uploader: each part is read into memory, so the
+   * client retries a part that failed (up to maxAttempts) and the upload is aborted if one fails for
+   * good (otherwise its parts would stay billed, invisible, until a lifecycle rule removed them).
+   * At most `min(4, parallel)` parts are in flight, and in memory, at once.
+   */
   private async uploadInParts(location: S3Location, path: string, size: number): Promise<void> {
-    const partSize = Math.max(this.#partSizeBytes, Math.ceil(size / 10_000));
-    const { bucket, key } = location;
-    const { UploadId } = await this.#client.send(
-      new CreateMultipartUploadCommand({ Bucket: bucket, Key: key }),
-    );
-    if (!UploadId) throw new Error('the server started a multipart upload without an upload id');
+    const body = createReadStream(path);
     try {
-      const numbers = Array.from({ length: Math.ceil(size / partSize) }, (_, i) => i + 1);
-      const parts: CompletedPart[] = [];
-      await runAll(numbers, Math.min(4, this.#parallel), async (PartNumber) => {
-        const start = (PartNumber - 1) * partSize;
-        const end = Math.min(size, start + partSize);
-        const out = await this.retrying(() =>
-          this.sendFile(path, start, end, (Body) =>
-            this.#client.send(
-              new UploadPartCommand({
-                Bucket: bucket,
-                Key: key,
-                UploadId,
-                PartNumber,
-                Body,
-                ContentLength: end - start,
-              }),
-            ),
-          ),
-        );
-        parts.push({ PartNumber, ETag: out.ETag });
-      });
-      parts.sort((a, b) => (a.PartNumber ?? 0) - (b.PartNumber ?? 0));
-      await this.#client.send(
-        new CompleteMultipartUploadCommand({
-          Bucket: bucket,
-          Key: key,
-          UploadId,
-          MultipartUpload: { Parts: parts },
-        }),
-      );
-    } catch (err) {
-      // Otherwise the parts stay billed, invisible, until a lifecycle rule removes them.
-      await this.#client
-        .send(new AbortMultipartUploadCommand({ Bucket: bucket, Key: key, UploadId }))
-        .catch(() => undefined);
-      throw err;
+      await new Upload({
+        client: this.#client,
+        params: { Bucket: location.bucket, Key: location.key, Body: body, ContentLength: size },
+        partSize: Math.max(this.#partSizeBytes, Math.ceil(size / 10_000)),
+        queueSize: Math.min(4, this.#parallel),
+        leavePartsOnError: false,
+      }).done();
+    } finally {
+      body.destroy();
     }
   }
 
-  /** Sends bytes [start, end) of a file as a fresh stream, closed whatever happens. */
-  private async sendFile<T>(
-    path: string,
-    start: number,
-    end: number,
-    send: (body: Readable) => Promise<T>,
-  ): Promise<T> {
-    const body = end > start ? createReadStream(path, { start, end: end - 1 }) : createReadStream(path);
+  /** Sends a file as a fresh stream, closed whatever happens. */
+  private async sendFile<T>(path: string, send: (body: Readable) => Promise<T>): Promise<T> {
+    const body = createReadStream(path);
     try {
       return await send(body);
     } finally {
@@ -321,16 +286,17 @@ export class S3Storage implements InputFetcher, OutputUploader {
    * itself: streamed request bodies, and (`bodyOnly`) response bodies that broke off.
    */
   private async retrying<T>(fn: () => Promise<T>, bodyOnly = false): Promise<T> {
-    for (let attempt = 1; ; attempt++) {
-      try {
-        return await fn();
-      } catch (err) {
-        const retry = bodyOnly ? err instanceof BodyError : !isPermanent(err);
-        if (!retry || attempt >= this.#maxAttempts) {
-          throw err instanceof BodyError ? new GaveUp(err.error, attempt) : new GaveUp(err, attempt);
-        }
-        await sleep(Math.min(20_000, 500 * 2 ** (attempt - 1) * (0.5 + Math.random() / 2)));
-      }
+    try {
+      return await retry(fn, {
+        attempts: this.#maxAttempts,
+        backoffMs: 500,
+        maxDelayMs: 20_000,
+        jitter: true,
+        retryable: (err) => (bodyOnly ? err instanceof BodyError : !isPermanentS3Failure(err)),
+      });
+    } catch (err) {
+      const { error, attempts } = err as RetryGaveUp;
+      throw new RetryGaveUp(error instanceof BodyError ? error.error : error, attempts);
     }
   }
 
@@ -339,7 +305,7 @@ export class S3Storage implements InputFetcher, OutputUploader {
     if (err instanceof StagingError) return err;
     let cause = err;
     let attempts: number | undefined;
-    if (cause instanceof GaveUp) {
+    if (cause instanceof RetryGaveUp) {
       attempts = cause.attempts;
       cause = cause.error;
     }
@@ -347,7 +313,7 @@ export class S3Storage implements InputFetcher, OutputUploader {
     if (cause instanceof DownloadBudgetError)
       return new StagingError(field, `cannot ${what}: ${cause.message}`);
     const reason = scrubSecrets(describeError(cause), this.#secrets);
-    if (isPermanent(cause)) return new StagingError(field, `cannot ${what}: ${reason}`);
+    if (isPermanentS3Failure(cause)) return new StagingError(field, `cannot ${what}: ${reason}`);
     const tries = attempts === 1 ? '1 attempt' : `${attempts} attempts`;
     // OutputDeliverer prefixes the field to plain errors itself; stageInputs does not.
     return new Error(`${withField ? `${field}: ` : ''}cannot ${what} after ${tries}: ${reason}`);
@@ -419,9 +385,9 @@ const TRANSIENT_NAMES = new Set([
   'TooManyRequests',
 ]);
 
-function isPermanent(err: unknown): boolean {
+function isPermanentS3Failure(err: unknown): boolean {
   if (err instanceof StagingError || err instanceof DownloadBudgetError) return true;
-  if (err instanceof GaveUp || err instanceof BodyError) return isPermanent(err.error);
+  if (err instanceof RetryGaveUp || err instanceof BodyError) return isPermanentS3Failure(err.error);
   const e = err as SdkError;
   const name = e?.name ?? '';
   if (TRANSIENT_NAMES.has(name)) return false;
@@ -461,17 +427,6 @@ class BodyError extends Error {
   constructor(readonly error: unknown) {
     super((error as Error)?.message ?? String(error));
     this.name = 'BodyError';
-  }
-}
-
-/** The last error of `attempts` tries. */
-class GaveUp extends Error {
-  constructor(
-    readonly error: unknown,
-    readonly attempts: number,
-  ) {
-    super((error as Error)?.message ?? String(error));
-    this.name = 'GaveUp';
   }
 }
 

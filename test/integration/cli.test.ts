@@ -96,6 +96,26 @@ describe('tes-gateway', () => {
     expect(stderr).toMatch(/backend: Invalid enum value/);
   });
 
+  it('refuses a trailing --config that lacks its file with exit code 2 and the usage', async () => {
+    const trailing = await run('api', '--config');
+    expect(trailing.code).toBe(2);
+    expect(trailing.stderr).toBe(
+      `tes-gateway: option '--config <value>' argument missing\n${(await run('--help')).stdout}`,
+    );
+    const unknown = await run('worker', '--config=x.yaml', '--verbose');
+    expect(unknown.code).toBe(2);
+    expect(unknown.stderr).toMatch(/^tes-gateway: unknown option '--verbose'\nusage: tes-gateway/);
+  });
+
+  it('reads --config FILE and --config=FILE alike', async () => {
+    const { file } = config({ server: { prot: 1 } });
+    for (const args of [['--config', file], [`--config=${file}`]]) {
+      const refused = await run('images', ...args);
+      expect(refused.code).toBe(2);
+      expect(refused.stderr).toContain(`tes-gateway: invalid configuration in ${file}:\n`);
+    }
+  });
+
   it('refuses unsafe settings at start with exit code 2, naming each one and why', () => {
     const top = mkdtempSync(join(tmpdir(), 'tesgw-cli-unsafe-'));
     const { file } = config({

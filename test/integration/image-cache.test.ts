@@ -11,14 +11,9 @@ import {
 } from 'node:fs';
 import { join } from 'node:path';
 import type { Redis } from 'ioredis';
-import {
-  cacheFileName,
-  ImageCache,
-  ImagePullError,
-  isPermanentPullFailure,
-  toCanonicalRef,
-  type ImageCacheOptions,
-} from '../../src/apptainer/image-cache.js';
+import { ImageCache, ImagePullError, type ImageCacheOptions } from '../../src/apptainer/image-cache.js';
+import { cacheFileName, toCanonicalRef } from '../../src/apptainer/image-refs.js';
+import { isPermanentPullFailure } from '../../src/apptainer/pull-failures.js';
 import { createLogger } from '../../src/logger.js';
 import { Keys } from '../../src/store/keys.js';
 import { FAKE_APPTAINER, ROOT, testImages } from '../helpers/gateway.js';

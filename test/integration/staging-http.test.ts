@@ -7,7 +7,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AllowedRoots } from '../../src/staging/allowed-roots.js';
 import { DownloadBudget } from '../../src/staging/download-budget.js';
-import { HttpFetcher, redactUrl, type HttpFetcherOptions } from '../../src/staging/http-fetcher.js';
+import { HttpFetcher, type HttpFetcherOptions } from '../../src/staging/http-fetcher.js';
+import { redactUrl } from '../../src/staging/url-redaction.js';
 import { stageInputs } from '../../src/staging/stage-inputs.js';
 import { StagingError } from '../../src/staging/staging-error.js';
 

@@ -361,10 +361,33 @@ describe('S3Storage outputs', () => {
     const local = join(dir, 'big.bin');
     writeFileSync(local, body);
     const s3 = storage({ multipartThresholdBytes: 6 * 1024 * 1024, partSizeBytes: 5 * 1024 * 1024 });
-    await s3.upload(local, `s3://${BUCKET}/results/big.bin`, 'outputs[0]');
+    const send = jest.spyOn(S3Client.prototype, 'send');
+    try {
+      await s3.upload(local, `s3://${BUCKET}/results/big.bin`, 'outputs[0]');
+      const sent = send.mock.calls.map(([command]) => command.constructor.name);
+      // 5 MiB, 5 MiB and the rest.
+      expect(sent).toEqual([
+        'CreateMultipartUploadCommand',
+        'UploadPartCommand',
+        'UploadPartCommand',
+        'UploadPartCommand',
+        'CompleteMultipartUploadCommand',
+      ]);
+    } finally {
+      send.mockRestore();
+    }
     const back = await get('results/big.bin');
     expect(back.length).toBe(body.length);
     expect(back.bytes.equals(body)).toBe(true);
+  });
+
+  it('fails a multipart upload to a missing bucket permanently, naming the URL', async () => {
+    const local = join(dir, 'big-lost.bin');
+    writeFileSync(local, randomBytes(7 * 1024 * 1024));
+    const s3 = storage({ multipartThresholdBytes: 6 * 1024 * 1024, partSizeBytes: 5 * 1024 * 1024 });
+    const err = await failure(s3.upload(local, 's3://no-such-bucket/big', 'outputs[1]'));
+    expect(err).toBeInstanceOf(StagingError);
+    expect(err.message).toMatch(/^outputs\[1\]: cannot upload to s3:\/\/no-such-bucket\/big: NoSuchBucket/);
   });
 
   it('fails an upload to a missing bucket permanently, naming the URL', async () => {

@@ -1,10 +1,19 @@
-import { buildSacctArgs, parseDuration, parseSacct, parseSacctUsage } from '../../src/compute/slurm/sacct.js';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import {
+  buildSacctArgs,
+  buildSacctLookupArgs,
+  parseDuration,
+  parseSacct,
+  parseSacctLookup,
+  parseSacctUsage,
+} from '../../src/compute/slurm/sacct.js';
 import {
   effectiveExitCode,
   meaningfulReason,
   parseExitCode,
   parseSlurmState,
-} from '../../src/compute/job-status.js';
+} from '../../src/compute/job-end.js';
 
 const TEXT = [
   '1|tes_a|COMPLETED|0:0|None|vm|5|1700000000|1700000005|00:01.250',
@@ -98,5 +107,36 @@ describe('exit codes and states', () => {
   it('reads durations', () => {
     expect(parseDuration('1-02:03:04')).toBe(93784);
     expect(parseDuration('02:03.500')).toBe(123.5);
+  });
+});
+
+describe('sacct look-up by name', () => {
+  /** Output of the real sacct (Slurm 22.05) for one job 5066 and an array 5067 of 4 elements. */
+  const fixture = (name: string): string =>
+    readFileSync(join(process.cwd(), 'test', 'fixtures', 'slurm', name), 'utf8');
+
+  it('asks accounting for jobs of that name started within the window, one row each', () => {
+    expect(buildSacctLookupArgs('tes_01J', 7)).toEqual([
+      '-n',
+      '-X',
+      '-P',
+      '-S',
+      'now-7minutes',
+      '--name=tes_01J',
+      '--format=JobIDRaw,JobID',
+    ]);
+  });
+
+  it('reads a single job id', () => {
+    expect(parseSacctLookup(fixture('sacct-lookup-one.txt'))).toBe('5066');
+  });
+
+  it("reads an array's own id, not an element's raw id", () => {
+    expect(parseSacctLookup(fixture('sacct-lookup-array.txt'))).toBe('5067');
+  });
+
+  it('finds nothing in empty output or rows without a job id', () => {
+    expect(parseSacctLookup('')).toBeUndefined();
+    expect(parseSacctLookup('garbled\n|\n')).toBeUndefined();
   });
 });

@@ -1,4 +1,4 @@
-import { meaningfulReason, parseExitCode, parseSlurmState, type JobStatus } from '../job-status.js';
+import { meaningfulReason, parseExitCode, parseSlurmState, type JobStatus } from '../job-end.js';
 
 /**
  * The `sacct` query the reconciler runs once per cycle, and its parser, side by side. Output is
@@ -39,6 +39,27 @@ export function buildSacctUsageArgs(jobIds: readonly string[]): string[] {
     `--format=${SACCT_USAGE_FIELDS.join(',')}`,
     `--jobs=${jobIds.join(',')}`,
   ];
+}
+
+/**
+ * The job with this name that started less than `minutes` ago, from accounting (`-X`: one row per
+ * job or array element). A relative start time avoids any question of the controller's time zone.
+ */
+export function buildSacctLookupArgs(name: string, minutes: number): string[] {
+  return ['-n', '-X', '-P', '-S', `now-${minutes}minutes`, `--name=${name}`, '--format=JobIDRaw,JobID'];
+}
+
+/**
+ * The job id from a look-up's rows (`JobIDRaw|JobID`). An array's rows name its elements
+ * (`5067_0`), each with its own raw id: the array's own id is the part of JobID before `_`.
+ */
+export function parseSacctLookup(text: string): string | undefined {
+  for (const line of text.split('\n')) {
+    const [, id] = line.trim().split('|');
+    const base = id?.split('_')[0];
+    if (base && /^\d+$/.test(base)) return base;
+  }
+  return undefined;
 }
 
 export interface SacctParse {

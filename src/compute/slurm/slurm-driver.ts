@@ -1,12 +1,27 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { CommandError, SubmissionRejectedError } from '../../errors.js';
 import { quoteAll } from '../../shell/quote.js';
+import { arraysDirOf, TASK_FILE } from '../../tes/task-directory.js';
 import type { ComputeDriver, LaunchRequest, PollResult } from '../driver.js';
 import type { Logger } from '../../logger.js';
-import type { JobStatus } from '../job-status.js';
-import { buildSacctArgs, buildSacctUsageArgs, parseSacct, parseSacctUsage } from './sacct.js';
+import type { JobStatus } from '../job-end.js';
+import {
+  buildSacctArgs,
+  buildSacctLookupArgs,
+  buildSacctUsageArgs,
+  parseSacct,
+  parseSacctLookup,
+  parseSacctUsage,
+} from './sacct.js';
+import {
+  buildSqueueKnownArgs,
+  buildSqueueLookupArgs,
+  parseSqueueKnown,
+  parseSqueueLookup,
+  SQUEUE_NO_SUCH_JOB,
+} from './squeue.js';
 import { arrayJobName, arrayKey, buildArrayArgs, expandJobId, renderDispatcher } from './job-arrays.js';
 import { jobNameFor, SLURM_BACKEND_PARAMETERS } from './sbatch-args.js';
 import { PartitionDiskCache, SINFO_TMP_DISK_ARGS } from './sinfo.js';
@@ -35,7 +50,7 @@ export interface SlurmDriverOptions extends SlurmCliOptions {
 }
 
 /** Where a task submitted as part of an array records its array and index, before sbatch runs. */
-const ARRAY_ELEMENT_FILE = 'array-element';
+const ARRAY_ELEMENT_FILE = TASK_FILE.arrayElement;
 
 interface PendingSubmit {
   request: LaunchRequest;
@@ -74,28 +89,12 @@ export class SlurmDriver implements ComputeDriver {
   /** The job (or array) id of the job with this name, from the controller, else from accounting. */
   private async findByName(name: string, since: Date, taskId: string): Promise<string | undefined> {
     // The controller knows young jobs before accounting does; accounting remembers old ones.
-    const queued = await this.cli.run(
-      'squeue',
-      ['-h', '-t', 'all', `--name=${name}`, '-o', '%F'],
-      `look up the job of task ${taskId}`,
-    );
-    const fromQueue = firstJobId(queued);
+    const what = `look up the job of task ${taskId}`;
+    const fromQueue = parseSqueueLookup(await this.cli.run('squeue', buildSqueueLookupArgs(name), what));
     if (fromQueue) return fromQueue;
-    // A relative start time avoids any question of the controller's time zone.
     const minutes = Math.ceil((Date.now() - since.getTime()) / 60_000) + 2;
     this.sacctCalls.lookups++;
-    const accounted = await this.cli.run(
-      'sacct',
-      ['-n', '-X', '-P', '-S', `now-${minutes}minutes`, `--name=${name}`, '--format=JobIDRaw,JobID'],
-      `look up the job of task ${taskId}`,
-    );
-    // An array's rows name its elements; the array's own id is the part before `_`.
-    for (const line of accounted.split('\n')) {
-      const [, id] = line.trim().split('|');
-      const base = id?.split('_')[0];
-      if (base && /^\d+$/.test(base)) return base;
-    }
-    return undefined;
+    return parseSacctLookup(await this.cli.run('sacct', buildSacctLookupArgs(name, minutes), what));
   }
 
   async submit(request: LaunchRequest): Promise<string> {
@@ -130,7 +129,7 @@ export class SlurmDriver implements ComputeDriver {
     try {
       const batchId = randomBytes(6).toString('hex');
       const name = arrayJobName(batchId);
-      const arrayDir = join(dirname(burst[0]!.request.workDir), '.arrays');
+      const arrayDir = arraysDirOf(burst[0]!.request.workDir);
       await mkdir(arrayDir, { recursive: true });
       const dispatcher = join(arrayDir, `${batchId}.sh`);
       await writeFile(
@@ -147,7 +146,7 @@ export class SlurmDriver implements ComputeDriver {
       );
       const args = buildArrayArgs(burst[0]!.request.args, batchId, burst.length, dispatcher, arrayDir);
       // Quoted as the single job's is: the file must run as written, whatever a path or value holds.
-      await writeFile(join(arrayDir, `${batchId}.sbatch-command`), `sbatch ${quoteAll(args)}\n`);
+      await writeFile(join(arrayDir, `${batchId}.${TASK_FILE.sbatchCommand}`), `sbatch ${quoteAll(args)}\n`);
       const what = `${burst.length} tasks (array ${name})`;
       const base = parseJobId(await this.sbatch(args, what), args, what);
       burst.forEach((p, i) => p.resolve(`${base}_${i}`));
@@ -205,7 +204,7 @@ export class SlurmDriver implements ComputeDriver {
         'failed to read the state of preempted jobs',
       );
     } catch (err) {
-      if (err instanceof CommandError && /invalid job id/i.test(err.stderr)) return;
+      if (err instanceof CommandError && SQUEUE_NO_SUCH_JOB.test(err.stderr)) return;
       for (const s of preempted) {
         jobs.delete(s.jobId);
         errors.push(
@@ -227,20 +226,11 @@ export class SlurmDriver implements ComputeDriver {
   async known(jobIds: readonly string[]): Promise<Set<string>> {
     if (jobIds.length === 0) return new Set();
     try {
-      const text = await this.cli.run(
-        'squeue',
-        ['-h', '-t', 'all', `--jobs=${jobIds.join(',')}`, '-o', '%i'],
-        'failed to list jobs',
-      );
-      return new Set(
-        text
-          .split('\n')
-          .map((l) => l.trim())
-          .filter(Boolean)
-          .flatMap(expandJobId),
+      return parseSqueueKnown(
+        await this.cli.run('squeue', buildSqueueKnownArgs(jobIds), 'failed to list jobs'),
       );
     } catch (err) {
-      if (err instanceof CommandError && /invalid job id/i.test(err.stderr)) return new Set();
+      if (err instanceof CommandError && SQUEUE_NO_SUCH_JOB.test(err.stderr)) return new Set();
       throw err;
     }
   }
@@ -256,14 +246,6 @@ export class SlurmDriver implements ComputeDriver {
   }
 
   async close(): Promise<void> {}
-}
-
-function firstJobId(text: string): string | undefined {
-  for (const line of text.split('\n')) {
-    const id = line.trim();
-    if (/^\d+(_\d+)?$/.test(id)) return id;
-  }
-  return undefined;
 }
 
 function parseJobId(out: string, args: readonly string[], what: string): string {
