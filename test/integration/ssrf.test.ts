@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { HttpFetcher, type HttpFetcherOptions } from '../../src/staging/http-fetcher.js';
 import { StagingError } from '../../src/staging/staging-error.js';
+import { failure } from '../helpers/failure.js';
 
 /**
  * http(s) inputs cannot make the gateway reach its own host or private networks: a real server on
@@ -30,15 +31,6 @@ const options: HttpFetcherOptions = {
 
 function fetcher(allowedPrivateNetworks?: string[]): HttpFetcher {
   return new HttpFetcher({ ...options, allowedPrivateNetworks });
-}
-
-async function failure(p: Promise<unknown>): Promise<Error> {
-  try {
-    await p;
-  } catch (err) {
-    return err as Error;
-  }
-  throw new Error('expected a failure');
 }
 
 function escape(text: string): string {

@@ -11,6 +11,7 @@ import { HttpFetcher, type HttpFetcherOptions } from '../../src/staging/http-fet
 import { redactUrl } from '../../src/staging/url-redaction.js';
 import { stageInputs } from '../../src/staging/stage-inputs.js';
 import { StagingError } from '../../src/staging/staging-error.js';
+import { failure } from '../helpers/failure.js';
 
 /**
  * HttpFetcher against a real Node HTTP server on 127.0.0.1: bodies, retries, limits, the task's
@@ -121,16 +122,6 @@ const defaults: HttpFetcherOptions = {
 
 function fetcher(over: Partial<HttpFetcherOptions> = {}): HttpFetcher {
   return new HttpFetcher({ ...defaults, ...over });
-}
-
-/** The error a promise rejects with (fails the test when it resolves). */
-async function failure(p: Promise<unknown>): Promise<Error> {
-  try {
-    await p;
-  } catch (err) {
-    return err as Error;
-  }
-  throw new Error('expected a failure');
 }
 
 beforeAll(async () => {

@@ -22,6 +22,7 @@ import { S3Storage, type S3StorageOptions } from '../../src/staging/s3-storage.j
 import { stageInputs } from '../../src/staging/stage-inputs.js';
 import { StagingError } from '../../src/staging/staging-error.js';
 import { S3_KEY_ID, S3_SECRET, startS3Server, type S3Server } from '../helpers/s3-server.js';
+import { failure } from '../helpers/failure.js';
 
 /**
  * S3Storage against s3rver, a real S3-compatible server from npm, in a child process on 127.0.0.1 with
@@ -61,15 +62,6 @@ async function put(key: string, body: Buffer | string): Promise<void> {
 async function get(key: string): Promise<{ bytes: Buffer; length: number | undefined }> {
   const res = await admin.send(new GetObjectCommand({ Bucket: BUCKET, Key: key }));
   return { bytes: Buffer.from(await res.Body!.transformToByteArray()), length: res.ContentLength };
-}
-
-async function failure(p: Promise<unknown>): Promise<Error> {
-  try {
-    await p;
-  } catch (err) {
-    return err as Error;
-  }
-  throw new Error('expected a failure');
 }
 
 /** Every file and folder below `root`, relative, sorted; folders end with `/`. */

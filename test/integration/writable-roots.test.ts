@@ -1,6 +1,5 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import {
-  chmodSync,
   existsSync,
   mkdirSync,
   mkdtempSync,
@@ -22,6 +21,7 @@ import { AllowedRoots, rootUrls } from '../../src/staging/allowed-roots.js';
 import { OutputDeliverer } from '../../src/staging/deliver-outputs.js';
 import { stageInputs } from '../../src/staging/stage-inputs.js';
 import type { TaskRequest, TesInput } from '../../src/tes/types.js';
+import { writeHostRuntime, layOut } from '../helpers/host-runtime.js';
 
 /**
  * Writable allowed roots against real folders: how inputs are located and staged, output files
@@ -216,12 +216,7 @@ describe('a job script with an input bound in place from a writable root', () =>
   let runtime: string;
 
   beforeEach(() => {
-    runtime = join(dir, 'runtime');
-    writeFileSync(
-      runtime,
-      '#!/bin/bash\nshift\nwhile [[ $1 == --* ]]; do case $1 in --mount | --pwd) shift 2 ;; *) shift ;; esac; done\nshift\nexec "$@"\n',
-    );
-    chmodSync(runtime, 0o755);
+    runtime = writeHostRuntime(dir);
   });
 
   async function script(task: TaskRequest): Promise<string> {
@@ -232,10 +227,7 @@ describe('a job script with an input bound in place from a writable root', () =>
       limits: { maxDownloadBytes: 1, maxListedObjects: 1 },
     });
     const plan = planContainer(task, work, staged);
-    for (const entry of plan.layout) {
-      if (entry.kind === 'dir') mkdirSync(entry.path, { recursive: true });
-      else writeFileSync(entry.path, '');
-    }
+    layOut(plan);
     const text = renderJobScript({
       taskId: 't',
       workDir: work,

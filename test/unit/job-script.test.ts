@@ -1,14 +1,5 @@
 import { execFileSync, spawnSync } from 'node:child_process';
-import {
-  chmodSync,
-  existsSync,
-  mkdirSync,
-  mkdtempSync,
-  readFileSync,
-  rmSync,
-  statSync,
-  writeFileSync,
-} from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { planContainer, type StagedInput } from '../../src/apptainer/container-plan.js';
@@ -16,6 +7,7 @@ import { renderJobScript, type ContainerRuntime } from '../../src/apptainer/rend
 import type { TaskRequest } from '../../src/tes/types.js';
 import { expectGolden } from '../helpers/golden.js';
 import { HOSTILE_TASK, TYPICAL_TASK } from '../fixtures/tasks.js';
+import { writeHostRuntime, layOut } from '../helpers/host-runtime.js';
 
 const WORK = '/var/lib/tes-gateway/tasks/01jd0000000000000000000000';
 const APPTAINER: ContainerRuntime = { flavor: 'apptainer', executable: 'apptainer', extraArgs: [] };
@@ -141,22 +133,13 @@ describe('a job script facing links the task made', () => {
     writeFileSync(canary, 'canary\n');
     mkdirSync(canaryDir);
     writeFileSync(join(canaryDir, 'log'), 'canary log\n');
-    runtime = join(root, 'runtime');
-    // exec, options (--mount and --pwd take a value), the image, then the command.
-    writeFileSync(
-      runtime,
-      '#!/bin/bash\nshift\nwhile [[ $1 == --* ]]; do case $1 in --mount | --pwd) shift 2 ;; *) shift ;; esac; done\nshift\nexec "$@"\n',
-    );
-    chmodSync(runtime, 0o755);
+    runtime = writeHostRuntime(root);
   });
   afterEach(() => rmSync(root, { recursive: true, force: true }));
 
   function run(task: TaskRequest): { status: number | null; systemError: string | undefined } {
     const plan = planContainer(task, work, []);
-    for (const entry of plan.layout) {
-      if (entry.kind === 'dir') mkdirSync(entry.path, { recursive: true });
-      else writeFileSync(entry.path, '');
-    }
+    layOut(plan);
     const script = renderJobScript({
       taskId: 't',
       workDir: work,

@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { chmodSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { planContainer, type LayoutEntry } from '../../src/apptainer/container-plan.js';
@@ -24,6 +24,7 @@ import {
   WRITABLE_DIR,
 } from '../../src/tes/task-directory.js';
 import type { TaskRequest } from '../../src/tes/types.js';
+import { writeHostRuntime } from '../helpers/host-runtime.js';
 
 const ISO = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/;
 
@@ -53,13 +54,7 @@ describe('what the job script writes is what the gateway reads', () => {
   beforeEach(() => {
     root = mkdtempSync(join(tmpdir(), 'task-directory-'));
     work = taskDirOf(root, 'task');
-    runtime = join(root, 'runtime');
-    // exec, options (--mount and --pwd take a value), the image, then the command.
-    writeFileSync(
-      runtime,
-      '#!/bin/bash\nshift\nwhile [[ $1 == --* ]]; do case $1 in --mount | --pwd) shift 2 ;; *) shift ;; esac; done\nshift\nexec "$@"\n',
-    );
-    chmodSync(runtime, 0o755);
+    runtime = writeHostRuntime(root);
   });
   afterEach(() => rmSync(root, { recursive: true, force: true }));
 
