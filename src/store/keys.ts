@@ -33,6 +33,10 @@ export class Keys {
   tagValue(key: string, value: string): string {
     return `${this.prefix}idx:tag:${JSON.stringify([key, value])}`;
   }
+  /** The tasks of one owner: get, list and cancel of a non-admin walk only these. */
+  owner(user: string): string {
+    return `${this.prefix}idx:owner:${user}`;
+  }
   /** taskId -> cluster job id, for every task that has a job and is not yet terminal. */
   get jobs(): string {
     return `${this.prefix}jobs`;
@@ -51,6 +55,10 @@ export class Keys {
   /** Sorted set: cache file path -> last use (epoch ms), for LRU eviction. */
   get imageLastUse(): string {
     return `${this.prefix}image:last-use`;
+  }
+  /** Personal access tokens: id -> JSON record (identity/tokens.ts; `<this>:used` holds last uses). */
+  get tokens(): string {
+    return `${this.prefix}tokens`;
   }
   get bullPrefix(): string {
     return `${this.prefix}bull`;

@@ -1,11 +1,12 @@
 import type { Redis } from 'ioredis';
 import { newTaskId } from '../tes/task-id.js';
 import { isTerminal, sourcesFor, type TesState } from '../tes/state.js';
-import type { RunInfo, TaskRecord, TaskRequest, TesTaskLog } from '../tes/types.js';
+import type { RunInfo, TaskOwner, TaskRecord, TaskRequest, TesTaskLog } from '../tes/types.js';
 import { BacklogFullError } from '../errors.js';
 import { Keys } from './keys.js';
 import { CREATE_TASK, LIST_PAGE, TRANSITION } from './scripts.js';
 import type {
+  CreateOptions,
   ListPage,
   ListQuery,
   TaskBrief,
@@ -49,13 +50,15 @@ export class RedisTaskStore implements TaskStore {
     this.r = redis as ScriptedRedis;
   }
 
-  async create(request: TaskRequest, options: { logs?: TesTaskLog[] } = {}): Promise<TaskRecord> {
+  async create(request: TaskRequest, options: CreateOptions = {}): Promise<TaskRecord> {
     const id = newTaskId();
     const creationTime = new Date().toISOString();
     const tagKeys: string[] = [];
     for (const [key, value] of Object.entries(request.tags ?? {})) {
       tagKeys.push(this.keys.tagKey(key), this.keys.tagValue(key, value));
     }
+    const owner = options.owner;
+    if (owner) tagKeys.push(this.keys.owner(owner.user));
     const keys = [this.keys.task(id), this.keys.all, this.keys.state('QUEUED'), this.keys.names, ...tagKeys];
     const logs = options.logs && options.logs.length > 0 ? JSON.stringify(options.logs) : '';
     const images = [...new Set(request.executors.map((e) => e.image))];
@@ -69,22 +72,29 @@ export class RedisTaskStore implements TaskStore {
       this.options.maxBacklog,
       logs,
       JSON.stringify(images),
+      owner?.user ?? '',
+      owner?.groups && owner.groups.length > 0 ? JSON.stringify(owner.groups) : '',
     );
     if (result === 'full') throw new BacklogFullError(this.options.maxBacklog, 30);
-    return { id, state: 'QUEUED', request, creationTime, ...(options.logs ? { logs: options.logs } : {}) };
+    return {
+      id,
+      state: 'QUEUED',
+      request,
+      creationTime,
+      ...(options.logs ? { logs: options.logs } : {}),
+      ...(owner ? { owner } : {}),
+    };
   }
 
   async get(taskId: string): Promise<TaskRecord | undefined> {
-    const [state, req, created, logs, run] = await this.redis.hmget(
-      this.keys.task(taskId),
-      'state',
-      'req',
-      'created',
-      'logs',
-      'run',
-    );
-    if (!state || !req || !created) return undefined;
-    return toRecord(taskId, state, req, created, logs, run);
+    const fields = await this.redis.hmget(this.keys.task(taskId), ...RECORD_FIELDS);
+    return toRecord(taskId, fields);
+  }
+
+  async getHead(taskId: string): Promise<{ state: TesState; owner?: string } | undefined> {
+    const [state, owner] = await this.redis.hmget(this.keys.task(taskId), 'state', 'owner');
+    if (!state) return undefined;
+    return owner ? { state: state as TesState, owner } : { state: state as TesState };
   }
 
   async getState(taskId: string): Promise<TesState | undefined> {
@@ -94,21 +104,22 @@ export class RedisTaskStore implements TaskStore {
 
   async getMany(taskIds: readonly string[]): Promise<Map<string, TaskRecord>> {
     const out = new Map<string, TaskRecord>();
-    await this.readFields(taskIds, ['state', 'req', 'created', 'logs', 'run'], (id, fields) => {
-      const [state, req, created, logs, run] = fields;
-      if (state && req && created) out.set(id, toRecord(id, state, req, created, logs, run));
+    await this.readFields(taskIds, RECORD_FIELDS, (id, fields) => {
+      const record = toRecord(id, fields);
+      if (record) out.set(id, record);
     });
     return out;
   }
 
   async getBriefs(taskIds: readonly string[]): Promise<Map<string, TaskBrief>> {
     const out = new Map<string, TaskBrief>();
-    await this.readFields(taskIds, ['state', 'created', 'logs', 'run'], (id, fields) => {
-      const [state, created, logs, run] = fields;
+    await this.readFields(taskIds, ['state', 'created', 'logs', 'run', 'owner', 'groups'], (id, fields) => {
+      const [state, created, logs, run, owner, groups] = fields;
       if (!state || !created) return;
       const brief: TaskBrief = { id, state: state as TesState, creationTime: created };
       if (logs) brief.logs = JSON.parse(logs) as TesTaskLog[];
       if (run) brief.run = JSON.parse(run) as RunInfo;
+      if (owner) brief.owner = ownerOf(owner, groups);
       out.set(id, brief);
     });
     return out;
@@ -150,6 +161,7 @@ export class RedisTaskStore implements TaskStore {
   async list(query: ListQuery): Promise<ListPage> {
     const sets: string[] = [];
     if (query.state) sets.push(this.keys.state(query.state));
+    if (query.owner !== undefined) sets.push(this.keys.owner(query.owner));
     for (const [key, value] of query.tags) {
       sets.push(value === undefined || value === '' ? this.keys.tagKey(key) : this.keys.tagValue(key, value));
     }
@@ -167,14 +179,20 @@ export class RedisTaskStore implements TaskStore {
       query.maxBytes ?? 0,
     );
     const records: TaskRecord[] = [];
-    for (let i = 1; i + 4 < reply.length; i += 5) {
+    for (let i = 1; i + 5 < reply.length; i += 6) {
       const id = reply[i]!;
       const state = reply[i + 1]!;
       if (withDocs) {
-        const req = reply[i + 2]!;
-        // A task deleted between walk and read: skip it rather than fail the page.
-        if (!req) continue;
-        records.push(toRecord(id, state, req, reply[i + 3]!, reply[i + 4] || null, null));
+        // A task deleted between walk and read is left out rather than failing the page.
+        const record = toRecord(id, [
+          state,
+          reply[i + 2]!,
+          reply[i + 3]!,
+          reply[i + 4]!,
+          null,
+          reply[i + 5]!,
+        ]);
+        if (record) records.push(record);
       } else {
         records.push({ id, state: state as TesState, request: { executors: [] }, creationTime: '' });
       }
@@ -241,14 +259,13 @@ export class RedisTaskStore implements TaskStore {
   }
 }
 
-function toRecord(
-  id: string,
-  state: string,
-  req: string,
-  created: string,
-  logs: string | null | undefined,
-  run: string | null | undefined,
-): TaskRecord {
+/** The hash fields a whole record is read from, in the order toRecord takes them. */
+const RECORD_FIELDS = ['state', 'req', 'created', 'logs', 'run', 'owner', 'groups'] as const;
+
+/** A record from its hash fields (RECORD_FIELDS order; missing trailing ones are absent). */
+function toRecord(id: string, fields: ReadonlyArray<string | null | undefined>): TaskRecord | undefined {
+  const [state, req, created, logs, run, owner, groups] = fields;
+  if (!state || !req || !created) return undefined;
   const record: TaskRecord = {
     id,
     state: state as TesState,
@@ -257,5 +274,10 @@ function toRecord(
   };
   if (logs) record.logs = JSON.parse(logs) as TesTaskLog[];
   if (run) record.run = JSON.parse(run) as RunInfo;
+  if (owner) record.owner = ownerOf(owner, groups);
   return record;
+}
+
+function ownerOf(user: string, groups: string | null | undefined): TaskOwner {
+  return groups ? { user, groups: JSON.parse(groups) as string[] } : { user };
 }

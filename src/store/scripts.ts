@@ -7,7 +7,8 @@
  * Create a task. KEYS: task, all, QUEUED index, name index, tag sets...
  * ARGV: id, request JSON, creation time, name ('' for none), max backlog, logs JSON ('' for none),
  * executor images as a JSON list (a small field of its own, so the image cache's sweep never reads
- * the request).
+ * the request), owner ('' for none), owner's groups as JSON ('' for none). The owner's index is
+ * one of the sets at the end of KEYS.
  * Returns 'full' when the QUEUED backlog is at its limit, else 'ok'.
  */
 export const CREATE_TASK = `
@@ -19,6 +20,8 @@ if ARGV[4] ~= '' then
   redis.call('ZADD', KEYS[4], 0, ARGV[4] .. '\\0' .. id)
 end
 if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'logs', ARGV[6]) end
+if ARGV[8] ~= '' then redis.call('HSET', KEYS[1], 'owner', ARGV[8]) end
+if ARGV[9] ~= '' then redis.call('HSET', KEYS[1], 'groups', ARGV[9]) end
 redis.call('ZADD', KEYS[2], 0, id)
 redis.call('ZADD', KEYS[3], 0, id)
 for i = 5, #KEYS do redis.call('ZADD', KEYS[i], 0, id) end
@@ -69,7 +72,7 @@ return {'ok', cur}
  * read whole to be walked in id order; a larger one is tested name by name on the budgeted walk.
  * Records stop before the one that would take the page past its byte limit (a page holds at least
  * one), and the cursor then points at the last record returned.
- * Returns {next cursor or '', id, state, req, created, logs, ...}.
+ * Returns {next cursor or '', id, state, req, created, logs, owner, ...}.
  */
 export const LIST_PAGE = `
 local cursor, limit, prefix = ARGV[1], tonumber(ARGV[2]), ARGV[3]
@@ -123,7 +126,7 @@ local function visit(id)
     lastEmitted = id
     local f
     if docs then
-      f = redis.call('HMGET', kp .. id, 'state', 'req', 'created', 'logs')
+      f = redis.call('HMGET', kp .. id, 'state', 'req', 'created', 'logs', 'owner')
     else
       f = redis.call('HMGET', kp .. id, 'state')
     end
@@ -132,6 +135,7 @@ local function visit(id)
     table.insert(out, f[2] or '')
     table.insert(out, f[3] or '')
     table.insert(out, f[4] or '')
+    table.insert(out, f[5] or '')
   end
   return scanned >= budget
 end

@@ -1,5 +1,5 @@
 import type { TesState, TransitionPath } from '../tes/state.js';
-import type { RunInfo, TaskRecord, TaskRequest, TesTaskLog, TesView } from '../tes/types.js';
+import type { RunInfo, TaskOwner, TaskRecord, TaskRequest, TesTaskLog, TesView } from '../tes/types.js';
 
 /**
  * A task without its request: what the reconciler and the periodic sweeps read, so that the size of
@@ -9,6 +9,8 @@ export type TaskBrief = Omit<TaskRecord, 'request'>;
 
 export interface ListQuery {
   namePrefix?: string | undefined;
+  /** Only this user's tasks. */
+  owner?: string | undefined;
   state?: TesState | undefined;
   /** [key, value] pairs; an undefined or empty value matches any value of the key. */
   tags: Array<[string, string | undefined]>;
@@ -49,11 +51,19 @@ export interface TransitionOptions {
   job?: string;
 }
 
+export interface CreateOptions {
+  logs?: TesTaskLog[];
+  /** Who the task belongs to (absent when the gateway does not authenticate). */
+  owner?: TaskOwner | undefined;
+}
+
 export interface TaskStore {
-  create(request: TaskRequest, options?: { logs?: TesTaskLog[] }): Promise<TaskRecord>;
+  create(request: TaskRequest, options?: CreateOptions): Promise<TaskRecord>;
   get(taskId: string): Promise<TaskRecord | undefined>;
-  /** Only the state: what MINIMAL reads need, without parsing the task. */
+  /** Only the state, without parsing the task. */
   getState(taskId: string): Promise<TesState | undefined>;
+  /** The state and the owner: what a MINIMAL read needs, in one round trip. */
+  getHead(taskId: string): Promise<{ state: TesState; owner?: string } | undefined>;
   /** Several tasks in one round trip; absent ones are left out. */
   getMany(taskIds: readonly string[]): Promise<Map<string, TaskRecord>>;
   /** Several tasks without their requests, in one round trip; absent ones are left out. */

@@ -31,9 +31,22 @@ export interface RunInfo {
   finalizing?: boolean;
 }
 
+/**
+ * Who created a task, when the gateway authenticates: the user it belongs to, and the groups its
+ * credentials carried then (the worker applies the same per-user policy as the API did at creation).
+ */
+export interface TaskOwner {
+  user: string;
+  groups?: string[];
+}
+
+/** The tag under which BASIC and FULL views show a task's owner; clients cannot set it. */
+export const OWNER_TAG = 'tes-gateway/owner';
+
 export interface TaskRecord {
   id: string;
   state: TesState;
+  owner?: TaskOwner;
   request: TaskRequest;
   creationTime: string;
   logs?: TesTaskLog[];

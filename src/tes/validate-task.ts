@@ -3,6 +3,7 @@ import type { FieldProblem } from '../errors.js';
 import { checkImage, type ImagePolicy } from './image-rules.js';
 import { checkSlurmParameter } from './backend-parameters.js';
 import { isRecord } from './normalize.js';
+import { OWNER_TAG } from './types.js';
 
 /**
  * The rules the OpenAPI schema cannot express. It runs on the normalized body and is defensive about
@@ -102,6 +103,9 @@ export function checkTaskRules(body: unknown, rules: TaskRules): TaskCheck {
   count(body.outputs, 'outputs', limits.maxOutputs, 'maxOutputs', 'outputs');
   count(body.volumes, 'volumes', limits.maxVolumes, 'maxVolumes', 'volumes');
   count(body.tags, 'tags', limits.maxTags, 'maxTags', 'tags');
+  if (isRecord(body.tags) && Object.hasOwn(body.tags, OWNER_TAG)) {
+    add(`tags.${OWNER_TAG}`, "is the gateway's own tag, set to the task's owner; choose another key");
+  }
   const resources = isRecord(body.resources) ? body.resources : undefined;
   count(
     resources?.backend_parameters,

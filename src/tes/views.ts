@@ -1,9 +1,11 @@
-import type { TaskRecord, TesTask, TesTaskLog, TesView } from './types.js';
+import { OWNER_TAG, type TaskRecord, type TesTask, type TesTaskLog, type TesView } from './types.js';
 
 /**
  * The three TES views. MINIMAL is `{id, state}`; BASIC is everything but input contents, executor
  * stdout/stderr and system logs; FULL is everything. Only spec fields leave this function, and only
- * what the client sent (plus the server's own fields): no defaults are invented.
+ * what the client sent (plus the server's own fields): no defaults are invented. A task's owner, when
+ * the gateway authenticates, is shown as the tag OWNER_TAG: a plain string map entry that every
+ * client reads (or ignores) without knowing of it.
  */
 export function renderTask(record: TaskRecord, view: TesView): TesTask | { id: string; state: string } {
   if (view === 'MINIMAL') return { id: record.id, state: record.state };
@@ -14,6 +16,7 @@ export function renderTask(record: TaskRecord, view: TesView): TesTask | { id: s
     id: record.id,
     state: record.state as TesTask['state'],
     ...request,
+    ...(record.owner ? { tags: { ...request.tags, [OWNER_TAG]: record.owner.user } } : {}),
     ...(basic && request.inputs
       ? { inputs: request.inputs.map(({ content: _content, ...rest }) => rest) }
       : {}),

@@ -231,3 +231,38 @@ describe('the name_prefix filter', () => {
     expect(page.nextCursor).toBeUndefined();
   });
 });
+
+describe('the owner filter', () => {
+  const prefix = testPrefix('list-owners');
+  let redis: Redis;
+  let store: RedisTaskStore;
+  const alices: string[] = [];
+  beforeAll(async () => {
+    redis = connect();
+    // A budget of 10 entries per call, and 100 of bob's tasks newer than alice's 3.
+    store = new RedisTaskStore(redis, { prefix, maxBacklog: 1000, listScanBudget: 10 });
+    const task = { executors: [{ image: 'alpine', command: ['true'] }] };
+    for (let i = 0; i < 3; i++) alices.push((await store.create(task, { owner: { user: 'alice' } })).id);
+    for (let i = 0; i < 100; i++) await store.create(task, { owner: { user: 'bob', groups: ['lab'] } });
+    alices.sort().reverse();
+  });
+  afterAll(async () => {
+    await dropPrefix(redis, prefix);
+    redis.disconnect();
+  });
+
+  it("walks only the owner's index: one call finds all of alice's tasks past bob's hundred", async () => {
+    const page = await store.list({ owner: 'alice', tags: [], pageSize: 100, view: 'BASIC' });
+    expect(page.records.map((r) => r.id)).toEqual(alices);
+    expect(page.records.every((r) => r.owner?.user === 'alice')).toBe(true);
+    expect(page.nextCursor).toBeUndefined();
+  });
+
+  it('keeps the owner and their groups with the task', async () => {
+    const page = await store.list({ owner: 'bob', tags: [], pageSize: 1, view: 'FULL' });
+    expect(page.records[0]!.owner).toEqual({ user: 'bob' });
+    const full = await store.get(page.records[0]!.id);
+    expect(full?.owner).toEqual({ user: 'bob', groups: ['lab'] });
+    expect(await store.getHead(page.records[0]!.id)).toEqual({ state: 'QUEUED', owner: 'bob' });
+  });
+});
