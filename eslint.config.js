@@ -20,6 +20,7 @@ const layerZones = [
   below('staging', 'api', 'reconciler', 'queue', ...composition),
   below('compute', 'api', 'reconciler', 'queue', ...composition),
   below('apptainer', 'api', 'reconciler', 'queue', 'compute', 'staging', ...composition),
+  below('identity', 'api', 'reconciler', 'queue', 'compute', 'staging', 'apptainer', ...composition),
   below('store', 'api', 'reconciler', 'queue', 'compute', 'staging', 'apptainer', 'config', ...composition),
   below('tes', 'reconciler', 'queue', 'store', 'staging', 'compute', 'apptainer', 'config', ...composition),
   // The TES wire types are generated from the spec into api/generated: tes/types.ts names them.

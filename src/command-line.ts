@@ -1,10 +1,30 @@
-import { parseArgs } from 'node:util';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { isTokenId, parseDuration, tokenLabelProblem } from './identity/tokens.js';
 
 /** What `tes-gateway` was asked to do, from its command line. */
 export type CommandLine =
   | { kind: 'help' }
   | { kind: 'usage-error'; message: string }
-  | { kind: 'run'; command: string; configPath?: string; pidFile?: string };
+  | { kind: 'run'; command: string; configPath?: string; pidFile?: string }
+  | { kind: 'token'; token: TokenCommand; configPath?: string };
+
+/** `tes-gateway token VERB ...`: personal access tokens, managed by the operator. */
+export type TokenCommand =
+  | { verb: 'create'; user: string; name?: string; expires?: string }
+  | { verb: 'list'; user?: string; json: boolean }
+  | { verb: 'revoke'; tokenId: string };
+
+/** The options of each token verb; any other is a usage error. */
+const TOKEN_OPTIONS = {
+  create: {
+    config: { type: 'string' },
+    user: { type: 'string' },
+    name: { type: 'string' },
+    expires: { type: 'string' },
+  },
+  list: { config: { type: 'string' }, user: { type: 'string' }, json: { type: 'boolean' } },
+  revoke: { config: { type: 'string' } },
+} as const satisfies Record<TokenCommand['verb'], ParseArgsConfig['options']>;
 
 const OPTIONS = {
   config: { type: 'string' },
@@ -21,6 +41,7 @@ const OPTIONS = {
 export function parseCommandLine(argv: readonly string[]): CommandLine {
   // Asking for help wins over anything else on the line, as it did before parsing was strict.
   if (argv.includes('--help') || argv.includes('-h')) return { kind: 'help' };
+  if (argv[0] === 'token') return parseTokenLine(argv.slice(1));
   const hasCommand = argv[0] !== undefined && !argv[0].startsWith('-');
   const command = hasCommand ? argv[0]! : 'serve';
   let values: { config?: string; 'pid-file'?: string };
@@ -35,6 +56,76 @@ export function parseCommandLine(argv: readonly string[]): CommandLine {
     return { kind: 'usage-error', message: usageMessage(err) };
   }
   return { kind: 'run', command, configPath: values.config, pidFile: values['pid-file'] };
+}
+
+/**
+ * Reads what follows `token`: `create --user NAME [--name LABEL] [--expires DURATION]`,
+ * `list [--user NAME] [--json]` or `revoke ID`, each with `[--config FILE]`. The shape of each value
+ * is checked here; whether the user may have a token and the lifetime is allowed depend on the
+ * configuration, and are the command's to say.
+ */
+function parseTokenLine(argv: readonly string[]): CommandLine {
+  const verb = argv[0];
+  if (verb === undefined || verb.startsWith('-')) {
+    return { kind: 'usage-error', message: 'token needs a verb: create, list or revoke' };
+  }
+  if (!Object.hasOwn(TOKEN_OPTIONS, verb)) {
+    return {
+      kind: 'usage-error',
+      message: `unknown token verb ${JSON.stringify(verb)}: use create, list or revoke`,
+    };
+  }
+  let values: { config?: string; user?: string; name?: string; expires?: string; json?: boolean };
+  let positionals: string[];
+  try {
+    const parsed = parseArgs({
+      args: argv.slice(1),
+      options: TOKEN_OPTIONS[verb as TokenCommand['verb']],
+      strict: true,
+      allowPositionals: verb === 'revoke',
+    });
+    // Each verb's options are a subset of these, with these types (TOKEN_OPTIONS).
+    values = parsed.values as typeof values;
+    positionals = parsed.positionals;
+  } catch (err) {
+    return { kind: 'usage-error', message: usageMessage(err) };
+  }
+  const problem = tokenProblem(verb as TokenCommand['verb'], values, positionals);
+  if (problem !== undefined) return { kind: 'usage-error', message: problem };
+  const { config, user, name, expires, json } = values;
+  const token: TokenCommand =
+    verb === 'create'
+      ? { verb, user: user!, ...(name !== undefined && { name }), ...(expires !== undefined && { expires }) }
+      : verb === 'list'
+        ? { verb, ...(user !== undefined && { user }), json: json === true }
+        : { verb: 'revoke', tokenId: positionals[0]! };
+  return { kind: 'token', token, ...(config !== undefined && { configPath: config }) };
+}
+
+/** What is wrong with the values of a token verb's options and arguments, if anything. */
+function tokenProblem(
+  verb: TokenCommand['verb'],
+  values: { user?: string; name?: string; expires?: string },
+  positionals: readonly string[],
+): string | undefined {
+  if (verb === 'revoke') {
+    if (positionals.length !== 1) return 'token revoke needs one token id (token list shows them)';
+    // The argument is not echoed: it may be a whole token, secret included, pasted by mistake.
+    if (!isTokenId(positionals[0]!)) return 'a token id is 16 hexadecimal digits, as token list shows it';
+    return undefined;
+  }
+  if (verb === 'list') return undefined;
+  if (values.user === undefined) return 'token create needs --user NAME';
+  const labelProblem = values.name === undefined ? undefined : tokenLabelProblem(values.name);
+  if (labelProblem !== undefined) return `--name: ${labelProblem}`;
+  if (values.expires !== undefined) {
+    try {
+      parseDuration(values.expires);
+    } catch (err) {
+      return `--expires: ${(err as Error).message}`;
+    }
+  }
+  return undefined;
 }
 
 /** The first sentence of parseArgs' complaint, in lower case like the gateway's other messages. */

@@ -3,11 +3,12 @@ import cluster from 'node:cluster';
 import { loadConfig } from './config/load-config.js';
 import { ConfigError } from './errors.js';
 import { checkStartup } from './config/startup-checks.js';
-import { parseCommandLine } from './command-line.js';
+import { parseCommandLine, type TokenCommand } from './command-line.js';
 import { buildImageResolver, connectRedis, startGateway, type Gateway, type Roles } from './gateway.js';
 import { ImageCache } from './apptainer/image-cache.js';
 import type { Config } from './config/schema.js';
 import { RedisTaskStore } from './store/redis-task-store.js';
+import { runTokenCommand } from './token-command.js';
 import { createLogger, type Logger } from './logger.js';
 import {
   PidFileError,
@@ -21,6 +22,9 @@ import {
 const USAGE = `usage: tes-gateway <serve|api|worker> [--config FILE] [--pid-file FILE]
        tes-gateway images [--config FILE]
        tes-gateway stop --pid-file FILE
+       tes-gateway token create --user NAME [--name LABEL] [--expires DURATION] [--config FILE]
+       tes-gateway token list [--user NAME] [--json] [--config FILE]
+       tes-gateway token revoke ID [--config FILE]
 
   serve    the API, the queue workers and the reconciler in one process (the default)
   api      only the HTTP API (scale it out behind a load balancer)
@@ -28,6 +32,10 @@ const USAGE = `usage: tes-gateway <serve|api|worker> [--config FILE] [--pid-file
   images   report the shared image cache: each image's size and last use, the total and the cap
   stop     stop the gateway that FILE names: SIGTERM, then wait until it has finished its current
            work and exited (at most ${STOP_TIMEOUT_MS / 1000} s)
+  token    personal access tokens for auth.mode tokens. create prints a new token once (it lasts
+           auth.tokens.defaultLifetime, or --expires: 30m, 12h, 90d, 2w; at most
+           auth.tokens.maxLifetime); list shows tokens without their secrets; revoke ends one, in
+           running gateways within auth.tokens.cacheTtlMs
 
 --pid-file FILE: serve, api and worker write their process id there as they start, and remove it
 when they stop; they refuse to start while it names a gateway that still runs.
@@ -53,6 +61,10 @@ async function main(argv: string[]): Promise<void> {
   if (line.kind === 'usage-error') {
     process.stderr.write(`tes-gateway: ${line.message}\n${USAGE}\n`);
     process.exit(2);
+  }
+  if (line.kind === 'token') {
+    process.exitCode = await token(line.token, line.configPath);
+    return;
   }
   const { command, configPath, pidFile } = line;
   const roles = ROLES[command];
@@ -172,6 +184,24 @@ function superviseApiProcesses(count: number, logger: Logger): void {
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGTERM'));
+}
+
+/** `tes-gateway token ...`: its exit code; a configuration that does not load is a usage error (2). */
+async function token(command: TokenCommand, configPath: string | undefined): Promise<number> {
+  let config: Config;
+  try {
+    config = loadConfig({ path: configPath });
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    process.stderr.write(`tes-gateway: ${err.message}\n`);
+    return 2;
+  }
+  try {
+    return await runTokenCommand(command, config);
+  } catch (err) {
+    process.stderr.write(`tes-gateway: token ${command.verb} failed: ${(err as Error).message}\n`);
+    return 1;
+  }
 }
 
 /** `tes-gateway images`: what the shared image cache holds, for the operator. */

@@ -59,11 +59,98 @@ const allowedRoot = z.unknown().transform((value, ctx): z.output<typeof allowedR
   return z.NEVER;
 });
 
+/** A duration written as a number and a unit: `90d`, `12h`, `30m`, `2w`. */
+export const DURATION = /^([1-9][0-9]{0,5})([mhdw])$/;
+
+const duration = z.string().regex(DURATION, 'must be a number and a unit: 30m, 12h, 90d or 2w');
+
+/**
+ * A path template of the per-user policy: `{user}` is the caller's user name, `{group}` the group an
+ * entry belongs to. A user name is checked before it is put in a path, so it never holds `/` or `..`.
+ */
+const rootTemplate = z.unknown().transform((value, ctx): z.output<typeof allowedRootObject> => {
+  const parsed = allowedRoot.safeParse(value);
+  if (!parsed.success) {
+    for (const issue of parsed.error.issues) ctx.addIssue(issue);
+    return z.NEVER;
+  }
+  const unknown = parsed.data.path.match(/\{(?!user\}|group\})[^}]*\}/);
+  if (unknown) {
+    ctx.addIssue({
+      code: z.ZodIssueCode.custom,
+      message: `${unknown[0]} is not a placeholder this gateway fills; use {user} or {group}`,
+    });
+    return z.NEVER;
+  }
+  return parsed.data;
+});
+
+/** A Slurm account, partition or QOS name: one word, no commas. */
+const slurmName = z
+  .string()
+  .min(1)
+  .regex(/^[^,\s]+$/, 'must be one name (no commas or white space)');
+
+/**
+ * What one user, one group, or everyone may use. An unset list leaves that choice open at this level;
+ * the lists that apply to a user are joined (see identity/policy.ts).
+ */
+const policyEntry = z
+  .object({
+    /** Host folders their `file://` inputs and outputs may name, beside storage.allowedRoots. */
+    roots: z.array(rootTemplate).default([]),
+    accounts: z.array(slurmName).optional(),
+    partitions: z.array(slurmName).optional(),
+    qos: z.array(slurmName).optional(),
+    /** The Slurm account their jobs use when the task names none. */
+    defaultAccount: slurmName.optional(),
+  })
+  .strict();
+
+/** Accounts that are never people: the owner of a task is never one of them. */
+export const DEFAULT_DENIED_USERS = [
+  'root',
+  'daemon',
+  'bin',
+  'sys',
+  'sync',
+  'games',
+  'man',
+  'lp',
+  'mail',
+  'news',
+  'uucp',
+  'proxy',
+  'www-data',
+  'backup',
+  'list',
+  'irc',
+  'gnats',
+  'nobody',
+  'nogroup',
+  'operator',
+  'adm',
+  'sshd',
+  'messagebus',
+  'systemd-network',
+  'systemd-resolve',
+  'systemd-timesync',
+  '_apt',
+  'slurm',
+  'munge',
+  'redis',
+  'mysql',
+  'postgres',
+  'polkitd',
+];
+
+export const AUTH_MODES = ['none', 'tokens', 'oidc', 'tokens+oidc'] as const;
+
 export const configSchema = z
   .object({
     server: z
       .object({
-        // Only this host until an operator chooses to expose the API (it does not authenticate clients).
+        // Only this host until an operator chooses to expose the API (turn on auth.mode first).
         host: z.string().min(1).default('127.0.0.1'),
         port: z.number().int().min(0).max(65535).default(8000),
         bodyLimitBytes: z
@@ -342,6 +429,138 @@ export const configSchema = z
           .refine((s) => (s.accessKeyId === undefined) === (s.secretAccessKey === undefined), {
             message: 'set accessKeyId and secretAccessKey together, or neither for the AWS default chain',
           })
+          .default({}),
+      })
+      .strict()
+      .default({}),
+    /**
+     * Who is asking. `none` (the default) serves anyone who reaches the port; `tokens`, `oidc` and
+     * `tokens+oidc` need credentials on every endpoint but service-info.
+     */
+    auth: z
+      .object({
+        mode: z.enum(AUTH_MODES).default('none'),
+        /** The realm named in WWW-Authenticate. */
+        realm: z
+          .string()
+          .min(1)
+          .regex(/^[^"\\\x00-\x1f]+$/, 'must not hold quotes, backslashes or control characters')
+          .default('tes-gateway'),
+        /**
+         * The query parameter and header an API key may come in (Nextflow's tes.apiKeyParamName, sent
+         * as a query parameter by default). The key is a personal access token.
+         */
+        apiKeyParamName: z
+          .string()
+          .regex(/^[A-Za-z0-9_-]{1,64}$/, 'must be 1 to 64 letters, digits, _ or -')
+          .default('apiKey'),
+        tokens: z
+          .object({
+            /** How long a verified token is trusted without asking Redis: revocation takes this long. */
+            cacheTtlMs: z.number().int().min(0).max(60_000).default(5_000),
+            /** Lifetime of a token created without --expires. */
+            defaultLifetime: duration.default('90d'),
+            /** The longest lifetime `token create --expires` may give. */
+            maxLifetime: duration.default('365d'),
+          })
+          .strict()
+          .default({}),
+        oidc: z
+          .object({
+            /** The issuer; its /.well-known/openid-configuration names the keys (jwks_uri). */
+            issuer: z.string().url(),
+            /** The audience (`aud`) a token must carry: this gateway's client id at the provider. */
+            audience: z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]),
+            /** The claim that names the user. */
+            userClaim: z.string().min(1).default('preferred_username'),
+            /**
+             * A regular expression the claim must match; its first capture group (or the whole match)
+             * is the user name: `^([a-z0-9_-]+)@example\\.org$` maps an e-mail address.
+             */
+            userPattern: z
+              .string()
+              .min(1)
+              .superRefine((text, ctx) => {
+                try {
+                  new RegExp(text, 'u');
+                } catch (err) {
+                  ctx.addIssue({ code: z.ZodIssueCode.custom, message: (err as Error).message });
+                }
+              })
+              .optional(),
+            /** The claim listing the user's groups (admin groups and policy groups match it). */
+            groupsClaim: z.string().min(1).default('groups'),
+            /** Signature algorithms accepted; symmetric ones and `none` never are. */
+            algorithms: z
+              .array(
+                z.enum([
+                  'RS256',
+                  'RS384',
+                  'RS512',
+                  'PS256',
+                  'PS384',
+                  'PS512',
+                  'ES256',
+                  'ES384',
+                  'ES512',
+                  'EdDSA',
+                ]),
+              )
+              .min(1)
+              .default(['RS256', 'PS256', 'ES256', 'EdDSA']),
+            clockToleranceSec: z.number().int().min(0).max(300).default(30),
+            /** How long fetched keys are used before they are fetched again. */
+            jwksCacheMaxAgeMs: z.number().int().min(1000).default(600_000),
+            /** The least time between two fetches of the keys (a token with an unknown key id triggers one). */
+            jwksCooldownMs: z.number().int().min(0).default(30_000),
+            /** Time allowed for each request to the provider. */
+            timeoutMs: z.number().int().positive().default(5_000),
+          })
+          .strict()
+          .optional(),
+      })
+      .strict()
+      .superRefine((auth, ctx) => {
+        if (auth.mode.includes('oidc') && !auth.oidc) {
+          ctx.addIssue({
+            code: z.ZodIssueCode.custom,
+            path: ['oidc'],
+            message: `auth.mode ${auth.mode} needs auth.oidc (issuer and audience)`,
+          });
+        }
+      })
+      .default({}),
+    /** What identities may be, who administers, and what each user may use. */
+    identity: z
+      .object({
+        /** User names no identity may map to (root and system accounts by default). */
+        denyUsers: z.array(z.string().min(1)).default(DEFAULT_DENIED_USERS),
+        /** Who sees and cancels every task: user names, or groups (OIDC groups or policy groups). */
+        admins: z
+          .object({
+            users: z.array(z.string().min(1)).default([]),
+            groups: z.array(z.string().min(1)).default([]),
+          })
+          .strict()
+          .default({}),
+        policy: z
+          .object({
+            /** What applies to every user. */
+            everyone: policyEntry.default({}),
+            /**
+             * Groups by name: their members (also users whose OIDC groups claim names the group) get
+             * its entry; `{group}` in its roots is the group's name.
+             */
+            groups: z
+              .record(
+                z.string().regex(/^[A-Za-z0-9_.-]+$/, 'group names hold letters, digits, _ . -'),
+                policyEntry.extend({ members: z.array(z.string().min(1)).default([]) }).strict(),
+              )
+              .default({}),
+            /** Users by name. */
+            users: z.record(z.string().min(1), policyEntry).default({}),
+          })
+          .strict()
           .default({}),
       })
       .strict()
