@@ -15,6 +15,9 @@ import { jsonTextNestingExceeds, MAX_BODY_DEPTH, normalizeTaskBody } from './tes
 import { RequestTargetTooLongError, ValidationError } from './errors.js';
 import { taskRulesFor } from './tes/validate-task.js';
 import { packageVersion, projectRoot } from './version.js';
+import { authenticate, type JwtVerifier, type TokenVerifier } from './api/authenticate.js';
+import { createAudit } from './api/audit.js';
+import { policyFor, type Policy } from './identity/policy.js';
 
 export const BASE_PATHS = ['/ga4gh/tes/v1', '/v1'] as const;
 
@@ -25,6 +28,12 @@ export interface AppDeps {
   logger: Logger;
   backendParameters: readonly string[];
   storage: readonly string[];
+  /** Who is asking (auth.mode) and what each user may use. */
+  identity?: {
+    policy: Policy;
+    tokens?: TokenVerifier | undefined;
+    oidc?: JwtVerifier | undefined;
+  };
   /** Check every response against the spec too (tests switch this on). */
   validateResponses?: boolean;
 }
@@ -37,7 +46,11 @@ export function specPath(): string {
 export function createApp(deps: AppDeps): Express {
   const { config } = deps;
   const rules = taskRulesFor(config, deps.backendParameters);
+  const audit = createAudit(deps.logger);
+  const policy = deps.identity?.policy ?? policyFor(config);
   const tasks = taskHandlers({
+    policy,
+    audit,
     store: deps.store,
     queues: deps.queues,
     rules,
@@ -54,8 +67,23 @@ export function createApp(deps: AppDeps): Express {
   app.disable('x-powered-by');
   app.set('etag', false);
   app.set('query parser', parseQuery);
-  app.use(requestContext(deps.logger));
+  app.use(requestContext(deps.logger, [config.auth.apiKeyParamName]));
   app.use(checkRequestTarget);
+  // Credentials are checked before a body is read: a caller without them costs no parsing.
+  if (config.auth.mode !== 'none') {
+    app.use(
+      authenticate({
+        realm: config.auth.realm,
+        apiKeyParamName: config.auth.apiKeyParamName,
+        tokens: deps.identity?.tokens,
+        oidc: deps.identity?.oidc,
+        policy,
+        denyUsers: config.identity.denyUsers,
+        audit,
+        publicPaths: BASE_PATHS.flatMap((base) => [`${base}/service-info`, `${base}/tasks/service-info`]),
+      }),
+    );
+  }
   app.use(
     express.json({
       limit: config.server.bodyLimitBytes,

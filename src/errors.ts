@@ -56,6 +56,28 @@ export class TaskNotFoundError extends Error {
   }
 }
 
+/**
+ * The request carries no credentials this service accepts. `challenges` are the WWW-Authenticate
+ * values to answer with; `reason` says what was wrong, without echoing the credentials.
+ */
+export class UnauthorizedError extends Error {
+  constructor(
+    readonly reason: string,
+    readonly challenges: readonly string[],
+  ) {
+    super(`authentication required: ${reason}`);
+    this.name = 'UnauthorizedError';
+  }
+}
+
+/** The identity provider cannot be reached, so valid credentials cannot be told from bad ones. */
+export class IdentityUnavailableError extends Error {
+  constructor(reason: string) {
+    super(`${reason}; retry later`);
+    this.name = 'IdentityUnavailableError';
+  }
+}
+
 /** The service's own queue is full: the client should retry later. */
 export class BacklogFullError extends Error {
   constructor(

@@ -24,6 +24,9 @@ import { inputSchemes } from './staging/stage-inputs.js';
 import { HttpFetcher } from './staging/http-fetcher.js';
 import { S3Storage } from './staging/s3-storage.js';
 import { projectRoot } from './version.js';
+import { policyFor, type Policy } from './identity/policy.js';
+import { identitySetup } from './identity/setup.js';
+import type { TaskOwner } from './tes/types.js';
 
 export interface Roles {
   api: boolean;
@@ -165,6 +168,7 @@ export async function startGateway(
   });
   const driver = buildDriver(config, logger);
   const roots = new AllowedRoots(config.storage.allowedRoots);
+  const policy = policyFor(config);
   const s3 = new S3Storage(config.storage.s3);
   const http = new HttpFetcher(config.storage.http);
   const fetchers = [http, s3];
@@ -207,6 +211,7 @@ export async function startGateway(
         },
       },
       images,
+      forOwner: ownerSettings(policy, roots),
     };
     gateway.workers = new TaskWorkers(
       redis,
@@ -244,6 +249,7 @@ export async function startGateway(
       queues,
       logger,
       backendParameters: driver.supportedBackendParameters,
+      identity: { ...identitySetup(config, redis, store.keys.tokens), policy },
       storage: [...new Set([...inputSchemes(fetchers), ...outputs.schemes])],
     });
     gateway.app = app;
@@ -257,6 +263,38 @@ export async function startGateway(
     const address = gateway.server!.address();
     if (address && typeof address === 'object') gateway.port = address.port;
     await checkApi(config.server.host, gateway.port!, gateway);
+    if (config.auth.mode === 'none' && !isLoopback(config.server.host)) {
+      logger.warn(
+        { host: config.server.host, port: gateway.port },
+        'the API answers on a network address without authentication (auth.mode none): anyone who ' +
+          'reaches it can list, create and cancel tasks; set auth.mode (docs/authentication.md)',
+      );
+    }
   }
   return gateway;
+}
+
+/**
+ * What a task's owner may use, for the workers: their roots (the site's and their policy's, each set
+ * resolved once and kept) and their default account. A task without an owner (auth.mode none) gets the
+ * site's roots.
+ */
+function ownerSettings(policy: Policy, siteRoots: AllowedRoots) {
+  const byRoots = new Map<string, AllowedRoots>();
+  return (owner: TaskOwner | undefined) => {
+    if (!owner) return { roots: siteRoots };
+    const mine = policy.forUser(owner.user, owner.groups ?? []);
+    const key = JSON.stringify(mine.roots);
+    let roots = byRoots.get(key);
+    if (!roots) {
+      if (byRoots.size > 10_000) byRoots.clear();
+      roots = new AllowedRoots(mine.roots);
+      byRoots.set(key, roots);
+    }
+    return { roots, defaultAccount: mine.defaultAccount };
+  };
+}
+
+function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\./.test(host);
 }

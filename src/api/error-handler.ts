@@ -1,6 +1,8 @@
 import type { ErrorRequestHandler, Request, RequestHandler } from 'express';
 import {
   BacklogFullError,
+  IdentityUnavailableError,
+  UnauthorizedError,
   RequestTargetTooLongError,
   StoreUnavailableError,
   TaskNotFoundError,
@@ -16,10 +18,11 @@ import { checkTaskRules, type TaskRules } from '../tes/validate-task.js';
 export function errorHandler(rules: TaskRules): ErrorRequestHandler {
   return (err: unknown, req, res, _next) => {
     const { status, message, errors, retryAfter } = toHttp(err, req, rules);
-    if (status >= 500) req.log.error({ err, method: req.method, url: req.originalUrl }, 'request failed');
-    else req.log.info({ status, message, method: req.method, url: req.originalUrl }, 'request refused');
+    if (status >= 500) req.log.error({ err, method: req.method, url: req.loggedUrl }, 'request failed');
+    else req.log.info({ status, message, method: req.method, url: req.loggedUrl }, 'request refused');
     if (res.headersSent) return;
     if (retryAfter !== undefined) res.setHeader('Retry-After', String(retryAfter));
+    if (err instanceof UnauthorizedError) res.setHeader('WWW-Authenticate', err.challenges.join(', '));
     res.status(status).json(errors && errors.length > 0 ? { status, message, errors } : { status, message });
   };
 }
@@ -42,6 +45,8 @@ function toHttp(err: unknown, req: Request, rules: TaskRules): HttpError {
     return { status: 400, message: summarize(err.problems), errors: err.problems };
   }
   if (err instanceof TaskNotFoundError) return { status: 404, message: err.message };
+  if (err instanceof UnauthorizedError) return { status: 401, message: err.message };
+  if (err instanceof IdentityUnavailableError) return { status: 503, message: err.message, retryAfter: 5 };
   if (err instanceof BacklogFullError) {
     return { status: 429, message: err.message, retryAfter: err.retryAfterSeconds };
   }

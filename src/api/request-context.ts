@@ -8,6 +8,8 @@ declare module 'express-serve-static-core' {
     id: string;
     /** A logger that carries the request id. */
     log: Logger;
+    /** The request target as logs may show it: secrets in the query (an API key) redacted. */
+    loggedUrl: string;
   }
 }
 
@@ -16,7 +18,7 @@ declare module 'express-serve-static-core' {
  * made only when something logs: reads are hot (clients poll every task every second) and most log
  * nothing. Each request is logged at debug level when it ends.
  */
-export function requestContext(logger: Logger): RequestHandler {
+export function requestContext(logger: Logger, secretParams: readonly string[] = []): RequestHandler {
   return (req, res, next) => {
     const given = req.headers['x-request-id'];
     const id = typeof given === 'string' && /^[\w.-]{1,128}$/.test(given) ? given : randomUUID();
@@ -27,13 +29,17 @@ export function requestContext(logger: Logger): RequestHandler {
       configurable: true,
       get: () => (child ??= logger.child({ reqId: id })),
     });
+    Object.defineProperty(req, 'loggedUrl', {
+      configurable: true,
+      get: () => redactQuery(req.originalUrl, secretParams),
+    });
     if (logger.isLevelEnabled('debug')) {
       const start = performance.now();
       res.on('finish', () => {
         req.log.debug(
           {
             method: req.method,
-            url: req.originalUrl,
+            url: req.loggedUrl,
             status: res.statusCode,
             ms: Math.round(performance.now() - start),
           },
@@ -43,4 +49,26 @@ export function requestContext(logger: Logger): RequestHandler {
     }
     next();
   };
+}
+
+/** `url` with the values of the named query parameters replaced by `[redacted]`. */
+export function redactQuery(url: string, names: readonly string[]): string {
+  const question = url.indexOf('?');
+  if (question < 0 || names.length === 0) return url;
+  const query = url
+    .slice(question + 1)
+    .split('&')
+    .map((pair) => {
+      const eq = pair.indexOf('=');
+      const rawName = eq < 0 ? pair : pair.slice(0, eq);
+      let name: string;
+      try {
+        name = decodeURIComponent(rawName.replace(/\+/g, ' '));
+      } catch {
+        return pair;
+      }
+      return names.includes(name) ? `${rawName}=[redacted]` : pair;
+    })
+    .join('&');
+  return `${url.slice(0, question)}?${query}`;
 }

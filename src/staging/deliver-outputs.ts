@@ -15,7 +15,8 @@ export interface OutputUploader {
 }
 
 export interface OutputDelivery {
-  deliver(outputs: readonly TesOutput[], workDir: string): Promise<DeliveryResult>;
+  /** `roots`: the task owner's allowed roots, when they differ from the site's. */
+  deliver(outputs: readonly TesOutput[], workDir: string, roots?: AllowedRoots): Promise<DeliveryResult>;
   readonly schemes: readonly string[];
 }
 
@@ -57,7 +58,11 @@ export class OutputDeliverer implements OutputDelivery {
     return ['file', ...this.uploaders.flatMap((u) => u.schemes)];
   }
 
-  async deliver(outputs: readonly TesOutput[], workDir: string): Promise<DeliveryResult> {
+  async deliver(
+    outputs: readonly TesOutput[],
+    workDir: string,
+    roots: AllowedRoots = this.roots,
+  ): Promise<DeliveryResult> {
     const files: TesOutputFileLog[] = [];
     const errors: string[] = [];
     const notes: string[] = [];
@@ -68,7 +73,7 @@ export class OutputDeliverer implements OutputDelivery {
         const found = await this.expand(output, places, field);
         if (found.links.length > 0) notes.push(linksNote(field, output.path, found.links));
         for (const item of found.items) {
-          await this.send(item, field);
+          await this.send(item, field, roots);
           files.push({ url: item.url, path: item.path, size_bytes: String(item.stat.size) });
         }
       } catch (err) {
@@ -121,7 +126,7 @@ export class OutputDeliverer implements OutputDelivery {
     return { items: [{ ...source, path: output.path, url: output.url }], links: [] };
   }
 
-  private async send(item: DeliveryItem, field: string): Promise<void> {
+  private async send(item: DeliveryItem, field: string, roots: AllowedRoots): Promise<void> {
     const scheme = schemeOf(item.url);
     const uploader = this.uploaders.find((u) => u.schemes.includes(scheme));
     if (scheme !== 'file' && !uploader) {
@@ -133,7 +138,7 @@ export class OutputDeliverer implements OutputDelivery {
     const handle = await openChecked(item, field);
     try {
       if (uploader) await uploader.upload(item.real, item.url, field);
-      else await this.copy(handle, item, field);
+      else await this.copy(handle, item, field, roots);
     } finally {
       await handle.close();
     }
@@ -143,8 +148,13 @@ export class OutputDeliverer implements OutputDelivery {
    * Copies into an allowed root through a file created there without following links: other tasks
    * may be changing a writable root at the same time.
    */
-  private async copy(source: FileHandle, item: DeliveryItem, field: string): Promise<void> {
-    const target = await this.roots.createFile(item.url, field);
+  private async copy(
+    source: FileHandle,
+    item: DeliveryItem,
+    field: string,
+    roots: AllowedRoots,
+  ): Promise<void> {
+    const target = await roots.createFile(item.url, field);
     try {
       await copyContents(source, target);
       // The source is private to the job's user; the client gets an ordinary file.

@@ -4,11 +4,12 @@ import type { Redis } from 'ioredis';
 import { createApp } from '../../src/app.js';
 import { loadConfig } from '../../src/config/load-config.js';
 import type { Config } from '../../src/config/schema.js';
-import { createLogger } from '../../src/logger.js';
+import { createLogger, type Logger } from '../../src/logger.js';
 import { TaskQueues } from '../../src/queue/producer.js';
 import { RedisTaskStore } from '../../src/store/redis-task-store.js';
 import { SLURM_BACKEND_PARAMETERS } from '../../src/compute/slurm/sbatch-args.js';
 import { connect, dropPrefix, testPrefix } from './redis.js';
+import { identitySetup } from '../../src/identity/setup.js';
 
 export interface TestApi {
   url: string;
@@ -25,7 +26,11 @@ export interface TestApi {
  * The real HTTP app on a free port, against the real Redis under a prefix of its own, with every
  * response checked against the spec. Nothing consumes the queues: tests see what was enqueued.
  */
-export async function startTestApi(name: string, overrides: Record<string, unknown> = {}): Promise<TestApi> {
+export async function startTestApi(
+  name: string,
+  overrides: Record<string, unknown> = {},
+  options: { logger?: Logger } = {},
+): Promise<TestApi> {
   const prefix = testPrefix(name);
   const config = loadConfig({
     env: {},
@@ -38,9 +43,10 @@ export async function startTestApi(name: string, overrides: Record<string, unkno
     config,
     store,
     queues,
-    logger: createLogger('silent'),
+    logger: options.logger ?? createLogger('silent'),
     backendParameters: SLURM_BACKEND_PARAMETERS,
     storage: ['file'],
+    identity: identitySetup(config, redis, store.keys.tokens),
     validateResponses: true,
   });
   const server: Server = await new Promise((resolve) => {

@@ -111,8 +111,13 @@ export async function createTask(base: string, body: unknown): Promise<string> {
   return json.id;
 }
 
-export async function getTask(base: string, id: string, view = 'FULL'): Promise<any> {
-  const res = await fetch(`${base}/tasks/${id}?view=${view}`);
+export async function getTask(
+  base: string,
+  id: string,
+  view = 'FULL',
+  headers: Record<string, string> = {},
+): Promise<any> {
+  const res = await fetch(`${base}/tasks/${id}?view=${view}`, { headers });
   return res.json();
 }
 
@@ -122,11 +127,12 @@ export async function waitFor(
   id: string,
   states?: TesState[],
   timeoutMs = 120_000,
+  headers: Record<string, string> = {},
 ): Promise<any> {
   const deadline = Date.now() + timeoutMs;
   let task: any;
   while (Date.now() < deadline) {
-    task = await getTask(base, id);
+    task = await getTask(base, id, 'FULL', headers);
     if (states ? states.includes(task.state) : isTerminal(task.state)) return task;
     await new Promise((r) => setTimeout(r, 200));
   }

@@ -2,11 +2,14 @@ import type { Request, Response } from 'express';
 import { TaskNotFoundError, ValidationError } from '../../errors.js';
 import { isTerminal, isTesState } from '../../tes/state.js';
 import { isTaskId } from '../../tes/task-id.js';
-import type { TaskRequest, TesTaskLog, TesView } from '../../tes/types.js';
+import { OWNER_TAG, type TaskRequest, type TesTaskLog, type TesView } from '../../tes/types.js';
 import { checkTaskRules, type TaskRules } from '../../tes/validate-task.js';
 import { renderTask } from '../../tes/views.js';
 import type { TaskStore } from '../../store/task-store.js';
 import type { Enqueuer } from '../../queue/jobs.js';
+import type { Identity } from '../../identity/identity.js';
+import type { Policy } from '../../identity/policy.js';
+import type { Audit } from '../audit.js';
 
 export interface TaskHandlerDeps {
   store: TaskStore;
@@ -14,16 +17,27 @@ export interface TaskHandlerDeps {
   rules: TaskRules;
   /** Stored bytes a BASIC or FULL list page stops at (config limits.listPageMaxBytes). */
   listPageMaxBytes?: number | undefined;
+  /** What each user may use; checked at creation when the request carries an identity. */
+  policy: Policy;
+  audit: Audit;
 }
 
 const DEFAULT_PAGE_SIZE = 256;
 
-export function taskHandlers({ store, queues, rules, listPageMaxBytes }: TaskHandlerDeps) {
+export function taskHandlers({ store, queues, rules, listPageMaxBytes, policy, audit }: TaskHandlerDeps) {
   return {
     create: async (req: Request, res: Response): Promise<void> => {
       const check = checkTaskRules(req.body, rules);
       if (check.problems.length > 0) throw new ValidationError(check.problems);
       const request = req.body as TaskRequest;
+      const who = req.identity;
+      if (who) {
+        const problems = policy.checkTask(request, who.user, who.groups);
+        if (problems.length > 0) {
+          audit(req, 'refused', { reason: 'policy', problems });
+          throw new ValidationError(problems);
+        }
+      }
       const logs: TesTaskLog[] | undefined =
         check.ignoredBackendParameters.length > 0
           ? [
@@ -37,8 +51,10 @@ export function taskHandlers({ store, queues, rules, listPageMaxBytes }: TaskHan
               },
             ]
           : undefined;
-      const record = await store.create(request, logs ? { logs } : {});
+      const owner = who ? { user: who.user, groups: [...who.groups] } : undefined;
+      const record = await store.create(request, { ...(logs ? { logs } : {}), owner });
       await queues.enqueue('submit', { taskId: record.id });
+      if (who) audit(req, 'task created', { taskId: record.id });
       res.json({ id: record.id });
     },
 
@@ -48,13 +64,13 @@ export function taskHandlers({ store, queues, rules, listPageMaxBytes }: TaskHan
       res.setHeader('Cache-Control', 'no-store');
       if (view === 'MINIMAL') {
         // The hot path: clients poll every task about once a second.
-        const state = isTaskId(taskId) ? await store.getState(taskId) : undefined;
-        if (!state) throw new TaskNotFoundError(taskId);
-        res.json({ id: taskId, state });
+        const head = isTaskId(taskId) ? await store.getHead(taskId) : undefined;
+        if (!head || !maySee(req.identity, head.owner)) throw new TaskNotFoundError(taskId);
+        res.json({ id: taskId, state: head.state });
         return;
       }
       const record = isTaskId(taskId) ? await store.get(taskId) : undefined;
-      if (!record) throw new TaskNotFoundError(taskId);
+      if (!record || !maySee(req.identity, record.owner?.user)) throw new TaskNotFoundError(taskId);
       res.json(renderTask(record, view));
     },
 
@@ -66,9 +82,21 @@ export function taskHandlers({ store, queues, rules, listPageMaxBytes }: TaskHan
       if (tagValues.length > tagKeys.length) {
         throw new ValidationError([{ path: 'tag_value', message: 'has more entries than tag_key' }]);
       }
-      const tags: Array<[string, string | undefined]> = tagKeys.map((k, i) => [k, tagValues[i]]);
+      let tags: Array<[string, string | undefined]> = tagKeys.map((k, i) => [k, tagValues[i]]);
+      // The owner tag is not stored with the task's tags: it filters by the owner index.
+      const owners = new Set(tags.filter(([k, v]) => k === OWNER_TAG && v).map(([, v]) => v!));
+      tags = tags.filter(([k]) => k !== OWNER_TAG);
+      const who = req.identity;
+      if (who && !who.admin) owners.add(who.user);
+      if (owners.size > 1) {
+        res.setHeader('Cache-Control', 'no-store');
+        res.json({ tasks: [] });
+        return;
+      }
+      const [owner] = owners;
       const state = typeof q.state === 'string' && isTesState(q.state) ? q.state : undefined;
       const page = await store.list({
+        owner,
         namePrefix: typeof q.name_prefix === 'string' && q.name_prefix !== '' ? q.name_prefix : undefined,
         state,
         tags,
@@ -90,7 +118,9 @@ export function taskHandlers({ store, queues, rules, listPageMaxBytes }: TaskHan
     cancel: async (req: Request, res: Response): Promise<void> => {
       const taskId = String(req.params.id);
       const record = isTaskId(taskId) ? await store.get(taskId) : undefined;
-      if (!record) throw new TaskNotFoundError(taskId);
+      if (!record || !maySee(req.identity, record.owner?.user)) throw new TaskNotFoundError(taskId);
+      if (req.identity)
+        audit(req, 'task canceled', { taskId, owner: record.owner?.user, state: record.state });
       if (isTerminal(record.state) || record.state === 'CANCELING') {
         res.json({});
         return;
@@ -109,6 +139,15 @@ export function taskHandlers({ store, queues, rules, listPageMaxBytes }: TaskHan
       res.json({});
     },
   };
+}
+
+/**
+ * Whether the caller may see a task: anyone when the gateway does not authenticate, an admin always,
+ * a user only their own. A task the caller may not see is answered as one that does not exist, so
+ * task ids cannot be probed.
+ */
+function maySee(who: Identity | undefined, owner: string | undefined): boolean {
+  return who === undefined || who.admin || owner === who.user;
 }
 
 function viewOf(req: Request): TesView {

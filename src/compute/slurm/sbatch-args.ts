@@ -44,6 +44,8 @@ export interface SbatchPolicy {
   diskRequests?: DiskRequests | undefined;
   /** In `auto`, a disk request no node of the partition can satisfy: `drop` (when unset) or `refuse`. */
   unsatisfiableDisk?: 'drop' | 'refuse' | undefined;
+  /** The account of a task that names none: its owner's default (identity.policy). */
+  defaultAccount?: string | undefined;
 }
 
 export type DiskRequests = 'auto' | 'tmp' | 'ignore';
@@ -235,7 +237,8 @@ export function buildSbatchArgs(
   if (disk.arg) args.push(disk.arg);
   if (disk.note) warnings.push(disk.note);
   if (partition) args.push(`--partition=${partition}`);
-  if (bp.account) args.push(`--account=${bp.account}`);
+  const account = bp.account ?? policy.defaultAccount;
+  if (account) args.push(`--account=${account}`);
   if (bp.qos) args.push(`--qos=${bp.qos}`);
   if (bp.time_limit) args.push(`--time=${bp.time_limit}`);
   if (bp.constraint) args.push(`--constraint=${bp.constraint}`);

@@ -47,7 +47,8 @@ export async function processFinalize(
 
     let outputs: DeliveryResult = { files: [], errors: [], notes: [] };
     if (!canceling && results.some((r) => r.started) && record.request.outputs?.length) {
-      outputs = await ctx.outputs.deliver(record.request.outputs, workDir);
+      const roots = ctx.prepare.forOwner?.(record.owner).roots;
+      outputs = await ctx.outputs.deliver(record.request.outputs, workDir, roots);
       systemLogs.push(...outputs.errors, ...outputs.notes);
       if (outputs.errors.length > 0 && state === 'COMPLETE') state = 'SYSTEM_ERROR';
     }

@@ -2,7 +2,8 @@ import { planContainer, type LayoutEntry } from '../../apptainer/container-plan.
 import type { ImageResolver } from '../../apptainer/images.js';
 import { renderJobScript, type ContainerRuntime } from '../../apptainer/render-job-script.js';
 import { quoteAll } from '../../shell/quote.js';
-import type { TaskRecord } from '../../tes/types.js';
+import type { TaskOwner, TaskRecord } from '../../tes/types.js';
+import type { AllowedRoots } from '../../staging/allowed-roots.js';
 import { stageInputs, type StagingDeps } from '../../staging/stage-inputs.js';
 import { buildSbatchArgs, needsPartitionDisks, type SbatchPolicy } from '../../compute/slurm/sbatch-args.js';
 import type { PartitionDisks } from '../../compute/slurm/sinfo.js';
@@ -22,6 +23,16 @@ export interface PrepareDeps {
   partitionDisks?: (() => Promise<PartitionDisks | undefined>) | undefined;
   staging: StagingDeps;
   images: ImageResolver;
+  /**
+   * What the task's owner may use (identity.policy): their allowed roots, in place of the site's, and
+   * their default Slurm account. Absent, or for a task without an owner: the site's roots, no account.
+   */
+  forOwner?: ((owner: TaskOwner | undefined) => OwnerSettings) | undefined;
+}
+
+export interface OwnerSettings {
+  roots: AllowedRoots;
+  defaultAccount?: string | undefined;
 }
 
 export interface PreparedJob {
@@ -36,7 +47,9 @@ export async function prepareJob(record: TaskRecord, deps: PrepareDeps): Promise
   const workDir = taskDirOf(deps.workRoot, record.id);
   await makeTaskDir(workDir);
 
-  const staged = await stageInputs(task.inputs ?? [], workDir, deps.staging);
+  const owner = deps.forOwner?.(record.owner);
+  const staging = owner ? { ...deps.staging, roots: owner.roots } : deps.staging;
+  const staged = await stageInputs(task.inputs ?? [], workDir, staging);
   const images = new Map<string, string>();
   for (const [i, ex] of task.executors.entries()) {
     if (!images.has(ex.image))
@@ -52,7 +65,11 @@ export async function prepareJob(record: TaskRecord, deps: PrepareDeps): Promise
 
   // Without Slurm (the local launcher ignores sbatch arguments) there is no TmpDisk to judge a disk
   // request by, and nothing to note about it.
-  const policy: SbatchPolicy = deps.partitionDisks ? deps.policy : { ...deps.policy, diskRequests: 'tmp' };
+  const policy: SbatchPolicy = {
+    ...deps.policy,
+    ...(deps.partitionDisks ? {} : { diskRequests: 'tmp' as const }),
+    ...(owner?.defaultAccount ? { defaultAccount: owner.defaultAccount } : {}),
+  };
   const disks = needsPartitionDisks(task, policy) ? await deps.partitionDisks?.() : undefined;
   const sbatch = buildSbatchArgs(record.id, task, workDir, policy, disks);
   const script = renderJobScript({

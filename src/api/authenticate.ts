@@ -1,0 +1,170 @@
+import type { RequestHandler } from 'express';
+import { IdentityUnavailableError, UnauthorizedError } from '../errors.js';
+import { userNameProblem, type Identity } from '../identity/identity.js';
+import type { Policy } from '../identity/policy.js';
+import type { Audit } from './audit.js';
+
+declare module 'express-serve-static-core' {
+  interface Request {
+    /** Who is asking; absent when the gateway does not authenticate (auth.mode none). */
+    identity?: Identity;
+  }
+}
+
+/** Checks a personal access token (identity/tokens.ts). */
+export interface TokenVerifier {
+  verify(text: string): Promise<{ ok: true; id: string; user: string } | { ok: false; reason: string }>;
+}
+
+/** Checks an OIDC access token (identity/oidc.ts). */
+export interface JwtVerifier {
+  verify(
+    jwt: string,
+  ): Promise<
+    | { ok: true; user: string; groups: string[]; issuer: string; subject: string }
+    | { ok: false; reason: string; unavailable?: boolean }
+  >;
+}
+
+export interface AuthenticationDeps {
+  realm: string;
+  /** Query parameter and header an API key may come in (Nextflow). */
+  apiKeyParamName: string;
+  tokens?: TokenVerifier | undefined;
+  oidc?: JwtVerifier | undefined;
+  policy: Policy;
+  denyUsers: readonly string[];
+  audit: Audit;
+  /** Paths served without credentials, compared in lower case without a trailing slash. */
+  publicPaths: readonly string[];
+}
+
+/** Personal access tokens start so (identity/tokens.ts); anything else in a Bearer is taken for a JWT. */
+const TOKEN_PREFIX = 'tesgw_';
+
+/**
+ * Every request but the public ones must carry credentials: a personal access token (as a Bearer
+ * token, as the password of Basic auth, or as an API key in the configured query parameter or
+ * header) or an OIDC access token (Bearer). The user name of Basic auth is not read: the token alone
+ * says who is asking. What is refused gets 401 with a challenge for each accepted scheme and a reason
+ * that never repeats the credentials; an identity provider that cannot be reached gets 503, since
+ * the client's token may well be good.
+ */
+export function authenticate(deps: AuthenticationDeps): RequestHandler {
+  const realm = `realm="${deps.realm}"`;
+  const schemes = [...(deps.tokens ? [`Basic ${realm}`] : []), `Bearer ${realm}`];
+  const publicPaths = new Set(deps.publicPaths);
+  const paramName = deps.apiKeyParamName;
+  const headerName = paramName.toLowerCase();
+
+  const refuse = (reason: string, invalidToken: boolean): UnauthorizedError => {
+    const described = reason.replace(/["\\\x00-\x1f\x7f]/g, "'");
+    const challenges = invalidToken
+      ? schemes.map((s) =>
+          s.startsWith('Bearer') ? `${s}, error="invalid_token", error_description="${described}"` : s,
+        )
+      : schemes;
+    return new UnauthorizedError(reason, challenges);
+  };
+
+  return (req, _res, next) => {
+    const path = req.path.toLowerCase().replace(/\/+$/, '');
+    if (publicPaths.has(path)) {
+      next();
+      return;
+    }
+    const found = credentialsOf(req.headers.authorization, req.query[paramName], req.headers[headerName]);
+    if ('problem' in found) {
+      deps.audit(req, 'refused', { reason: found.problem });
+      next(refuse(found.problem, found.problem !== NO_CREDENTIALS));
+      return;
+    }
+    identify(found.secret, found.where, deps).then(
+      (result) => {
+        if ('identity' in result) {
+          req.identity = result.identity;
+          next();
+          return;
+        }
+        deps.audit(req, 'refused', { reason: result.reason });
+        next(result.unavailable ? new IdentityUnavailableError(result.reason) : refuse(result.reason, true));
+      },
+      (err: unknown) => next(err),
+    );
+  };
+}
+
+const NO_CREDENTIALS =
+  'the request carries no credentials: send a personal access token (Authorization: Bearer, or as ' +
+  'the Basic password) or an OIDC access token';
+
+type Found = { secret: string; where: string } | { problem: string };
+
+/** The one secret a request presents, and where it came from; or why there is none to check. */
+function credentialsOf(authorization: string | undefined, queryKey: unknown, headerKey: unknown): Found {
+  const apiKey = queryKey ?? headerKey;
+  if (authorization !== undefined) {
+    if (apiKey !== undefined)
+      return { problem: 'send one kind of credentials: an Authorization header or an API key, not both' };
+    const match = /^(\S+)\s+(\S.*)?$/.exec(authorization.trim());
+    const scheme = match?.[1]?.toLowerCase();
+    const value = match?.[2]?.trim() ?? '';
+    if (scheme === 'bearer' && value !== '') return { secret: value, where: 'Bearer token' };
+    if (scheme === 'basic' && value !== '') {
+      const decoded = Buffer.from(value, 'base64').toString('utf8');
+      const colon = decoded.indexOf(':');
+      if (colon < 0) return { problem: 'the Basic credentials are not user:password' };
+      return { secret: decoded.slice(colon + 1), where: 'Basic password' };
+    }
+    return { problem: 'the Authorization header must be Bearer TOKEN or Basic with the token as password' };
+  }
+  if (apiKey !== undefined) {
+    if (typeof apiKey !== 'string' || apiKey === '') return { problem: 'send one non-empty API key' };
+    return { secret: apiKey, where: 'API key' };
+  }
+  return { problem: NO_CREDENTIALS };
+}
+
+async function identify(
+  secret: string,
+  where: string,
+  deps: AuthenticationDeps,
+): Promise<{ identity: Identity } | { reason: string; unavailable?: boolean }> {
+  if (secret.startsWith(TOKEN_PREFIX)) {
+    if (!deps.tokens) return { reason: 'personal access tokens are not accepted here (auth.mode)' };
+    const result = await deps.tokens.verify(secret);
+    if (!result.ok) return { reason: result.reason };
+    const problem = userNameProblem(result.user, deps.denyUsers);
+    if (problem) return { reason: problem };
+    const groups = deps.policy.groupsOf(result.user, []);
+    return {
+      identity: {
+        user: result.user,
+        groups,
+        admin: deps.policy.isAdmin(result.user, groups),
+        via: { kind: 'token', tokenId: result.id },
+      },
+    };
+  }
+  if (deps.oidc && secret.split('.').length === 3) {
+    const result = await deps.oidc.verify(secret);
+    if (!result.ok)
+      return result.unavailable ? { reason: result.reason, unavailable: true } : { reason: result.reason };
+    const groups = deps.policy.groupsOf(result.user, result.groups);
+    return {
+      identity: {
+        user: result.user,
+        groups,
+        admin: deps.policy.isAdmin(result.user, groups),
+        via: { kind: 'oidc', issuer: result.issuer, subject: result.subject },
+      },
+    };
+  }
+  const accepted = [
+    deps.tokens ? 'a personal access token (tesgw_...)' : '',
+    deps.oidc ? 'an OIDC access token' : '',
+  ]
+    .filter(Boolean)
+    .join(' or ');
+  return { reason: `the ${where} is not ${accepted}` };
+}
