@@ -1,24 +1,52 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import autocannon from 'autocannon';
+import autocannon, { type Result } from 'autocannon';
 import { Redis } from 'ioredis';
 import { loadConfig } from '../src/config/load-config.js';
+import { TokenStore } from '../src/identity/tokens.js';
 import { RedisTaskStore } from '../src/store/redis-task-store.js';
 import { dropPrefix } from '../src/store/drop-prefix.js';
 import { fmt, percentile, type Row } from './table.js';
 
 /**
  * The API against a real Redis: creates and reads per second under load (autocannon, 50
- * connections), then the latency of a tag-filtered list page of 100 with 100,000 tasks stored, and
- * Redis memory per stored task.
+ * connections), with token authentication off and on, then the latency of a tag-filtered list page
+ * of 100 with 100,000 tasks stored, and Redis memory per stored task.
+ *
+ * Auth off and auth on are two gateways, each on its own Redis prefix so that both stores grow
+ * alike, measured in turns (off, on, off, on, ...): on a 2-core host two runs of one setup can differ
+ * by far more than the 10% that token checks may cost, and turns spread that drift over both sides.
+ * Each side reports its median round (BENCH_ROUNDS, 3 by default).
  */
 const STORED = 100_000;
 const LOAD_SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
+const CONNECTIONS = 50;
+/** The owner of every task the auth-on gateway stores. */
+const BENCH_USER = 'benchuser';
+
+/** One API process under test, with what a client must send it. */
+interface Target {
+  label: string;
+  base: string;
+  headers: Record<string, string>;
+  store: RedisTaskStore;
+}
+
+/** The rounds of one target, as measured. */
+interface Runs {
+  creates: Result[];
+  reads: Result[];
+}
 
 export async function benchApi(rows: Row[]): Promise<void> {
+  if (!Number.isInteger(ROUNDS) || ROUNDS < 1) {
+    throw new Error(`BENCH_ROUNDS must be a whole number of 1 or more, not ${process.env.BENCH_ROUNDS}`);
+  }
   const prefix = `tesgw-bench:${Date.now()}:`;
+  const authPrefix = `${prefix}auth:`;
   const port = 18_000 + Math.floor(Math.random() * 1000);
   const overrides = {
     // As it would be deployed on this 2-core host: one API process per core.
@@ -26,31 +54,67 @@ export async function benchApi(rows: Row[]): Promise<void> {
     redis: { prefix },
     log: { level: 'warn' },
   };
+  const authOverrides = {
+    ...overrides,
+    server: { ...overrides.server, port: port + 1 },
+    redis: { prefix: authPrefix },
+    auth: { mode: 'tokens' },
+  };
   const config = loadConfig({ env: {}, overrides });
-  // The API runs in its own process, as deployed; the load generator gets the other core.
-  const configFile = join(mkdtempSync(join(tmpdir(), 'tesgw-bench-')), 'gateway.yaml');
-  writeFileSync(configFile, JSON.stringify(overrides));
-  const server = await startApiProcess(configFile, `http://127.0.0.1:${port}/ga4gh/tes/v1/service-info`);
-  const base = `http://127.0.0.1:${port}/ga4gh/tes/v1`;
+  const authConfig = loadConfig({ env: {}, overrides: authOverrides });
+  const configDir = mkdtempSync(join(tmpdir(), 'tesgw-bench-'));
   const redis = new Redis(config.redis.url);
-  const store = new RedisTaskStore(redis, { prefix, maxBacklog: config.server.maxBacklog });
+  const started: ChildProcess[] = [];
   try {
+    // The APIs run in their own processes, as deployed; the load generator gets the other core.
+    const startTarget = async (label: string, settings: typeof overrides): Promise<Target> => {
+      const configFile = join(configDir, `${label}.yaml`);
+      writeFileSync(configFile, JSON.stringify(settings));
+      const base = `http://127.0.0.1:${settings.server.port}/ga4gh/tes/v1`;
+      started.push(await startApiProcess(configFile, `${base}/service-info`));
+      const store = new RedisTaskStore(redis, {
+        prefix: settings.redis.prefix,
+        maxBacklog: config.server.maxBacklog,
+      });
+      return { label, base, headers: {}, store };
+    };
+    const off = await startTarget('auth-off', overrides);
+    const on = await startTarget('auth-on', authOverrides);
+    const tokens = new TokenStore(redis, on.store.keys.tokens, {
+      cacheTtlMs: authConfig.auth.tokens.cacheTtlMs,
+    });
+    const { token } = await tokens.create({ user: BENCH_USER, name: 'bench', lifetimeMs: 86_400_000 });
+    on.headers = { authorization: `Bearer ${token}` };
+    // Rates of a gateway that lets anyone in would say nothing about the cost of checking tokens.
+    const anonymous = await fetch(`${on.base}/tasks?page_size=1`);
+    if (anonymous.status !== 401) {
+      throw new Error(
+        `the auth-on gateway answered a request without a token with ${anonymous.status}, not 401`,
+      );
+    }
+
     const body = JSON.stringify({
       name: 'bench task',
       tags: { run: 'r1', kind: 'bench' },
       executors: [{ image: 'alpine', command: ['echo', 'hello'] }],
     });
-    const memStart = await usedMemory(redis);
-    const created = await autocannon({
-      url: `${base}/tasks`,
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body,
-      connections: 50,
-      duration: LOAD_SECONDS,
-    });
-    const createdCount = await store.countInState('QUEUED');
-    const memWithQueue = (await usedMemory(redis)) - memStart;
+    const offRuns: Runs = { creates: [], reads: [] };
+    const onRuns: Runs = { creates: [], reads: [] };
+    let offMemory = 0;
+    let offCreated = 0;
+    for (let round = 0; round < ROUNDS; round++) {
+      // Memory per created task is measured on the auth-off side only, as before token auth existed.
+      const memBefore = await usedMemory(redis);
+      const countBefore = await off.store.countInState('QUEUED');
+      offRuns.creates.push(await loadCreates(off, body));
+      offMemory += (await usedMemory(redis)) - memBefore;
+      offCreated += (await off.store.countInState('QUEUED')) - countBefore;
+      onRuns.creates.push(await loadCreates(on, body));
+      offRuns.reads.push(await loadReads(off, await off.store.idsInState('QUEUED', 10_000)));
+      onRuns.reads.push(await loadReads(on, await on.store.idsInState('QUEUED', 10_000)));
+    }
+
+    const created = medianRun(offRuns.creates);
     rows.push({
       section: 'api',
       metric: 'creates per second (POST /tasks, stored + enqueued)',
@@ -63,27 +127,8 @@ export async function benchApi(rows: Row[]): Promise<void> {
       metric: 'create latency p50 / p99 (ms)',
       value: `${created.latency.p50} / ${created.latency.p99}`,
     });
-    if (created.non2xx > 0 || created.errors > 0) {
-      rows.push({
-        section: 'api',
-        metric: 'create errors',
-        value: `${created.non2xx} non-2xx, ${created.errors} errors`,
-      });
-    }
-
-    const ids = await store.idsInState('QUEUED', 10_000);
-    let next = 0;
-    const read = await autocannon({
-      url: base,
-      connections: 50,
-      duration: LOAD_SECONDS,
-      requests: [
-        {
-          method: 'GET',
-          setupRequest: (req) => ({ ...req, path: `/ga4gh/tes/v1/tasks/${ids[next++ % ids.length]}` }),
-        },
-      ],
-    });
+    pushErrors(rows, 'create errors', offRuns.creates);
+    const read = medianRun(offRuns.reads);
     rows.push({
       section: 'api',
       metric: 'GET /tasks/{id} per second (MINIMAL)',
@@ -91,10 +136,45 @@ export async function benchApi(rows: Row[]): Promise<void> {
       goal: '>= 5,000',
       verdict: read.requests.average >= 5000 ? 'met' : 'missed',
     });
+    pushErrors(rows, 'GET errors', offRuns.reads);
 
-    // Fill the store to 100,000 tasks: 1% carry the tag the list asks for.
+    const createdOn = medianRun(onRuns.creates);
+    rows.push({
+      section: 'api',
+      metric: 'creates per second, token auth on',
+      value: fmt(createdOn.requests.average),
+    });
+    rows.push({
+      section: 'api',
+      metric: 'create latency p50 / p99 (ms), token auth on',
+      value: `${createdOn.latency.p50} / ${createdOn.latency.p99}`,
+    });
+    pushErrors(rows, 'create errors, token auth on', onRuns.creates);
+    const readOn = medianRun(onRuns.reads);
+    rows.push({
+      section: 'api',
+      metric: 'GET /tasks/{id} per second (MINIMAL), token auth on',
+      value: fmt(readOn.requests.average),
+    });
+    pushErrors(rows, 'GET errors, token auth on', onRuns.reads);
+    pushRatio(rows, 'auth on / off, creates', createdOn, created);
+    pushRatio(rows, 'auth on / off, GET', readOn, read);
+    rows.push({
+      section: 'api',
+      metric: `rounds of ${LOAD_SECONDS} s, creates per second: auth off / on`,
+      value: `${rates(offRuns.creates)} / ${rates(onRuns.creates)}`,
+    });
+    rows.push({
+      section: 'api',
+      metric: `rounds of ${LOAD_SECONDS} s, GETs per second: auth off / on`,
+      value: `${rates(offRuns.reads)} / ${rates(onRuns.reads)}`,
+    });
+
+    // Fill the auth-off store to 100,000 tasks: 1% carry the tag the list asks for.
+    const store = off.store;
+    const base = off.base;
     const storeMemStart = await usedMemory(redis);
-    const toAdd = STORED - createdCount;
+    const toAdd = Math.max(0, STORED - (await store.countInState('QUEUED')));
     const inFlight = new Set<Promise<unknown>>();
     for (let i = 0; i < toAdd; i++) {
       const p = store
@@ -108,7 +188,7 @@ export async function benchApi(rows: Row[]): Promise<void> {
       if (inFlight.size >= 256) await Promise.race(inFlight);
     }
     await Promise.all(inFlight);
-    const perTaskStore = ((await usedMemory(redis)) - storeMemStart) / toAdd;
+    const perTaskStore = ((await usedMemory(redis)) - storeMemStart) / Math.max(1, toAdd);
     const total = await store.countInState('QUEUED');
 
     const latencies: number[] = [];
@@ -148,13 +228,77 @@ export async function benchApi(rows: Row[]): Promise<void> {
     rows.push({
       section: 'api',
       metric: 'Redis memory per created task incl. its queue job (bytes)',
-      value: fmt(memWithQueue / Math.max(1, createdCount)),
+      value: fmt(offMemory / Math.max(1, offCreated)),
     });
   } finally {
-    server.kill('SIGTERM');
+    await Promise.all(started.map(stopApiProcess));
     await dropPrefix(redis, prefix);
     redis.disconnect();
+    rmSync(configDir, { recursive: true, force: true });
   }
+}
+
+/** POST /tasks under load for LOAD_SECONDS. */
+function loadCreates(target: Target, body: string): Promise<Result> {
+  return autocannon({
+    url: `${target.base}/tasks`,
+    method: 'POST',
+    headers: { ...target.headers, 'content-type': 'application/json' },
+    body,
+    connections: CONNECTIONS,
+    duration: LOAD_SECONDS,
+  });
+}
+
+/** GET /tasks/{id} (MINIMAL) under load for LOAD_SECONDS, cycling through `ids`. */
+function loadReads(target: Target, ids: readonly string[]): Promise<Result> {
+  if (ids.length === 0) throw new Error(`the ${target.label} gateway stored no task to read`);
+  let next = 0;
+  const path = new URL(target.base).pathname;
+  return autocannon({
+    url: target.base,
+    headers: target.headers,
+    connections: CONNECTIONS,
+    duration: LOAD_SECONDS,
+    requests: [
+      {
+        method: 'GET',
+        setupRequest: (req) => ({ ...req, path: `${path}/tasks/${ids[next++ % ids.length]}` }),
+      },
+    ],
+  });
+}
+
+/** The run with the median rate; of an even number, the lower of the middle two (a real run). */
+function medianRun(runs: readonly Result[]): Result {
+  if (runs.length === 0) throw new Error('no rounds were run: set BENCH_ROUNDS to 1 or more');
+  const sorted = [...runs].sort((a, b) => a.requests.average - b.requests.average);
+  return sorted[Math.floor((sorted.length - 1) / 2)]!;
+}
+
+function rates(runs: readonly Result[]): string {
+  return runs.map((r) => fmt(r.requests.average)).join(', ');
+}
+
+/** A row for failed requests of any round, so that a rate made of 401s or 404s does not pass for one. */
+function pushErrors(rows: Row[], metric: string, runs: readonly Result[]): void {
+  const non2xx = runs.reduce((n, r) => n + r.non2xx, 0);
+  const errors = runs.reduce((n, r) => n + r.errors, 0);
+  if (non2xx > 0 || errors > 0) {
+    rows.push({ section: 'api', metric, value: `${non2xx} non-2xx, ${errors} errors` });
+  }
+}
+
+/** The cost of token authentication: auth-on rate over auth-off rate, each side's median round. */
+function pushRatio(rows: Row[], metric: string, on: Result, off: Result): void {
+  const ratio = on.requests.average / off.requests.average;
+  rows.push({
+    section: 'api',
+    metric,
+    value: fmt(ratio, 2),
+    goal: '>= 0.90',
+    verdict: ratio >= 0.9 ? 'met' : 'missed',
+  });
 }
 
 async function startApiProcess(configFile: string, probe: string): Promise<ChildProcess> {
@@ -169,8 +313,18 @@ async function startApiProcess(configFile: string, probe: string): Promise<Child
     }
     await new Promise((r) => setTimeout(r, 100));
   }
-  child.kill();
-  throw new Error('the API process did not start');
+  await stopApiProcess(child);
+  throw new Error(`the API process (${configFile}) did not answer ${probe} within 10 s`);
+}
+
+/** SIGTERM (which also stops the processes it forked), then SIGKILL if it is still there after 10 s. */
+async function stopApiProcess(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  child.kill('SIGTERM');
+  const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+  await exited;
+  clearTimeout(timer);
 }
 
 async function usedMemory(redis: Redis): Promise<number> {
