@@ -163,6 +163,29 @@ describe('tes-gateway token', () => {
     expect(await store.list()).toEqual([]);
   });
 
+  it('lets a reader take the token alone and stop (| head -1) without an error', async () => {
+    const { file, store } = setup();
+    const out = await new Promise<string>((resolve) =>
+      execFile(
+        'bash',
+        [
+          '-c',
+          `"$0" "$1" token create --user alice --config "$2" 2>&1 | head -1; echo "exit \${PIPESTATUS[0]}"`,
+          process.execPath,
+          MAIN,
+          file,
+        ],
+        { encoding: 'utf8', timeout: 90_000 },
+        (_err, stdout) => resolve(stdout),
+      ),
+    );
+    const lines = out.split('\n').filter((l) => !l.startsWith('{'));
+    expect(lines[0]).toMatch(/^tesgw_/);
+    expect(out).toContain('exit 0');
+    expect(out).not.toMatch(/EPIPE/);
+    expect(await store.list()).toHaveLength(1);
+  });
+
   it('refuses a lifetime beyond auth.tokens.maxLifetime, given or by default', async () => {
     const { file, store } = setup({ auth: { tokens: { maxLifetime: '30d' } } });
     const long = await run('token', 'create', '--user', 'alice', '--expires', '31d', '--config', file);
