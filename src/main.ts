@@ -53,11 +53,13 @@ const ROLES: Record<string, Roles> = {
 };
 
 async function main(argv: string[]): Promise<void> {
-  // A reader that stops early (`tes-gateway token create ... | head -1`) is not a failure.
-  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
-    if (err.code !== 'EPIPE') throw err;
-    process.exit(typeof process.exitCode === 'number' ? process.exitCode : 0);
-  });
+  // A reader that stops early (`tes-gateway token create ... 2>&1 | head -1`) is not a failure.
+  for (const stream of [process.stdout, process.stderr]) {
+    stream.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code !== 'EPIPE') throw err;
+      process.exit(typeof process.exitCode === 'number' ? process.exitCode : 0);
+    });
+  }
   const line = parseCommandLine(argv);
   if (line.kind === 'help') {
     process.stdout.write(`${USAGE}\n`);
