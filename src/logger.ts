@@ -14,6 +14,8 @@ export function createLogger(level: string, base: Record<string, unknown> = {}):
         '*.secretAccessKey',
         '*.sessionToken',
         'config.redis.url',
+        'config.redis.sentinel.password',
+        'config.redis.sentinel.sentinelPassword',
         'config.storage.s3.secretAccessKey',
         'storage.s3.secretAccessKey',
       ],

@@ -9,6 +9,7 @@ import { ImageCache } from './apptainer/image-cache.js';
 import type { Config } from './config/schema.js';
 import { RedisTaskStore } from './store/redis-task-store.js';
 import { runTokenCommand } from './token-command.js';
+import { runGcCommand } from './gc-command.js';
 import { createLogger, type Logger } from './logger.js';
 import {
   PidFileError,
@@ -21,6 +22,7 @@ import {
 
 const USAGE = `usage: tes-gateway <serve|api|worker> [--config FILE] [--pid-file FILE]
        tes-gateway images [--config FILE]
+       tes-gateway gc [--dry-run] [--config FILE]
        tes-gateway stop --pid-file FILE
        tes-gateway token create --user NAME [--name LABEL] [--expires DURATION] [--config FILE]
        tes-gateway token list [--user NAME] [--json] [--config FILE]
@@ -30,6 +32,10 @@ const USAGE = `usage: tes-gateway <serve|api|worker> [--config FILE] [--pid-file
   api      only the HTTP API (scale it out behind a load balancer)
   worker   only the queue workers and the reconciler (one reconciler leads across all workers)
   images   report the shared image cache: each image's size and last use, the total and the cap
+  gc       expire now every finished task older than retention.terminalTasksDays (its record,
+           index entries, queue jobs and task directory), as the leader does in the background;
+           --dry-run shows what would go (count by state, oldest and newest end, bytes) and changes
+           nothing
   stop     stop the gateway that FILE names: SIGTERM, then wait until it has finished its current
            work and exited (at most ${STOP_TIMEOUT_MS / 1000} s)
   token    personal access tokens for auth.mode tokens. create prints a new token once (it lasts
@@ -71,6 +77,10 @@ async function main(argv: string[]): Promise<void> {
   }
   if (line.kind === 'token') {
     process.exitCode = await token(line.token, line.configPath);
+    return;
+  }
+  if (line.kind === 'gc') {
+    process.exitCode = await gc(line.dryRun, line.configPath);
     return;
   }
   const { command, configPath, pidFile } = line;
@@ -207,6 +217,24 @@ async function token(command: TokenCommand, configPath: string | undefined): Pro
     return await runTokenCommand(command, config);
   } catch (err) {
     process.stderr.write(`tes-gateway: token ${command.verb} failed: ${(err as Error).message}\n`);
+    return 1;
+  }
+}
+
+/** `tes-gateway gc`: its exit code; a configuration that does not load is a usage error (2). */
+async function gc(dryRun: boolean, configPath: string | undefined): Promise<number> {
+  let config: Config;
+  try {
+    config = loadConfig({ path: configPath });
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    process.stderr.write(`tes-gateway: ${err.message}\n`);
+    return 2;
+  }
+  try {
+    return await runGcCommand({ dryRun }, config);
+  } catch (err) {
+    process.stderr.write(`tes-gateway: gc failed: ${(err as Error).message}\n`);
     return 1;
   }
 }

@@ -36,6 +36,20 @@ export async function readExecutorResults(
   );
 }
 
+/**
+ * Did the executors finish, by their own files? Every executor wrote its exit code, or one that must
+ * not fail did fail (the job script runs no executor after it). Nothing else says so when Slurm has
+ * forgotten the job.
+ */
+export function executorsFinished(results: readonly ExecutorResult[]): boolean {
+  if (results.length === 0) return false;
+  for (const r of results) {
+    if (r.exitCode === undefined) return false;
+    if (r.exitCode !== 0 && !r.ignored) return true;
+  }
+  return true;
+}
+
 /** Has the first executor started? (INITIALIZING becomes RUNNING.) */
 export async function firstExecutorStarted(workDir: string): Promise<boolean> {
   try {

@@ -1,5 +1,5 @@
 import type { TesState } from '../tes/state.js';
-import type { ExecutorResult } from './executor-results.js';
+import { executorsFinished, type ExecutorResult } from './executor-results.js';
 
 /**
  * How a job's end becomes its task's TES state, for both launchers. What a launcher (Slurm, or the
@@ -49,6 +49,12 @@ export interface JobStatus {
   state: SlurmState;
   /** The state exactly as the scheduler printed it, e.g. `CANCELLED by 0`. */
   rawState: string;
+  /**
+   * The job's name in accounting, where the launcher reports one: what tells a task's own job from
+   * another that got the same id after the controller lost its state (sbatch-args.ts jobNameFor,
+   * job-arrays.ts arrayJobName).
+   */
+  jobName?: string;
   exitCode: JobExitCode;
   /** Pending reason, or why the job ended. */
   reason?: string;
@@ -105,8 +111,9 @@ export function describeExit(exit: JobExitCode): string {
  * | REVOKED, CANCELLED (not by us)      |                                                                |
  * | PREEMPTED, and requeued             | as the state the controller shows (slurm-states.ts): QUEUED    |
  * | PREEMPTED for good                  | slurm.preempted: PREEMPTED (default) or SYSTEM_ERROR           |
- * | gone (neither accounting nor the     | SYSTEM_ERROR: the job is gone and the task's outcome unknown   |
- * | controller knows it: vanishedJob)   |                                                                |
+ * | gone (neither accounting nor the     | from the executors' exit_code files when they show the        |
+ * | controller knows it, or its id now  | executors finished (COMPLETE or EXECUTOR_ERROR, as for        |
+ * | names another job: vanishedJob)     | COMPLETED); else SYSTEM_ERROR: the task's outcome is unknown  |
  * | any ended state while CANCELING     | CANCELED                                                       |
  */
 
@@ -215,17 +222,29 @@ export function decideEndState(
 ): Decision {
   const where = `Slurm job ${status.jobId} ended ${status.rawState} (${describeExit(status.exitCode)})`;
   if (canceling) return { state: 'CANCELED', systemLogs: [`${where} after the task was cancelled`] };
+  const failed = results.find((r) => r.exitCode !== undefined && r.exitCode !== 0 && !r.ignored);
   if (status.rawState === VANISHED) {
-    return {
-      state: 'SYSTEM_ERROR',
-      systemLogs: [
-        `Slurm job ${status.jobId} is gone: neither accounting nor the controller knows it any more ` +
-          `(purged, or lost with the controller's state); the task's outcome is unknown`,
-      ],
-    };
+    const gone =
+      status.reason === REUSED
+        ? `Slurm job ${status.jobId} is gone: its id now names another job, so the controller lost this one`
+        : `Slurm job ${status.jobId} is gone: neither accounting nor the controller knows it any more ` +
+          `(purged, or lost with the controller's state)`;
+    if (!executorsFinished(results)) {
+      return { state: 'SYSTEM_ERROR', systemLogs: [`${gone}; the task's outcome is unknown`] };
+    }
+    // The job script writes an executor's exit_code only once it has ended: the outcome is known.
+    const note = `${gone}; the executors' exit codes show how the task ended`;
+    const ignored = results
+      .filter((r) => r.exitCode !== undefined && r.exitCode !== 0 && r.ignored)
+      .map((r) => `executor ${r.index} exited ${r.exitCode}; ignored because ignore_error is set`);
+    if (failed)
+      return {
+        state: 'EXECUTOR_ERROR',
+        systemLogs: [note, ...ignored, `executor ${failed.index} exited ${failed.exitCode}`],
+      };
+    return { state: 'COMPLETE', systemLogs: [note, ...ignored] };
   }
   const row = SLURM_STATE_TABLE[status.state];
-  const failed = results.find((r) => r.exitCode !== undefined && r.exitCode !== 0 && !r.ignored);
   const failedIgnored = results.filter((r) => r.exitCode !== undefined && r.exitCode !== 0 && r.ignored);
   const notes = failedIgnored.map(
     (r) => `executor ${r.index} exited ${r.exitCode}; ignored because ignore_error is set`,
@@ -292,17 +311,23 @@ export function withScriptError(
 /** The raw state of a job that vanished: no Slurm state, since Slurm no longer knows the job. */
 const VANISHED = 'MISSING';
 
+/** Why a job vanished when accounting shows its id on another job. */
+const REUSED = 'the job id now names another job';
+
 /**
  * The status of a job neither accounting nor the controller knows any more (the reconciler waits
- * out accounting's delay before it asks): it ended, and nothing says how. It is an ended state, so
- * the task is finalized; decideEndState says it vanished rather than name a cause nobody saw.
+ * out accounting's delay before it asks), or whose id accounting now shows on another job
+ * (`idReused`: the controller lost its state and gave the id out again): it ended, and Slurm cannot
+ * say how. It is an ended state, so the task is finalized; decideEndState takes the outcome from the
+ * executors' exit codes when they all wrote one, and otherwise says the job vanished rather than
+ * name a cause nobody saw.
  */
-export function vanishedJob(jobId: string): JobStatus {
+export function vanishedJob(jobId: string, idReused = false): JobStatus {
   return {
     jobId,
     state: 'NODE_FAIL',
     rawState: VANISHED,
     exitCode: { code: 0, signal: 0 },
-    reason: 'neither accounting nor the controller knows the job any more',
+    reason: idReused ? REUSED : 'neither accounting nor the controller knows the job any more',
   };
 }

@@ -5,11 +5,20 @@ import { configSchema, type Config } from './schema.js';
 import { ConfigError } from '../errors.js';
 
 /** Environment variables that override the most common settings, and where each one lands. */
-const ENV_OVERRIDES: ReadonlyArray<{ name: string; path: string[]; kind: 'string' | 'int' }> = [
+const ENV_OVERRIDES: ReadonlyArray<{ name: string; path: string[]; kind: 'string' | 'int' | 'list' }> = [
   { name: 'TES_GATEWAY_PORT', path: ['server', 'port'], kind: 'int' },
   { name: 'TES_GATEWAY_HOST', path: ['server', 'host'], kind: 'string' },
   { name: 'TES_GATEWAY_REDIS_URL', path: ['redis', 'url'], kind: 'string' },
   { name: 'TES_GATEWAY_REDIS_PREFIX', path: ['redis', 'prefix'], kind: 'string' },
+  // Redis behind Sentinel, instead of TES_GATEWAY_REDIS_URL: SENTINELS is `host:port,host:port`.
+  { name: 'TES_GATEWAY_REDIS_SENTINEL_NAME', path: ['redis', 'sentinel', 'name'], kind: 'string' },
+  { name: 'TES_GATEWAY_REDIS_SENTINELS', path: ['redis', 'sentinel', 'sentinels'], kind: 'list' },
+  { name: 'TES_GATEWAY_REDIS_PASSWORD', path: ['redis', 'sentinel', 'password'], kind: 'string' },
+  {
+    name: 'TES_GATEWAY_REDIS_SENTINEL_PASSWORD',
+    path: ['redis', 'sentinel', 'sentinelPassword'],
+    kind: 'string',
+  },
   { name: 'TES_GATEWAY_BACKEND', path: ['backend'], kind: 'string' },
   { name: 'TES_GATEWAY_WORK_ROOT', path: ['workRoot'], kind: 'string' },
   { name: 'TES_GATEWAY_LOG_LEVEL', path: ['log', 'level'], kind: 'string' },
@@ -63,6 +72,12 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
         continue;
       }
       setPath(raw, o.path, Number(value));
+    } else if (o.kind === 'list') {
+      setPath(
+        raw,
+        o.path,
+        value.split(',').map((item) => item.trim()),
+      );
     } else {
       setPath(raw, o.path, value);
     }

@@ -144,6 +144,51 @@ export const DEFAULT_DENIED_USERS = [
   'polkitd',
 ];
 
+export const DEFAULT_REDIS_URL = 'redis://127.0.0.1:6379';
+
+/** One Sentinel's address: `{ host, port }`, or `host:port` (the form the environment gives). */
+const sentinelHostPort = z
+  .object({ host: z.string().min(1), port: z.number().int().min(1).max(65535).default(26379) })
+  .strict();
+const sentinelAddress = z.unknown().transform((value, ctx): z.output<typeof sentinelHostPort> => {
+  const match = typeof value === 'string' ? /^([^\s:]+):([0-9]{1,5})$/.exec(value) : null;
+  if (typeof value === 'string' && !match) {
+    ctx.addIssue({ code: z.ZodIssueCode.custom, message: 'must be host:port, or { host, port }' });
+    return z.NEVER;
+  }
+  const parsed = sentinelHostPort.safeParse(match ? { host: match[1], port: Number(match[2]) } : value);
+  if (parsed.success) return parsed.data;
+  for (const issue of parsed.error.issues) ctx.addIssue(issue);
+  return z.NEVER;
+});
+
+/**
+ * Redis behind Sentinel: the gateway asks the sentinels which server is the master of `name`, and asks
+ * again whenever a connection drops or a failover is announced, so every connection follows the master.
+ */
+const redisSentinel = z
+  .object({
+    /** The master's name in the sentinels' configuration (`sentinel monitor <name> ...`). */
+    name: z.string().min(1),
+    sentinels: z.array(sentinelAddress).min(1),
+    /** For the Redis servers themselves (`requirepass`, or an ACL user with `username`). */
+    username: z.string().min(1).optional(),
+    password: z.string().min(1).optional(),
+    /** For the sentinels, when they ask for one (`requirepass` in sentinel.conf). */
+    sentinelUsername: z.string().min(1).optional(),
+    sentinelPassword: z.string().min(1).optional(),
+    db: z.number().int().min(0).default(0),
+    /**
+     * Replicas that must hold a new task before the API accepts it. Replication is asynchronous: a
+     * task written to a master just before a failover is lost unless a replica holds it, so with
+     * 0 an accepted task can vanish; with more than there are replicas, every creation answers 503.
+     */
+    acceptReplicas: z.number().int().min(0).default(1),
+    /** How long a creation waits for those replicas before answering 503. */
+    acceptTimeoutMs: z.number().int().min(10).max(60_000).default(1000),
+  })
+  .strict();
+
 export const AUTH_MODES = ['none', 'tokens', 'oidc', 'tokens+oidc'] as const;
 
 export const configSchema = z
@@ -164,6 +209,12 @@ export const configSchema = z
           .min(128 * 1024, 'must be at least 131072 (128 KiB), the size TES clients rely on')
           .default(1024 * 1024),
         maxBacklog: z.number().int().positive().default(100_000),
+        /**
+         * How long SIGTERM waits for requests in flight and running queue jobs before the gateway
+         * stops anyway (jobs still running then are handed to another worker). Keep it below the
+         * orchestrator's grace period (Kubernetes: 30 s by default).
+         */
+        shutdownTimeoutMs: z.number().int().min(0).default(25_000),
         /** Processes serving the API on one port (`tes-gateway api` only): reads scale with cores. */
         processes: z.number().int().positive().max(64).default(1),
         serviceInfo: z
@@ -236,9 +287,14 @@ export const configSchema = z
       })
       .strict()
       .default({}),
+    /**
+     * Where Redis is: one server by `url`, or the master that Sentinel names (`sentinel`), never both.
+     * With neither, the local default url.
+     */
     redis: z
       .object({
-        url: z.string().url().default('redis://127.0.0.1:6379'),
+        url: z.string().url().optional(),
+        sentinel: redisSentinel.optional(),
         prefix: z
           .string()
           .min(1)
@@ -246,6 +302,19 @@ export const configSchema = z
           .default('tesgw:'),
       })
       .strict()
+      .superRefine((redis, ctx) => {
+        if (redis.url !== undefined && redis.sentinel !== undefined) {
+          ctx.addIssue({
+            code: z.ZodIssueCode.custom,
+            path: ['sentinel'],
+            message:
+              'redis.url and redis.sentinel both say where Redis is; keep one (TES_GATEWAY_REDIS_URL also sets redis.url)',
+          });
+        }
+      })
+      .transform(({ url, sentinel, prefix }) =>
+        sentinel ? { sentinel, prefix } : { url: url ?? DEFAULT_REDIS_URL, prefix },
+      )
       .default({}),
     backend: z.enum(['slurm', 'local']).default('slurm'),
     workRoot: z.string().startsWith('/', 'must be an absolute path').default('/var/lib/tes-gateway/tasks'),
@@ -316,6 +385,30 @@ export const configSchema = z
       .object({
         pollIntervalMs: z.number().int().min(100).default(2000),
         leaderTtlMs: z.number().int().min(1000).default(15000),
+      })
+      .strict()
+      .default({}),
+    /**
+     * How long finished work is kept. A task in a terminal state (COMPLETE, EXECUTOR_ERROR,
+     * SYSTEM_ERROR, CANCELED, PREEMPTED) whose end is older than the retention expires: its record,
+     * its index entries, its queue jobs and its task directory go. The reconciler's leader expires
+     * them in the background; `tes-gateway gc` does it at once, or shows what would go (--dry-run).
+     */
+    retention: z
+      .object({
+        /**
+         * Days a task is kept after it ended. 0 keeps finished tasks for ever (nothing expires), for
+         * sites that archive or clean up by other means; Redis and the work root then grow with every
+         * task.
+         */
+        terminalTasksDays: z.number().int().min(0).default(30),
+        /**
+         * Terminal tasks one pass examines (the bound on each pass's Redis reads); passes follow one
+         * another until every expired task has gone.
+         */
+        batchSize: z.number().int().positive().max(10_000).default(500),
+        /** How often the leader looks for expired tasks; one run lasts at most this long. */
+        intervalMs: z.number().int().min(1000).default(60_000),
       })
       .strict()
       .default({}),

@@ -7,15 +7,26 @@ export type JobKind = (typeof JOB_KINDS)[number];
 export interface JobPayloads {
   /** Stage, render and hand the task to the cluster. */
   submit: { taskId: string };
-  /** Ask the cluster to stop the task's job. */
-  cancel: { taskId: string };
+  /**
+   * Ask the cluster to stop the task's job; or, with `jobId`, that job: one made for a task that was
+   * cancelled (or submitted by another worker) during its submission, which Redis never recorded.
+   */
+  cancel: { taskId: string; jobId?: string | undefined };
   /** Read the ended job's results, write the task's logs and its terminal state. */
   finalize: { taskId: string; status: JobStatus };
 }
 
 /** What hands work to the queues; the HTTP handlers, the processors and the reconciler see only this. */
 export interface Enqueuer {
-  enqueue<K extends JobKind>(kind: K, payload: JobPayloads[K]): Promise<void>;
+  enqueue<K extends JobKind>(kind: K, payload: JobPayloads[K], options?: EnqueueOptions): Promise<void>;
+}
+
+export interface EnqueueOptions {
+  /**
+   * Replace a job of the same id that completed or failed (kept a while for dedupe) with a new one;
+   * one waiting or running is still left alone. For work found undone after its job finished.
+   */
+  replaceFinished?: boolean | undefined;
 }
 
 /** BullMQ dedupes on job id: the same work for the same task is never queued twice at once. */

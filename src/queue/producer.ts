@@ -1,6 +1,13 @@
 import { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
-import { JOB_KINDS, jobIdFor, type Enqueuer, type JobKind, type JobPayloads } from './jobs.js';
+import {
+  JOB_KINDS,
+  jobIdFor,
+  type Enqueuer,
+  type EnqueueOptions,
+  type JobKind,
+  type JobPayloads,
+} from './jobs.js';
 
 export interface QueueTuning {
   submitAttempts: number;
@@ -20,10 +27,20 @@ export class TaskQueues implements Enqueuer {
     this.queues = Object.fromEntries(JOB_KINDS.map((k) => [k, make(k)])) as Record<JobKind, Queue>;
   }
 
-  async enqueue<K extends JobKind>(kind: K, payload: JobPayloads[K]): Promise<void> {
+  async enqueue<K extends JobKind>(
+    kind: K,
+    payload: JobPayloads[K],
+    options?: EnqueueOptions,
+  ): Promise<void> {
     const transient = kind !== 'finalize';
+    const jobId = jobIdFor(kind, payload.taskId);
+    if (options?.replaceFinished) {
+      const done = await this.queues[kind].getJob(jobId);
+      const state = await done?.getState();
+      if (state === 'completed' || state === 'failed') await done!.remove();
+    }
     await this.queues[kind].add(kind, payload, {
-      jobId: jobIdFor(kind, payload.taskId),
+      jobId,
       attempts: transient ? this.tuning.submitAttempts : 3,
       backoff: { type: 'exponential', delay: this.tuning.submitBackoffMs },
       // Kept for a while after completion so that an enqueue repeated soon after is a no-op.

@@ -53,7 +53,7 @@ export class TaskWorkers {
       make('submit', tuning.submitConcurrency, (job) =>
         processSubmit(job.data.taskId, { number: job.attemptsMade + 1, of: job.opts.attempts ?? 1 }, ctx),
       ),
-      make('cancel', 64, (job) => processCancel(job.data.taskId, ctx, cancels)),
+      make('cancel', 64, (job) => processCancel(job.data.taskId, ctx, cancels, job.data.jobId)),
       make('finalize', tuning.finalizeConcurrency, (job) =>
         processFinalize(job.data.taskId, job.data.status, ctx, usage),
       ),
@@ -72,8 +72,12 @@ export class TaskWorkers {
     return c;
   }
 
-  async close(): Promise<void> {
-    await Promise.all(this.workers.map((w) => w.close()));
+  /**
+   * Stops taking jobs and waits for the running ones. `force` stops at once: running jobs keep their
+   * BullMQ lock until it lapses, then go to another worker as stalled jobs.
+   */
+  async close(force = false): Promise<void> {
+    await Promise.all(this.workers.map((w) => w.close(force)));
     for (const c of this.connections) c.disconnect();
   }
 }

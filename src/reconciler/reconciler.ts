@@ -1,13 +1,16 @@
+import { readFile } from 'node:fs/promises';
 import type { ComputeDriver } from '../compute/driver.js';
 import { firstExecutorStarted, jobScriptEnded } from '../compute/executor-results.js';
 import pLimit from 'p-limit';
+import { arrayJobName } from '../compute/slurm/job-arrays.js';
+import { jobNameFor } from '../compute/slurm/sbatch-args.js';
 import { meaningfulReason, phaseOf, vanishedJob, type JobStatus } from '../compute/job-end.js';
 import type { Logger } from '../logger.js';
 import type { Enqueuer } from '../queue/jobs.js';
 import type { TaskBrief, TaskStore } from '../store/task-store.js';
-import { taskDirOf } from '../tes/task-directory.js';
+import { TASK_FILE, taskDirOf, taskFile } from '../tes/task-directory.js';
 import { withLog, withSystemLogs } from '../tes/task-logs.js';
-import type { LeaderLock } from '../store/leader-lock.js';
+import { LeaseLostError, type LeaderLock } from '../store/leader-lock.js';
 
 export interface ReconcilerOptions {
   store: TaskStore;
@@ -19,7 +22,17 @@ export interface ReconcilerOptions {
   pollIntervalMs: number;
   /** How long a job may be missing from accounting before the scheduler is asked whether it exists. */
   missingGraceMs: number;
+  /**
+   * Leader-only upkeep (expiring finished tasks), started from a leader's tick at most once per
+   * housekeepingIntervalMs. It runs beside the cycles, never delaying them; stop() aborts it and
+   * waits for it.
+   */
+  housekeeping?: ((signal: AbortSignal) => Promise<void>) | undefined;
+  housekeepingIntervalMs?: number | undefined;
 }
+
+/** Task ids read at once by the lost-submission sweep. */
+const LOST_PAGE = 500;
 
 /** How soon to look again after a job script was seen to end: accounting shows it within ~0.2 s. */
 const FOLLOW_UP_MS = 300;
@@ -37,6 +50,16 @@ export interface CycleReport {
  * requests (TaskBrief): a task's size costs the cycle nothing. States move forward (see
  * tes/state.ts), but for one named move back: a job that had started and is seen waiting again was
  * requeued by Slurm, and its task goes back to QUEUED with a note saying so (`requeue`).
+ *
+ * Two leaders never write at once: a cycle runs holding the leader lease, which is renewed while it
+ * runs however slow sacct is, and the cycle stops before its next write once the lease may have gone
+ * (LeaderLock.lost). Every change is a compare-and-set on the state the cycle read, so a write made
+ * from a read that another writer has since overtaken does nothing.
+ *
+ * An accounting record is taken for a task's job only when its job name is the task's (or, for an
+ * array element, the task's array's): after losing its state the controller gives out ids again, and
+ * a new job with a running job's id must not end or move another task. Such a task's job is gone
+ * (vanishedJob).
  */
 export class Reconciler {
   private timer: NodeJS.Timeout | undefined;
@@ -49,6 +72,14 @@ export class Reconciler {
   readonly stats = { cycles: 0 };
   /** Last pending reason written per task, so the logs are not rewritten each cycle. */
   private readonly reasons = new Map<string, string>();
+  /**
+   * Job id and accounting name seen to be the task's own, by task: the array marker is read once per
+   * job, and a record under another name (the id given out again later) is checked afresh.
+   */
+  private readonly ownJobs = new Map<string, string>();
+  private housekeepingRun: Promise<void> | undefined;
+  private housekeepingStartedAt = -Infinity;
+  private readonly housekeepingAbort = new AbortController();
 
   constructor(private readonly o: ReconcilerOptions) {}
 
@@ -71,18 +102,46 @@ export class Reconciler {
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.timer) clearTimeout(this.timer);
+    this.housekeepingAbort.abort();
     await this.running;
+    await this.housekeepingRun;
     await this.o.lock.release().catch(() => undefined);
   }
 
   private async tick(): Promise<void> {
     try {
       if (!(await this.o.lock.acquire())) return;
-      await this.cycle();
+      this.startHousekeeping();
+      await this.o.lock.hold(() => this.cycle());
       if (++this.ticks % 10 === 0) await this.requeueLostSubmissions();
     } catch (err) {
-      this.o.logger.error({ err }, 'reconciler cycle failed; no task state was changed by it');
+      if (err instanceof LeaseLostError) {
+        this.o.logger.warn(
+          { err },
+          'reconciler cycle stopped: the leader lease may have gone to another gateway',
+        );
+      } else {
+        this.o.logger.error({ err }, 'reconciler cycle failed; no task state was changed by it');
+      }
     }
+  }
+
+  /** Starts the housekeeping when it is due and not already running. */
+  private startHousekeeping(): void {
+    const { housekeeping, housekeepingIntervalMs = 60_000 } = this.o;
+    if (!housekeeping || this.housekeepingRun || this.stopped) return;
+    if (Date.now() - this.housekeepingStartedAt < housekeepingIntervalMs) return;
+    this.housekeepingStartedAt = Date.now();
+    this.housekeepingRun = housekeeping(this.housekeepingAbort.signal)
+      .catch((err: unknown) =>
+        this.o.logger.error({ err }, 'housekeeping failed; it runs again next interval'),
+      )
+      .finally(() => (this.housekeepingRun = undefined));
+  }
+
+  /** Before each write: a cycle that may no longer lead stops, leaving the rest to the new leader. */
+  private assertLeader(): void {
+    if (this.o.lock.lost) throw new LeaseLostError('reconciler');
   }
 
   /** One pass over every active job. Public so tests and the benchmark can drive it. */
@@ -98,6 +157,7 @@ export class Reconciler {
     const ended: Array<{ record: TaskBrief; status: JobStatus }> = [];
     const started: TaskBrief[] = [];
     const missing: TaskBrief[] = [];
+    const reused: TaskBrief[] = [];
     let changed = 0;
     const records = await store.getBriefs([...active.keys()]);
     for (const [taskId, jobId] of active) {
@@ -106,6 +166,10 @@ export class Reconciler {
       const status = poll.jobs.get(jobId);
       if (!status) {
         missing.push(record);
+        continue;
+      }
+      if (!(await this.isOwnJob(record, status))) {
+        reused.push(record);
         continue;
       }
       switch (phaseOf(status.state)) {
@@ -123,12 +187,58 @@ export class Reconciler {
     }
 
     for (const { record, status } of ended) {
+      this.assertLeader();
       await this.o.queues.enqueue('finalize', { taskId: record.id, status });
-      this.reasons.delete(record.id);
+      this.forget(record.id);
     }
+    for (const record of reused) await this.onReused(record, active.get(record.id)!, poll.jobs);
     if (missing.length > 0) await this.onMissing(missing);
     this.endingSoon = await this.anyScriptEnded(started);
     return { active: active.size, ended: ended.length, changed };
+  }
+
+  private forget(taskId: string): void {
+    this.reasons.delete(taskId);
+    this.ownJobs.delete(taskId);
+  }
+
+  /**
+   * Whether an accounting record is the task's own job: its name is the task's job name, or for an
+   * array element its array's name, which the task directory keeps (`array-element`). A launcher
+   * that reports no names (the local one) gives out no id twice.
+   */
+  private async isOwnJob(record: TaskBrief, status: JobStatus): Promise<boolean> {
+    const name = status.jobName;
+    const seen = `${status.jobId} ${name}`;
+    if (name === undefined || this.ownJobs.get(record.id) === seen) return true;
+    let own = name === jobNameFor(record.id);
+    if (!own && status.jobId.includes('_') && name.startsWith(arrayJobName(''))) {
+      const workDir = record.run?.workDir ?? taskDirOf(this.o.workRoot, record.id);
+      const marker = await readFile(taskFile(workDir, TASK_FILE.arrayElement), 'utf8').catch(() => undefined);
+      // Without the marker the array cannot be told; an array of this gateway's is taken as the task's.
+      own = marker === undefined || marker.trim().split(' ')[0] === name;
+    }
+    if (own) this.ownJobs.set(record.id, seen);
+    return own;
+  }
+
+  /**
+   * Accounting shows the task's job id on another job: the controller lost its state and gave the id
+   * out again, so the task's own job is gone. It ends as a vanished job (from its executors' files
+   * when they finished).
+   */
+  private async onReused(
+    record: TaskBrief,
+    jobId: string,
+    jobs: ReadonlyMap<string, JobStatus>,
+  ): Promise<void> {
+    this.assertLeader();
+    this.o.logger.warn(
+      { taskId: record.id, jobId, jobName: jobs.get(jobId)?.jobName },
+      "the task's Slurm job id now names another job; its own job is gone",
+    );
+    await this.o.queues.enqueue('finalize', { taskId: record.id, status: vanishedJob(jobId, true) });
+    this.forget(record.id);
   }
 
   /** Jobs Slurm still reports as started whose script already ended: accounting will show it soon. */
@@ -161,6 +271,7 @@ export class Reconciler {
     this.reasons.set(record.id, note);
     if (!fresh) return 0;
     // A change to the same state writes the logs, unless the state changed meanwhile.
+    this.assertLeader();
     await this.o.store.transition(record.id, record.state, {
       from: [record.state],
       logs: withSystemLogs(record.logs, [note]),
@@ -175,6 +286,7 @@ export class Reconciler {
    */
   private async requeue(record: TaskBrief, status: JobStatus, reason: string | undefined): Promise<boolean> {
     const note = `Slurm requeued job ${status.jobId}: now ${status.rawState}${reason ? ` (${reason})` : ''}`;
+    this.assertLeader();
     const t = await this.o.store.transition(record.id, 'QUEUED', {
       path: 'requeue',
       from: [record.state],
@@ -196,7 +308,9 @@ export class Reconciler {
     const withNode = status.node
       ? withLog(logs, { metadata: { ...(logs[0]?.metadata ?? {}), node: status.node } })
       : logs;
-    const t = await this.o.store.transition(record.id, to, { logs: withNode });
+    this.assertLeader();
+    // Only from the state read: a move made meanwhile (a requeue, a cancel) is not overwritten.
+    const t = await this.o.store.transition(record.id, to, { from: [record.state], logs: withNode });
     return t.outcome === 'ok' ? 1 : 0;
   }
 
@@ -211,22 +325,33 @@ export class Reconciler {
     for (const r of old) {
       const jobId = r.run!.jobId!;
       if (known.has(jobId)) continue;
-      this.reasons.delete(r.id);
+      this.assertLeader();
+      this.forget(r.id);
       await this.o.queues.enqueue('finalize', { taskId: r.id, status: vanishedJob(jobId) });
     }
   }
 
   /**
-   * A task stored but never handed to the queue (the API process died in between) is queued again.
-   * Enqueueing is idempotent by job id, and the submit processor skips tasks that have a job. Runs
-   * every tenth cycle; public so tests can drive it.
+   * A task waiting without a job, a minute after its creation, is queued for submission again: the API
+   * process died between storing and enqueueing it, or a worker died mid-staging often enough that its
+   * queue job failed as stalled. QUEUED and INITIALIZING (a submission an older gateway began) are both
+   * walked whole, in pages of LOST_PAGE ids. Enqueueing is idempotent while a submission is queued or
+   * running, and a finished one is replaced; the submit processor skips tasks that have a job and
+   * holds the task's lease while it submits. Runs every tenth cycle; public so tests can drive it.
    */
   async requeueLostSubmissions(): Promise<void> {
-    const ids = await this.o.store.idsInState('QUEUED', 1000);
     const cutoff = Date.now() - 60_000;
-    for (const record of (await this.o.store.getBriefs(ids)).values()) {
-      if (record.run?.jobId || Date.parse(record.creationTime) > cutoff) continue;
-      await this.o.queues.enqueue('submit', { taskId: record.id });
+    for (const state of ['QUEUED', 'INITIALIZING'] as const) {
+      let after: string | undefined;
+      for (;;) {
+        const ids = await this.o.store.idsInState(state, LOST_PAGE, after);
+        for (const record of (await this.o.store.getBriefs(ids)).values()) {
+          if (record.run?.jobId || Date.parse(record.creationTime) > cutoff) continue;
+          await this.o.queues.enqueue('submit', { taskId: record.id }, { replaceFinished: true });
+        }
+        if (ids.length < LOST_PAGE) break;
+        after = ids.at(-1);
+      }
     }
   }
 }

@@ -1,9 +1,10 @@
 import { constants, readFileSync, type Stats } from 'node:fs';
-import { lstat, open, readdir, realpath, type FileHandle } from 'node:fs/promises';
+import { appendFile, lstat, open, readdir, readFile, realpath, type FileHandle } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import { hostPathOf, writableRoots } from '../apptainer/container-plan.js';
+import { TASK_FILE, taskFile } from '../tes/task-directory.js';
 import type { TesOutput, TesOutputFileLog } from '../tes/types.js';
-import type { AllowedRoots } from './allowed-roots.js';
+import { AllowedRoots } from './allowed-roots.js';
 import { compileGlob, hasWildcard } from './glob.js';
 import { schemeOf } from './stage-inputs.js';
 import { StagingError } from './staging-error.js';
@@ -47,6 +48,13 @@ const NO_LINKS = 'the gateway does not follow links a task makes';
  * path, opened without following links as a second guard. A `file://` destination is created by
  * walking down from its allowed root without following links (AllowedRoots.createFile): in a writable
  * root, other tasks may make links while delivery runs.
+ *
+ * Delivery is repeatable: finalize runs again after a failed Redis write or a stalled worker. Each
+ * file sent is recorded in the task directory (`delivered`, a line per file: which output, its
+ * source and what was written), and a later delivery sends again only what the record does not show
+ * as sent from the same source file, or what is no longer at a `file://` destination as it was
+ * written. Its file logs are the same either way. Sources stay where they are (copied, never
+ * moved), so two outputs of one source path are both delivered, each under its own record line.
  */
 export class OutputDeliverer implements OutputDelivery {
   constructor(
@@ -67,13 +75,19 @@ export class OutputDeliverer implements OutputDelivery {
     const errors: string[] = [];
     const notes: string[] = [];
     const places = new WritablePlaces(workDir);
+    const record = new DeliveryRecord(taskFile(workDir, TASK_FILE.delivered));
+    const sent = await record.read();
     for (const [index, output] of outputs.entries()) {
       const field = `outputs[${index}]`;
       try {
         const found = await this.expand(output, places, field);
         if (found.links.length > 0) notes.push(linksNote(field, output.path, found.links));
         for (const item of found.items) {
-          await this.send(item, field, roots);
+          const key = deliveryKey(index, item);
+          if (!(await stillDelivered(sent.get(key), item))) {
+            const written = await this.send(item, field, roots);
+            await record.add({ key, source: sourceOf(item), written });
+          }
           files.push({ url: item.url, path: item.path, size_bytes: String(item.stat.size) });
         }
       } catch (err) {
@@ -126,7 +140,8 @@ export class OutputDeliverer implements OutputDelivery {
     return { items: [{ ...source, path: output.path, url: output.url }], links: [] };
   }
 
-  private async send(item: DeliveryItem, field: string, roots: AllowedRoots): Promise<void> {
+  /** Sends one file; for a `file://` destination, says what was written there. */
+  private async send(item: DeliveryItem, field: string, roots: AllowedRoots): Promise<FileMark | undefined> {
     const scheme = schemeOf(item.url);
     const uploader = this.uploaders.find((u) => u.schemes.includes(scheme));
     if (scheme !== 'file' && !uploader) {
@@ -137,8 +152,11 @@ export class OutputDeliverer implements OutputDelivery {
     }
     const handle = await openChecked(item, field);
     try {
-      if (uploader) await uploader.upload(item.real, item.url, field);
-      else await this.copy(handle, item, field, roots);
+      if (uploader) {
+        await uploader.upload(item.real, item.url, field);
+        return undefined;
+      }
+      return await this.copy(handle, item, field, roots);
     } finally {
       await handle.close();
     }
@@ -153,15 +171,98 @@ export class OutputDeliverer implements OutputDelivery {
     item: DeliveryItem,
     field: string,
     roots: AllowedRoots,
-  ): Promise<void> {
+  ): Promise<FileMark> {
     const target = await roots.createFile(item.url, field);
     try {
       await copyContents(source, target);
       // The source is private to the job's user; the client gets an ordinary file.
       await target.chmod(deliveredMode(item.stat.mode));
+      return markOf(await target.stat());
     } finally {
       await target.close();
     }
+  }
+}
+
+/** Which file, as `stat` tells files apart: written once, the same file keeps these. */
+interface FileMark {
+  dev: number;
+  ino: number;
+  size: number;
+  mtimeMs: number;
+}
+
+function markOf(st: Stats): FileMark {
+  return { dev: st.dev, ino: st.ino, size: st.size, mtimeMs: st.mtimeMs };
+}
+
+function sameMark(a: FileMark | undefined, b: FileMark | undefined): boolean {
+  return (
+    a !== undefined &&
+    b !== undefined &&
+    a.dev === b.dev &&
+    a.ino === b.ino &&
+    a.size === b.size &&
+    a.mtimeMs === b.mtimeMs
+  );
+}
+
+function sourceOf(item: DeliveryItem): FileMark {
+  return markOf(item.stat);
+}
+
+/** One line of the record: a file sent for an output, from which source, and what it wrote. */
+interface Delivered {
+  key: string;
+  source: FileMark;
+  /** What the copy left at a `file://` destination; absent for an upload. */
+  written?: FileMark | undefined;
+}
+
+/** An output's file by output, source and destination: two outputs of one source are two keys. */
+function deliveryKey(index: number, item: DeliveryItem): string {
+  return JSON.stringify([index, item.path, item.url]);
+}
+
+/**
+ * Whether a file recorded as sent is still delivered: sent from this very source file, and, for a
+ * `file://` destination, still the file the copy wrote (nobody replaced or changed it since).
+ */
+async function stillDelivered(done: Delivered | undefined, item: DeliveryItem): Promise<boolean> {
+  if (!done || !sameMark(done.source, sourceOf(item))) return false;
+  if (!done.written) return schemeOf(item.url) !== 'file';
+  let path: string;
+  try {
+    path = AllowedRoots.pathOf(item.url, 'record');
+  } catch {
+    return false;
+  }
+  const now = await lstat(path).catch(() => undefined);
+  return now !== undefined && now.isFile() && sameMark(done.written, markOf(now));
+}
+
+/** The task directory's record of files sent (`delivered`): JSON lines, appended as each is sent. */
+class DeliveryRecord {
+  constructor(private readonly path: string) {}
+
+  /** What was sent, by key; a line cut short by a crash is skipped, and its file sent again. */
+  async read(): Promise<Map<string, Delivered>> {
+    const out = new Map<string, Delivered>();
+    const text = await readFile(this.path, 'utf8').catch(() => '');
+    for (const line of text.split('\n')) {
+      if (line === '') continue;
+      try {
+        const d = JSON.parse(line) as Delivered;
+        if (typeof d.key === 'string' && d.source) out.set(d.key, d);
+      } catch {
+        continue;
+      }
+    }
+    return out;
+  }
+
+  async add(done: Delivered): Promise<void> {
+    await appendFile(this.path, `${JSON.stringify(done)}\n`, { mode: 0o600 });
   }
 }
 

@@ -4,6 +4,7 @@ import { isTerminal, sourcesFor, type TesState } from '../tes/state.js';
 import type { RunInfo, TaskOwner, TaskRecord, TaskRequest, TesTaskLog } from '../tes/types.js';
 import { BacklogFullError } from '../errors.js';
 import { Keys } from './keys.js';
+import { ReplicaAcks } from './replica-acks.js';
 import { CREATE_TASK, LIST_PAGE, TRANSITION } from './scripts.js';
 import type {
   CreateOptions,
@@ -33,11 +34,14 @@ export interface RedisTaskStoreOptions {
   maxBacklog: number;
   /** Index entries one list call may inspect (tests make it small). */
   listScanBudget?: number | undefined;
+  /** Replicas that must hold a write before awaitReplicas returns, and how long to wait for them. */
+  replicas?: { count: number; timeoutMs: number } | undefined;
 }
 
 export class RedisTaskStore implements TaskStore {
   readonly keys: Keys;
   private readonly r: ScriptedRedis;
+  private readonly acks: ReplicaAcks | undefined;
 
   constructor(
     readonly redis: Redis,
@@ -48,9 +52,12 @@ export class RedisTaskStore implements TaskStore {
     redis.defineCommand('tesTransition', { lua: TRANSITION, numberOfKeys: 2 });
     redis.defineCommand('tesList', { lua: LIST_PAGE });
     this.r = redis as ScriptedRedis;
+    const replicas = options.replicas;
+    this.acks = replicas && new ReplicaAcks(redis, replicas.count, replicas.timeoutMs);
   }
 
   async create(request: TaskRequest, options: CreateOptions = {}): Promise<TaskRecord> {
+    await this.acks?.ready();
     const id = newTaskId();
     const creationTime = new Date().toISOString();
     const tagKeys: string[] = [];
@@ -84,6 +91,10 @@ export class RedisTaskStore implements TaskStore {
       ...(options.logs ? { logs: options.logs } : {}),
       ...(owner ? { owner } : {}),
     };
+  }
+
+  async awaitReplicas(): Promise<void> {
+    await this.acks?.await();
   }
 
   async get(taskId: string): Promise<TaskRecord | undefined> {
@@ -218,7 +229,7 @@ export class RedisTaskStore implements TaskStore {
       to,
       from.join(','),
       this.keys.statePrefix,
-      isTerminal(to) ? '1' : '0',
+      `${isTerminal(to) ? 't' : ''}${options.onlyWithoutJob ? 'n' : ''}`,
       options.job ?? '',
       ...fields,
     );
@@ -254,8 +265,9 @@ export class RedisTaskStore implements TaskStore {
     return this.redis.zcard(this.keys.state(state));
   }
 
-  async idsInState(state: TesState, limit: number): Promise<string[]> {
-    return this.redis.zrangebylex(this.keys.state(state), '-', '+', 'LIMIT', 0, limit);
+  async idsInState(state: TesState, limit: number, after?: string): Promise<string[]> {
+    const from = after === undefined ? '-' : `(${after}`;
+    return this.redis.zrangebylex(this.keys.state(state), from, '+', 'LIMIT', 0, limit);
   }
 }
 

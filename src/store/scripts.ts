@@ -30,17 +30,20 @@ return 'ok'
 
 /**
  * Move a task to a new state. KEYS: task, jobs hash.
- * ARGV: id, to, comma-separated legal sources, state index prefix, '1' if \`to\` is terminal,
- * cluster job id to record in the jobs hash ('' for none), then field/value pairs written with the
- * change.
+ * ARGV: id, to, comma-separated legal sources, state index prefix, flags ('t' if \`to\` is terminal,
+ * 'n' if the change is legal only while the task has no job in the jobs hash), cluster job id to
+ * record in the jobs hash ('' for none), then field/value pairs written with the change.
  * Returns {outcome, previous}: outcome is ok | same | illegal | missing. Setting the current state
  * again writes the fields and the job (a progress update) unless the state is terminal.
+ * A change to a terminal state also records `ended`, Redis's clock in epoch ms: what retention
+ * measures a finished task's age from (store/retention.ts).
  */
 export const TRANSITION = `
 local cur = redis.call('HGET', KEYS[1], 'state')
 if not cur then return {'missing', ''} end
 local to = ARGV[2]
-local terminal = ARGV[5] == '1'
+local terminal = string.find(ARGV[5], 't', 1, true) ~= nil
+local needsNoJob = string.find(ARGV[5], 'n', 1, true) ~= nil
 local function write()
   if #ARGV > 6 then redis.call('HSET', KEYS[1], unpack(ARGV, 7)) end
   if ARGV[6] ~= '' and not terminal then redis.call('HSET', KEYS[2], ARGV[1], ARGV[6]) end
@@ -53,11 +56,16 @@ end
 local legal = false
 for s in string.gmatch(ARGV[3], '[^,]+') do if s == cur then legal = true end end
 if not legal then return {'illegal', cur} end
+if needsNoJob and redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return {'illegal', cur} end
 redis.call('HSET', KEYS[1], 'state', to)
 write()
 redis.call('ZREM', ARGV[4] .. cur, ARGV[1])
 redis.call('ZADD', ARGV[4] .. to, 0, ARGV[1])
-if terminal then redis.call('HDEL', KEYS[2], ARGV[1]) end
+if terminal then
+  redis.call('HDEL', KEYS[2], ARGV[1])
+  local now = redis.call('TIME')
+  redis.call('HSET', KEYS[1], 'ended', now[1] .. string.format('%03d', math.floor(tonumber(now[2]) / 1000)))
+end
 return {'ok', cur}
 `;
 
@@ -173,4 +181,32 @@ elseif stopped and lastScanned then
   out[1] = lastScanned
 end
 return out
+`;
+
+/**
+ * Expire one finished task: its record and every index entry, together or not at all. The script
+ * checks again that the task is terminal and ended before the cutoff, so that a caller's stale read
+ * can never delete a live task. KEYS: task, all index, name index, jobs hash, then the other sets
+ * that hold the task (its owner's, its tags'), which the caller reads from the immutable record.
+ * ARGV: id, state index prefix, comma-separated terminal states, cutoff (epoch ms), the end the caller
+ * found for a task without `ended` (logs or creation time; '' for none).
+ * Returns expired | missing | active | young.
+ */
+export const EXPIRE_TASK = `
+local f = redis.call('HMGET', KEYS[1], 'state', 'ended', 'name')
+local state = f[1]
+if not state then return 'missing' end
+local terminal = false
+for s in string.gmatch(ARGV[3], '[^,]+') do if s == state then terminal = true end end
+if not terminal then return 'active' end
+local ended = tonumber(f[2]) or tonumber(ARGV[5])
+if ended == nil or ended >= tonumber(ARGV[4]) then return 'young' end
+local id = ARGV[1]
+redis.call('ZREM', ARGV[2] .. state, id)
+redis.call('ZREM', KEYS[2], id)
+if f[3] then redis.call('ZREM', KEYS[3], f[3] .. '\\0' .. id) end
+redis.call('HDEL', KEYS[4], id)
+for i = 5, #KEYS do redis.call('ZREM', KEYS[i], id) end
+redis.call('DEL', KEYS[1])
+return 'expired'
 `;

@@ -40,6 +40,11 @@ export interface TransitionOptions {
    * (tes/state.ts sourcesFor).
    */
   from?: readonly TesState[];
+  /**
+   * Legal only while no cluster job is recorded for the task: a cancel that read "no job yet" must
+   * not end a task whose submission recorded one meanwhile.
+   */
+  onlyWithoutJob?: boolean;
   /** `requeue` for the reconciler's one move back to QUEUED (tes/state.ts); `forward` otherwise. */
   path?: TransitionPath;
   logs?: TesTaskLog[];
@@ -59,6 +64,13 @@ export interface CreateOptions {
 
 export interface TaskStore {
   create(request: TaskRequest, options?: CreateOptions): Promise<TaskRecord>;
+  /**
+   * Returns once every write this process has sent so far is held by as many Redis replicas as the
+   * configuration asks (redis.sentinel.acceptReplicas), so a failover cannot take it back; at once
+   * when none are asked for. StoreUnavailableError when they did not all acknowledge in time
+   * (`create` itself refuses first when too few replicas are in sync).
+   */
+  awaitReplicas(): Promise<void>;
   get(taskId: string): Promise<TaskRecord | undefined>;
   /** Only the state, without parsing the task. */
   getState(taskId: string): Promise<TesState | undefined>;
@@ -85,5 +97,6 @@ export interface TaskStore {
   /** taskId -> job id for every non-terminal task that has a job. */
   activeJobs(): Promise<Map<string, string>>;
   countInState(state: TesState): Promise<number>;
-  idsInState(state: TesState, limit: number): Promise<string[]>;
+  /** Up to `limit` ids of tasks in `state`, oldest first; with `after`, those after that id (a page's last). */
+  idsInState(state: TesState, limit: number, after?: string): Promise<string[]>;
 }

@@ -25,6 +25,8 @@ import { posix } from 'node:path';
  * | `job-end`                   | the job script's EXIT trap                    | reconciler (look again soon)              |
  * | `system-error`              | the job script (a refused path, no runtime),  | finalize: the task is SYSTEM_ERROR        |
  * |                             | the local launcher (bash did not start)       |                                           |
+ * | `delivered`                 | finalize (deliver-outputs.ts): one line per   | finalize again (a retry delivers nothing  |
+ * |                             | output file sent                              | twice)                                    |
  * | `slurm.out`, `slurm.err`    | Slurm, the local launcher, a dispatcher: the  | people                                    |
  * |                             | job script's own output                       |                                           |
  * | `local.job`                 | the local launcher: submitted                 | the local launcher (after a restart too)  |
@@ -45,6 +47,7 @@ export const TASK_FILE = {
   jobId: 'job_id',
   jobEnd: 'job-end',
   systemError: 'system-error',
+  delivered: 'delivered',
   slurmOut: 'slurm.out',
   slurmErr: 'slurm.err',
   localJob: 'local.job',

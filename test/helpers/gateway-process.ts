@@ -31,9 +31,12 @@ export async function startGatewayProcess(
   name: string,
   overrides: Record<string, unknown> = {},
   env: Record<string, string> = {},
+  /** Several processes of one gateway share a prefix and a work root; the last one drops the keys. */
+  share: { prefix: string; workRoot: string; keepKeys?: boolean } | undefined = undefined,
 ): Promise<GatewayProcess> {
-  const prefix = testPrefix(name);
-  const workRoot = mkdtempSync(join(existsSync('/var/tmp') ? '/var/tmp' : '/tmp', `tesgw-${name}-`));
+  const prefix = share?.prefix ?? testPrefix(name);
+  const workRoot =
+    share?.workRoot ?? mkdtempSync(join(existsSync('/var/tmp') ? '/var/tmp' : '/tmp', `tesgw-${name}-`));
   const container = (overrides.container ?? {}) as Record<string, unknown>;
   const config = {
     server: { port: 0, host: '127.0.0.1' },
@@ -48,7 +51,7 @@ export async function startGatewayProcess(
     ...overrides,
     container: { imageCacheDir: join(workRoot, '..', `${basename(workRoot)}-images`), ...container },
   };
-  const file = join(workRoot, '..', `${basename(workRoot)}.json`);
+  const file = join(workRoot, '..', `${basename(workRoot)}-${Math.random().toString(36).slice(2)}.json`);
   writeFileSync(file, JSON.stringify(config));
 
   // Only the settings in the file count: TES_GATEWAY_* variables of the caller would override them.
@@ -98,7 +101,7 @@ export async function startGatewayProcess(
         await exited;
         clearTimeout(timer);
       }
-      await dropKeys(prefix);
+      if (!share?.keepKeys) await dropKeys(prefix);
     },
   };
 }

@@ -70,6 +70,19 @@ describe('RedisTaskStore', () => {
     }
   });
 
+  it('refuses a change asked to happen only without a job once a job is recorded', async () => {
+    const a = await storeA.create(TASK);
+    const b = await storeA.create(TASK);
+    await storeA.setJob(b.id, '4242', {});
+    expect((await storeA.transition(a.id, 'CANCELED', { onlyWithoutJob: true })).outcome).toBe('ok');
+    expect(await storeA.transition(b.id, 'CANCELED', { onlyWithoutJob: true })).toEqual({
+      outcome: 'illegal',
+      previous: 'QUEUED',
+    });
+    expect(await storeA.getState(b.id)).toBe('QUEUED');
+    expect((await storeA.activeJobs()).get(b.id)).toBe('4242');
+  });
+
   it('reports a missing task', async () => {
     expect(await storeA.transition('01jd0000000000000000000000', 'RUNNING')).toEqual({ outcome: 'missing' });
   });

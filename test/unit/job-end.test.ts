@@ -171,10 +171,16 @@ describe("the job script's own error", () => {
 });
 
 describe('a job nobody knows any more', () => {
-  it('is an ended job of the same id, whose task becomes SYSTEM_ERROR', () => {
+  it('is an ended job of the same id, whose task becomes SYSTEM_ERROR when no exit code tells more', () => {
     const gone = vanishedJob('77');
     expect(gone.jobId).toBe('77');
     expect(phaseOf(gone.state)).toBe('ended');
-    expect(decideEndState(gone, ok, false).state).toBe('SYSTEM_ERROR');
+    expect(decideEndState(gone, [{ index: 0, started: true, ignored: false }], false).state).toBe(
+      'SYSTEM_ERROR',
+    );
+  });
+
+  it("ends as the executors' exit codes say when every executor recorded one", () => {
+    expect(decideEndState(vanishedJob('77'), ok, false).state).toBe('COMPLETE');
   });
 });

@@ -32,6 +32,7 @@ describe('parseSacct', () => {
   it('reads each job record', () => {
     expect(jobs.get('1')).toEqual({
       jobId: '1',
+      jobName: 'tes_a',
       state: 'COMPLETED',
       rawState: 'COMPLETED',
       exitCode: { code: 0, signal: 0 },
@@ -58,6 +59,12 @@ describe('parseSacct', () => {
     ).toBeUndefined();
     expect([undefined, '', ' ', 'None', '(null)'].map(meaningfulReason)).toEqual(Array(5).fill(undefined));
     expect(meaningfulReason(' JobHeldUser ')).toBe('JobHeldUser');
+  });
+
+  it("leaves out a job whose row still has accounting's placeholder name, as not recorded yet", () => {
+    const parsed = parseSacct('1613|allocation|PENDING|0:0|None|vm|1|1796048952|Unknown|00:00:00\n');
+    expect(parsed.jobs.size).toBe(0);
+    expect(parsed.errors).toEqual([]);
   });
 
   it('matches states by prefix and keeps the raw text', () => {
@@ -115,13 +122,14 @@ describe('sacct look-up by name', () => {
   const fixture = (name: string): string =>
     readFileSync(join(process.cwd(), 'test', 'fixtures', 'slurm', name), 'utf8');
 
-  it('asks accounting for jobs of that name started within the window, one row each', () => {
-    expect(buildSacctLookupArgs('tes_01J', 7)).toEqual([
+  it("asks accounting for the submitting user's jobs of that name started within the window, one row each", () => {
+    expect(buildSacctLookupArgs('tes_01J', 7, 'tes')).toEqual([
       '-n',
       '-X',
       '-P',
       '-S',
       'now-7minutes',
+      '--user=tes',
       '--name=tes_01J',
       '--format=JobIDRaw,JobID',
     ]);

@@ -13,8 +13,16 @@ const fixture = (name: string): string =>
   readFileSync(join(process.cwd(), 'test', 'fixtures', 'slurm', name), 'utf8');
 
 describe('squeue look-up by name', () => {
-  it('asks for every state and the array id of each row', () => {
-    expect(buildSqueueLookupArgs('tes_01J')).toEqual(['-h', '-t', 'all', '--name=tes_01J', '-o', '%F']);
+  it("asks for the submitting user's jobs in every state and the array id of each row", () => {
+    expect(buildSqueueLookupArgs('tes_01J', 'tes')).toEqual([
+      '-h',
+      '-t',
+      'all',
+      '--user=tes',
+      '--name=tes_01J',
+      '-o',
+      '%F',
+    ]);
   });
 
   it('reads a single job id', () => {

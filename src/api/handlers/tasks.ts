@@ -54,6 +54,8 @@ export function taskHandlers({ store, queues, rules, listPageMaxBytes, policy, a
       const owner = who ? { user: who.user, groups: [...who.groups] } : undefined;
       const record = await store.create(request, { ...(logs ? { logs } : {}), owner });
       await queues.enqueue('submit', { taskId: record.id });
+      // Accepted only once a failover can no longer take the task back (a 503 asks to try again).
+      await store.awaitReplicas();
       if (who) audit(req, 'task created', { taskId: record.id });
       res.json({ id: record.id });
     },
@@ -127,8 +129,12 @@ export function taskHandlers({ store, queues, rules, listPageMaxBytes, policy, a
       }
       if (!record.run?.jobId) {
         // Not on the cluster yet: done at once. A submission racing with this sees CANCELED after
-        // sbatch and cancels the job it just made.
-        const r = await store.transition(taskId, 'CANCELED', { from: ['QUEUED', 'INITIALIZING'] });
+        // sbatch and cancels the job it just made; one that recorded its job since the read above
+        // makes this change illegal, and the task is cancelled through its job below.
+        const r = await store.transition(taskId, 'CANCELED', {
+          from: ['QUEUED', 'INITIALIZING'],
+          onlyWithoutJob: true,
+        });
         if (r.outcome === 'ok' || r.outcome === 'same') {
           res.json({});
           return;

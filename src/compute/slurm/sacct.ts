@@ -3,6 +3,9 @@ import { meaningfulReason, parseExitCode, parseSlurmState, type JobStatus } from
 /**
  * The `sacct` query the reconciler runs once per cycle, and its parser, side by side. Output is
  * `--parsable2` text (sacct's JSON reports exit code 0 for failed jobs in 22.05) with epoch times.
+ * Without `--duplicates`, sacct shows only the newest job of an id that the controller gave out twice
+ * (after losing its state); the JobName field is how the reconciler tells whether that job is the
+ * task's own.
  */
 
 export const SACCT_FIELDS = [
@@ -42,11 +45,21 @@ export function buildSacctUsageArgs(jobIds: readonly string[]): string[] {
 }
 
 /**
- * The job with this name that started less than `minutes` ago, from accounting (`-X`: one row per
- * job or array element). A relative start time avoids any question of the controller's time zone.
+ * The job of `user` with this name that started less than `minutes` ago, from accounting (`-X`: one
+ * row per job or array element). A relative start time avoids any question of the controller's time
+ * zone; `--user` keeps out other users' jobs (root's sacct shows everyone's).
  */
-export function buildSacctLookupArgs(name: string, minutes: number): string[] {
-  return ['-n', '-X', '-P', '-S', `now-${minutes}minutes`, `--name=${name}`, '--format=JobIDRaw,JobID'];
+export function buildSacctLookupArgs(name: string, minutes: number, user: string): string[] {
+  return [
+    '-n',
+    '-X',
+    '-P',
+    '-S',
+    `now-${minutes}minutes`,
+    `--user=${user}`,
+    `--name=${name}`,
+    '--format=JobIDRaw,JobID',
+  ];
 }
 
 /**
@@ -61,6 +74,13 @@ export function parseSacctLookup(text: string): string | undefined {
   }
   return undefined;
 }
+
+/**
+ * The name accounting shows for a job whose own record has not reached it yet (seen for a few
+ * seconds after submission, in a pending row). Such a row is not yet the job's record: its name and
+ * state are placeholders, so the job is left out as not recorded yet.
+ */
+const UNRECORDED_NAME = 'allocation';
 
 export interface SacctParse {
   jobs: Map<string, JobStatus>;
@@ -78,14 +98,20 @@ export function parseSacct(text: string): SacctParse {
       errors.push(`expected ${SACCT_FIELDS.length} fields, got ${f.length}: ${line}`);
       continue;
     }
-    const [jobId, , rawState, exit, reason, node, elapsed, start, end, totalCpu] = f as [string, ...string[]];
+    const [jobId, name, rawState, exit, reason, node, elapsed, start, end, totalCpu] = f as [
+      string,
+      ...string[],
+    ];
     if (jobId.includes('.')) continue; // a step row
+    if (name === UNRECORDED_NAME) continue;
     const state = parseSlurmState(rawState!);
     if (!state) {
       errors.push(`unknown job state ${JSON.stringify(rawState)} for job ${jobId}`);
       continue;
     }
     const status: JobStatus = { jobId, state, rawState: rawState!.trim(), exitCode: parseExitCode(exit!) };
+    // What tells this task's job from another given the same id after the controller lost its state.
+    if (name) status.jobName = name;
     const why = meaningfulReason(reason);
     if (why) status.reason = why;
     if (node && node !== 'None assigned' && node !== '(null)') status.node = node;

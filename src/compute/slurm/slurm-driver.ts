@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { userInfo } from 'node:os';
 import { join } from 'node:path';
 import { CommandError, SubmissionRejectedError } from '../../errors.js';
 import { quoteAll } from '../../shell/quote.js';
@@ -46,6 +47,12 @@ export interface SlurmDriverOptions extends SlurmCliOptions {
   maxArraySize: number;
   /** How long the partitions' TmpDisk figures from sinfo are used before sinfo is asked again. */
   tmpDiskRefreshMs?: number | undefined;
+  /**
+   * The Unix user the gateway submits as: look-ups by job name search only this user's jobs, so a
+   * job of someone else that carries a task's name is never taken for the task's. Default: the user
+   * this process runs as.
+   */
+  user?: string | undefined;
   logger?: Pick<Logger, 'warn'> | undefined;
 }
 
@@ -68,8 +75,12 @@ export class SlurmDriver implements ComputeDriver {
   /** The partitions' TmpDisk, read from sinfo when a disk request needs it (see sbatch-args.ts). */
   readonly partitionDisks: PartitionDiskCache;
 
+  /** Whose jobs the look-ups by name search (SlurmDriverOptions.user). */
+  readonly user: string;
+
   constructor(private readonly options: SlurmDriverOptions) {
     this.cli = new SlurmCli(options);
+    this.user = options.user ?? userInfo().username;
     this.partitionDisks = new PartitionDiskCache({
       read: () => this.cli.run('sinfo', SINFO_TMP_DISK_ARGS, "failed to read the partitions' TmpDisk"),
       refreshMs: options.tmpDiskRefreshMs ?? 300_000,
@@ -90,11 +101,15 @@ export class SlurmDriver implements ComputeDriver {
   private async findByName(name: string, since: Date, taskId: string): Promise<string | undefined> {
     // The controller knows young jobs before accounting does; accounting remembers old ones.
     const what = `look up the job of task ${taskId}`;
-    const fromQueue = parseSqueueLookup(await this.cli.run('squeue', buildSqueueLookupArgs(name), what));
+    const fromQueue = parseSqueueLookup(
+      await this.cli.run('squeue', buildSqueueLookupArgs(name, this.user), what),
+    );
     if (fromQueue) return fromQueue;
     const minutes = Math.ceil((Date.now() - since.getTime()) / 60_000) + 2;
     this.sacctCalls.lookups++;
-    return parseSacctLookup(await this.cli.run('sacct', buildSacctLookupArgs(name, minutes), what));
+    return parseSacctLookup(
+      await this.cli.run('sacct', buildSacctLookupArgs(name, minutes, this.user), what),
+    );
   }
 
   async submit(request: LaunchRequest): Promise<string> {
@@ -151,6 +166,11 @@ export class SlurmDriver implements ComputeDriver {
       const base = parseJobId(await this.sbatch(args, what), args, what);
       burst.forEach((p, i) => p.resolve(`${base}_${i}`));
     } catch (err) {
+      // Refused, the array does not exist: its elements' markers must not steer a later look-up. After
+      // a timeout it may exist, and the markers are how a retry finds it.
+      if (err instanceof SubmissionRejectedError) {
+        await Promise.all(burst.map((p) => rm(join(p.request.workDir, ARRAY_ELEMENT_FILE), { force: true })));
+      }
       for (const p of burst) p.reject(err);
     }
   }
@@ -263,9 +283,21 @@ function parseJobId(out: string, args: readonly string[], what: string): string 
   return jobId;
 }
 
+/**
+ * The array a task was last submitted in, if its last submission was one. The marker is written after
+ * the submit marker of the same attempt; one older than the submit marker is left from an earlier
+ * attempt (an array that failed, or a worker that died before removing it) and is not trusted: the
+ * task's own name is looked up instead.
+ */
 async function readArrayElement(workDir: string): Promise<{ name: string; index: number } | undefined> {
   try {
-    const [name, index] = (await readFile(join(workDir, ARRAY_ELEMENT_FILE), 'utf8')).trim().split(' ');
+    const path = join(workDir, ARRAY_ELEMENT_FILE);
+    const [element, attempt] = await Promise.all([
+      stat(path),
+      stat(join(workDir, TASK_FILE.submitAttempted)).catch(() => undefined),
+    ]);
+    if (attempt && element.mtimeMs < attempt.mtimeMs) return undefined;
+    const [name, index] = (await readFile(path, 'utf8')).trim().split(' ');
     return name && index && /^\d+$/.test(index) ? { name, index: Number(index) } : undefined;
   } catch {
     return undefined;

@@ -6,9 +6,13 @@ import { expandJobId } from './job-arrays.js';
  * longer. (The state query for preempted jobs lives in slurm-states.ts.)
  */
 
-/** Every job, in any state, with this name: one line per job or array element, `%F` its array's id. */
-export function buildSqueueLookupArgs(name: string): string[] {
-  return ['-h', '-t', 'all', `--name=${name}`, '-o', '%F'];
+/**
+ * Every job of `user`, in any state, with this name: one line per job or array element, `%F` its
+ * array's id. Without `--user` squeue lists every user's jobs, and another user's job may carry the
+ * name.
+ */
+export function buildSqueueLookupArgs(name: string, user: string): string[] {
+  return ['-h', '-t', 'all', `--user=${user}`, `--name=${name}`, '-o', '%F'];
 }
 
 /** The first job id squeue listed (an array's own id, as `%F` gives), if any. */

@@ -2,6 +2,7 @@ import type { ComputeDriver } from '../../compute/driver.js';
 import type { PrepareDeps } from './prepare-job.js';
 import type { EndStatePolicy } from '../../compute/job-end.js';
 import type { Logger } from '../../logger.js';
+import type { TaskLease } from '../../store/task-lease.js';
 import type { TaskStore } from '../../store/task-store.js';
 import type { Enqueuer } from '../jobs.js';
 import type { OutputDelivery } from '../../staging/deliver-outputs.js';
@@ -20,6 +21,11 @@ export interface ProcessorContext {
   taskLogMaxBytes: number;
   /** What a final PREEMPTED becomes (slurm.preempted); PREEMPTED when unset. */
   endStates?: EndStatePolicy | undefined;
+  /**
+   * The lease on a task's submission (store/task-lease.ts): only its holder stages and submits the
+   * task. The gateway always gives one; without it, two workers could submit one task at once.
+   */
+  submissionLease?: ((taskId: string) => TaskLease) | undefined;
 }
 
 /** Which attempt this is, so a processor can tell a retry from the last try. */

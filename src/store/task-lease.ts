@@ -1,0 +1,49 @@
+import { randomUUID } from 'node:crypto';
+import type { Redis } from 'ioredis';
+
+const TAKE = `return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0`;
+
+/** Extends the lease only while it is still this holder's: a lease once lost stays lost. */
+const RENEW = `
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+`;
+
+const RELEASE = `
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+`;
+
+/**
+ * A lease in Redis on one piece of work (the submission of one task), held by one process at a time
+ * and expiring by itself when its holder dies. Unlike the leader's lock (leader-lock.ts), a renewal
+ * never takes a lease that has lapsed: a holder whose lease expired, even if nobody took it since,
+ * learns that it lost it, since someone may have taken, used and released it meanwhile. That makes
+ * `renew` the fencing check before a write that only the holder may make.
+ */
+export class TaskLease {
+  readonly owner = randomUUID();
+
+  constructor(
+    private readonly redis: Redis,
+    readonly key: string,
+    readonly ttlMs: number,
+  ) {}
+
+  /** Takes the lease if nobody holds it. */
+  async take(): Promise<boolean> {
+    return (await this.redis.eval(TAKE, 1, this.key, this.owner, this.ttlMs)) === 1;
+  }
+
+  /** Extends the lease; false when it is no longer this holder's. */
+  async renew(): Promise<boolean> {
+    return (await this.redis.eval(RENEW, 1, this.key, this.owner, this.ttlMs)) === 1;
+  }
+
+  async release(): Promise<void> {
+    await this.redis.eval(RELEASE, 1, this.key, this.owner);
+  }
+}

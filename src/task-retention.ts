@@ -1,0 +1,230 @@
+import type { Queue } from 'bullmq';
+import type { Redis } from 'ioredis';
+import pLimit from 'p-limit';
+import { removeTaskDir, taskDirBytes } from './compute/remove-task-dir.js';
+import type { Logger } from './logger.js';
+import { JOB_KINDS, jobIdFor, type JobKind } from './queue/jobs.js';
+import { RetentionStore, type ExpiredTask } from './store/retention.js';
+import type { TesState } from './tes/state.js';
+import { taskDirOf } from './tes/task-directory.js';
+import { isTaskId } from './tes/task-id.js';
+
+/**
+ * Expiry of finished tasks: a terminal task whose end is older than the retention loses its task
+ * directory, its queue jobs, then its record and index entries (one atomic script). The record goes
+ * last, so that a removal cut short is found and finished by the next pass; nothing is left that no
+ * record points to. A terminal task never changes state again, so what a pass read stays true while
+ * it removes. The reconciler's leader runs it (`runFor`); `tes-gateway gc` runs whole sweeps.
+ */
+
+const DAY_MS = 24 * 3600 * 1000;
+
+/** Task directories removed at once: file-system work, not Redis. */
+const PARALLEL_REMOVALS = 16;
+
+export interface TaskRetentionOptions {
+  redis: Redis;
+  prefix: string;
+  /**
+   * The queues whose jobs of an expired task are removed (TaskQueues). Absent for a survey, which
+   * must not even make the queues' keys.
+   */
+  queues?: { queue(kind: JobKind): Queue } | undefined;
+  workRoot: string;
+  /** retention.terminalTasksDays: 0 keeps finished tasks for ever. */
+  terminalTasksDays: number;
+  /** retention.batchSize: index entries read per pass. */
+  batchSize: number;
+  logger?: Logger | undefined;
+  /** Told of each task whose removal failed (the command line prints them). */
+  onFailure?: ((taskId: string, err: unknown) => void) | undefined;
+}
+
+/** What went, or would go. */
+export interface ExpiryTally {
+  count: number;
+  byState: Partial<Record<TesState, number>>;
+  oldestEndMs?: number;
+  newestEndMs?: number;
+  /** Bytes of task directories, when measured. */
+  bytes: number;
+  /** Tasks whose removal failed this time (they are tried again on the next sweep). */
+  failed: number;
+}
+
+export interface PassReport {
+  tally: ExpiryTally;
+  examined: number;
+  sweepDone: boolean;
+}
+
+export function emptyTally(): ExpiryTally {
+  return { count: 0, byState: {}, bytes: 0, failed: 0 };
+}
+
+function addTo(tally: ExpiryTally, task: ExpiredTask, bytes: number): void {
+  tally.count++;
+  tally.byState[task.state] = (tally.byState[task.state] ?? 0) + 1;
+  tally.oldestEndMs = Math.min(tally.oldestEndMs ?? Infinity, task.endedMs);
+  tally.newestEndMs = Math.max(tally.newestEndMs ?? -Infinity, task.endedMs);
+  tally.bytes += bytes;
+}
+
+function merge(into: ExpiryTally, from: ExpiryTally): void {
+  into.count += from.count;
+  for (const [state, n] of Object.entries(from.byState) as Array<[TesState, number]>) {
+    into.byState[state] = (into.byState[state] ?? 0) + n;
+  }
+  if (from.oldestEndMs !== undefined)
+    into.oldestEndMs = Math.min(into.oldestEndMs ?? Infinity, from.oldestEndMs);
+  if (from.newestEndMs !== undefined)
+    into.newestEndMs = Math.max(into.newestEndMs ?? -Infinity, from.newestEndMs);
+  into.bytes += from.bytes;
+  into.failed += from.failed;
+}
+
+export class TaskRetention {
+  /** The leader's walk: its cursors carry over from one run to the next. */
+  private readonly store: RetentionStore;
+
+  constructor(private readonly o: TaskRetentionOptions) {
+    this.store = new RetentionStore(o.redis, o.prefix);
+  }
+
+  /** Whether anything ever expires (retention.terminalTasksDays > 0). */
+  get enabled(): boolean {
+    return this.o.terminalTasksDays > 0;
+  }
+
+  /** Tasks that ended before this moment are past the retention. */
+  cutoffAt(nowMs: number): number {
+    return nowMs - this.o.terminalTasksDays * DAY_MS;
+  }
+
+  /** One bounded pass: at most batchSize index entries read, and the expired ones among them removed. */
+  async pass(nowMs = Date.now(), options: { measure?: boolean } = {}): Promise<PassReport> {
+    if (!this.enabled) return { tally: emptyTally(), examined: 0, sweepDone: true };
+    const cutoffMs = this.cutoffAt(nowMs);
+    const batch = await this.store.nextBatch(cutoffMs, this.o.batchSize);
+    const jobs = await this.queueJobsOf(batch.expired);
+    const tally = emptyTally();
+    const limit = pLimit(PARALLEL_REMOVALS);
+    await Promise.all(
+      batch.expired.map((task) =>
+        limit(async () => {
+          try {
+            const bytes = await this.expireOne(
+              task,
+              jobs.get(task.taskId) ?? [],
+              cutoffMs,
+              options.measure === true,
+            );
+            if (bytes !== undefined) addTo(tally, task, bytes);
+          } catch (err) {
+            tally.failed++;
+            this.o.onFailure?.(task.taskId, err);
+            this.o.logger?.warn(
+              { err, taskId: task.taskId },
+              'could not expire a finished task; the next sweep tries again',
+            );
+          }
+        }),
+      ),
+    );
+    return { tally, examined: batch.examined, sweepDone: batch.sweepDone };
+  }
+
+  /**
+   * The kinds of queue job each task still has, in one round trip: most finished tasks have none
+   * left (the queues drop completed jobs after an hour), and a removal costs a script per job.
+   */
+  private async queueJobsOf(tasks: readonly ExpiredTask[]): Promise<Map<string, JobKind[]>> {
+    const { queues } = this.o;
+    const out = new Map<string, JobKind[]>();
+    if (!queues || tasks.length === 0) return out;
+    const pipeline = this.o.redis.pipeline();
+    for (const task of tasks) {
+      for (const kind of JOB_KINDS) pipeline.exists(queues.queue(kind).toKey(jobIdFor(kind, task.taskId)));
+    }
+    const replies = (await pipeline.exec()) ?? [];
+    tasks.forEach((task, i) => {
+      const kinds = JOB_KINDS.filter((_, k) => replies[i * JOB_KINDS.length + k]?.[1] === 1);
+      if (kinds.length > 0) out.set(task.taskId, kinds);
+    });
+    return out;
+  }
+
+  /** Directory, queue jobs, then the record: returns the directory's bytes if the task went. */
+  private async expireOne(
+    task: ExpiredTask,
+    jobKinds: readonly JobKind[],
+    cutoffMs: number,
+    measure: boolean,
+  ): Promise<number | undefined> {
+    const { queues } = this.o;
+    if (!queues) throw new Error(`task ${task.taskId} not expired: this retention was given no queues`);
+    // An index entry that is not a task id names no directory of the work root.
+    const dir = isTaskId(task.taskId) ? taskDirOf(this.o.workRoot, task.taskId) : undefined;
+    const bytes = measure && dir ? await taskDirBytes(dir) : 0;
+    if (dir) await removeTaskDir(dir);
+    // A job that a queue refuses to remove (one running now) fails the task's expiry, which the next
+    // sweep tries again.
+    const removed = await Promise.all(
+      jobKinds.map((kind) => queues.queue(kind).remove(jobIdFor(kind, task.taskId))),
+    );
+    const stuck = jobKinds.filter((_, i) => removed[i] !== 1);
+    if (stuck.length > 0) {
+      throw new Error(`the ${stuck.join(', ')} job of task ${task.taskId} could not be removed (running?)`);
+    }
+    const outcome = await this.store.expire(task, cutoffMs);
+    return outcome === 'expired' ? bytes : undefined;
+  }
+
+  /**
+   * Passes one after another until the sweep is done (every expired task found has gone), `budgetMs`
+   * has passed, or the signal aborts: the leader's housekeeping. Each pass is bounded on its own.
+   */
+  async runFor(budgetMs: number, signal?: AbortSignal): Promise<ExpiryTally> {
+    const total = emptyTally();
+    const started = Date.now();
+    while (this.enabled && !signal?.aborted) {
+      const report = await this.pass();
+      merge(total, report.tally);
+      if (report.sweepDone || Date.now() - started >= budgetMs) break;
+    }
+    if (total.count > 0 || total.failed > 0) {
+      this.o.logger?.info(
+        { expired: total.count, byState: total.byState, failed: total.failed },
+        'finished tasks past retention.terminalTasksDays expired',
+      );
+    }
+    return total;
+  }
+
+  /** Whole sweeps until nothing past the cutoff is left: `tes-gateway gc`. */
+  async sweep(nowMs = Date.now()): Promise<ExpiryTally> {
+    const total = emptyTally();
+    for (;;) {
+      const report = await this.pass(nowMs, { measure: true });
+      merge(total, report.tally);
+      if (report.sweepDone) return total;
+    }
+  }
+
+  /** What a sweep would remove, changing nothing: `tes-gateway gc --dry-run`. */
+  async survey(nowMs = Date.now()): Promise<ExpiryTally> {
+    const total = emptyTally();
+    if (!this.enabled) return total;
+    // A walk of its own, so that the leader's cursors are not moved.
+    const store = new RetentionStore(this.o.redis, this.o.prefix);
+    const cutoffMs = this.cutoffAt(nowMs);
+    for (;;) {
+      const batch = await store.nextBatch(cutoffMs, this.o.batchSize);
+      for (const task of batch.expired) {
+        const dir = isTaskId(task.taskId) ? taskDirOf(this.o.workRoot, task.taskId) : undefined;
+        addTo(total, task, dir ? await taskDirBytes(dir) : 0);
+      }
+      if (batch.sweepDone) return total;
+    }
+  }
+}
