@@ -203,26 +203,25 @@ function superviseApiProcesses(count: number, logger: Logger): void {
   process.on('SIGINT', () => stop('SIGTERM'));
 }
 
-/** `tes-gateway token ...`: its exit code; a configuration that does not load is a usage error (2). */
-async function token(command: TokenCommand, configPath: string | undefined): Promise<number> {
-  let config: Config;
-  try {
-    config = loadConfig({ path: configPath });
-  } catch (err) {
-    if (!(err instanceof ConfigError)) throw err;
-    process.stderr.write(`tes-gateway: ${err.message}\n`);
-    return 2;
-  }
-  try {
-    return await runTokenCommand(command, config);
-  } catch (err) {
-    process.stderr.write(`tes-gateway: token ${command.verb} failed: ${(err as Error).message}\n`);
-    return 1;
-  }
+/** `tes-gateway token ...`: its exit code. */
+function token(command: TokenCommand, configPath: string | undefined): Promise<number> {
+  return withConfig(`token ${command.verb}`, configPath, (config) => runTokenCommand(command, config));
 }
 
-/** `tes-gateway gc`: its exit code; a configuration that does not load is a usage error (2). */
-async function gc(dryRun: boolean, configPath: string | undefined): Promise<number> {
+/** `tes-gateway gc`: its exit code. */
+function gc(dryRun: boolean, configPath: string | undefined): Promise<number> {
+  return withConfig('gc', configPath, (config) => runGcCommand({ dryRun }, config));
+}
+
+/**
+ * Runs an operator's command with the configuration: one that does not load is a usage error (2), a
+ * command that fails is 1, with what failed on stderr.
+ */
+async function withConfig(
+  what: string,
+  configPath: string | undefined,
+  run: (config: Config) => Promise<number>,
+): Promise<number> {
   let config: Config;
   try {
     config = loadConfig({ path: configPath });
@@ -232,9 +231,9 @@ async function gc(dryRun: boolean, configPath: string | undefined): Promise<numb
     return 2;
   }
   try {
-    return await runGcCommand({ dryRun }, config);
+    return await run(config);
   } catch (err) {
-    process.stderr.write(`tes-gateway: gc failed: ${(err as Error).message}\n`);
+    process.stderr.write(`tes-gateway: ${what} failed: ${(err as Error).message}\n`);
     return 1;
   }
 }

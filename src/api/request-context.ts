@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { RequestHandler } from 'express';
 import type { Logger } from '../logger.js';
+import { redactUrl } from '../staging/url-redaction.js';
 
 declare module 'express-serve-static-core' {
   interface Request {
@@ -31,7 +32,7 @@ export function requestContext(logger: Logger, secretParams: readonly string[] =
     });
     Object.defineProperty(req, 'loggedUrl', {
       configurable: true,
-      get: () => redactQuery(req.originalUrl, secretParams),
+      get: () => redactUrl(req.originalUrl, secretParams),
     });
     if (logger.isLevelEnabled('debug')) {
       const start = performance.now();
@@ -49,26 +50,4 @@ export function requestContext(logger: Logger, secretParams: readonly string[] =
     }
     next();
   };
-}
-
-/** `url` with the values of the named query parameters replaced by `[redacted]`. */
-export function redactQuery(url: string, names: readonly string[]): string {
-  const question = url.indexOf('?');
-  if (question < 0 || names.length === 0) return url;
-  const query = url
-    .slice(question + 1)
-    .split('&')
-    .map((pair) => {
-      const eq = pair.indexOf('=');
-      const rawName = eq < 0 ? pair : pair.slice(0, eq);
-      let name: string;
-      try {
-        name = decodeURIComponent(rawName.replace(/\+/g, ' '));
-      } catch {
-        return pair;
-      }
-      return names.includes(name) ? `${rawName}=[redacted]` : pair;
-    })
-    .join('&');
-  return `${url.slice(0, question)}?${query}`;
 }

@@ -44,10 +44,10 @@ const USERINFO = /^([A-Za-z][A-Za-z0-9+.-]*:\/\/)([^/?#]*@)/;
 
 /**
  * A URL as it may be shown in messages and logs: userinfo becomes `***@` and the values of
- * signature- or token-like query parameters become `***`; everything else is kept as the client wrote
- * it, so the reader can still recognise it.
+ * signature- or token-like query parameters (and of those named in `secretNames`) become `***`;
+ * everything else is kept as the client wrote it, so the reader can still recognise it.
  */
-export function redactUrl(raw: string): string {
+export function redactUrl(raw: string, secretNames: readonly string[] = []): string {
   const noFragment = raw.split('#', 1)[0]!;
   const withoutUser = noFragment.replace(USERINFO, '$1***@');
   const q = withoutUser.indexOf('?');
@@ -58,7 +58,8 @@ export function redactUrl(raw: string): string {
     .map((pair) => {
       const eq = pair.indexOf('=');
       const name = eq < 0 ? pair : pair.slice(0, eq);
-      return SECRET_PARAM.test(safeDecode(name)) ? `${name}=***` : pair;
+      const decoded = safeDecode(name);
+      return SECRET_PARAM.test(decoded) || secretNames.includes(decoded) ? `${name}=***` : pair;
     });
   return `${withoutUser.slice(0, q)}?${params.join('&')}`;
 }

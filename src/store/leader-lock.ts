@@ -11,7 +11,7 @@ return 0
 `;
 
 /** Extends the lease only while it is still ours: a lease lost mid-hold is never taken back there. */
-const EXTEND = `
+export const EXTEND = `
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   return 1
@@ -19,7 +19,8 @@ end
 return 0
 `;
 
-const RELEASE = `
+/** Frees the lease if it is still ours. */
+export const RELEASE = `
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 `;

@@ -1,21 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
+import { EXTEND, RELEASE } from './leader-lock.js';
 
 const TAKE = `return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0`;
-
-/** Extends the lease only while it is still this holder's: a lease once lost stays lost. */
-const RENEW = `
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
-end
-return 0
-`;
-
-const RELEASE = `
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-`;
 
 /**
  * A lease in Redis on one piece of work (the submission of one task), held by one process at a time
@@ -40,7 +27,7 @@ export class TaskLease {
 
   /** Extends the lease; false when it is no longer this holder's. */
   async renew(): Promise<boolean> {
-    return (await this.redis.eval(RENEW, 1, this.key, this.owner, this.ttlMs)) === 1;
+    return (await this.redis.eval(EXTEND, 1, this.key, this.owner, this.ttlMs)) === 1;
   }
 
   async release(): Promise<void> {
