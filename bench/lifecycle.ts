@@ -24,7 +24,7 @@ const TASKS = Number(process.env.BENCH_LIFECYCLE_TASKS ?? 20_000);
 const BATCH = 500;
 const DAY_MS = 24 * 3600 * 1000;
 
-async function startPrivateRedis(): Promise<{ redis: Redis; server: ChildProcess }> {
+export async function startPrivateRedis(): Promise<{ redis: Redis; server: ChildProcess }> {
   const port = 20_000 + Math.floor(Math.random() * 5000);
   const server = spawn(
     'redis-server',
@@ -50,7 +50,7 @@ async function startPrivateRedis(): Promise<{ redis: Redis; server: ChildProcess
   }
 }
 
-async function usedMemory(redis: Redis): Promise<number> {
+export async function usedMemory(redis: Redis): Promise<number> {
   const info = await redis.info('memory');
   return Number(/^used_memory:(\d+)/m.exec(info)?.[1] ?? NaN);
 }

@@ -399,9 +399,9 @@ export const configSchema = z
         /**
          * Days a task is kept after it ended. 0 keeps finished tasks for ever (nothing expires), for
          * sites that archive or clean up by other means; Redis and the work root then grow with every
-         * task.
+         * task. Fractions count: 0.25 keeps finished tasks six hours.
          */
-        terminalTasksDays: z.number().int().min(0).default(30),
+        terminalTasksDays: z.number().min(0).default(30),
         /**
          * Terminal tasks one pass examines (the bound on each pass's Redis reads); passes follow one
          * another until every expired task has gone.

@@ -15,13 +15,15 @@ describe('retention settings', () => {
     });
   });
 
-  it('takes 0 days (keep for ever) and refuses negative, fractional and unknown settings', () => {
+  it('takes 0 days (keep for ever) and fractions of days, and refuses negative and unknown settings', () => {
     expect(
       loadConfig({ env: {}, overrides: { retention: { terminalTasksDays: 0 } } }).retention.terminalTasksDays,
     ).toBe(0);
+    expect(
+      loadConfig({ env: {}, overrides: { retention: { terminalTasksDays: 0.25 } } }).retention.terminalTasksDays,
+    ).toBe(0.25);
     for (const retention of [
       { terminalTasksDays: -1 },
-      { terminalTasksDays: 1.5 },
       { batchSize: 0 },
       { intervalMs: 10 },
       { days: 3 },
