@@ -1,5 +1,4 @@
 import { jest } from '@jest/globals';
-import { execFile } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -8,24 +7,12 @@ import { Keys } from '../../src/store/keys.js';
 import { taskDirOf } from '../../src/tes/task-directory.js';
 import { seedOldTask } from '../helpers/old-tasks.js';
 import { connect, dropPrefix, testPrefix } from '../helpers/redis.js';
+import { requireBuiltProgram, runProgram } from '../helpers/built-program.js';
 
 /** `tes-gateway gc` as an operator runs it: the built program (npm run build) against real Redis. */
 jest.setTimeout(60_000);
 
-const MAIN = join(process.cwd(), 'dist', 'src', 'main.js');
-
-function run(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(
-      process.execPath,
-      [MAIN, ...args],
-      { encoding: 'utf8', timeout: 30_000 },
-      (err, stdout, stderr) => {
-        resolve({ code: err ? Number((err as { code?: unknown }).code ?? 1) : 0, stdout, stderr });
-      },
-    );
-  });
-}
+const run = (...args: string[]) => runProgram(args);
 
 async function keysUnder(redis: Redis, prefix: string): Promise<string[]> {
   const keys: string[] = [];
@@ -44,9 +31,7 @@ describe('tes-gateway gc', () => {
   let workRoot: string;
   let configFile: string;
 
-  beforeAll(() => {
-    if (!existsSync(MAIN)) throw new Error(`${MAIN} is missing: run npm run build first`);
-  });
+  beforeAll(requireBuiltProgram);
 
   beforeEach(() => {
     redis = connect();

@@ -1,20 +1,19 @@
 import { jest } from '@jest/globals';
 import { execFile } from 'node:child_process';
-import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Redis } from 'ioredis';
 import { TokenStore } from '../../src/identity/tokens.js';
 import { Keys } from '../../src/store/keys.js';
 import { connect, dropPrefix, testPrefix } from '../helpers/redis.js';
+import { MAIN, requireBuiltProgram, runProgram } from '../helpers/built-program.js';
 
 /**
  * `tes-gateway token ...` as an operator runs it: the built program (npm run build) on real Redis.
  * Each run starts node afresh, which takes seconds on a loaded machine.
  */
 jest.setTimeout(120_000);
-
-const MAIN = join(process.cwd(), 'dist', 'src', 'main.js');
 
 function config(extra: Record<string, unknown> = {}): { file: string; prefix: string } {
   const prefix = testPrefix('token-cli');
@@ -23,18 +22,7 @@ function config(extra: Record<string, unknown> = {}): { file: string; prefix: st
   return { file, prefix };
 }
 
-function run(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(
-      process.execPath,
-      [MAIN, ...args],
-      { encoding: 'utf8', timeout: 90_000 },
-      (err, stdout, stderr) => {
-        resolve({ code: err ? Number((err as { code?: unknown }).code ?? 1) : 0, stdout, stderr });
-      },
-    );
-  });
-}
+const run = (...args: string[]) => runProgram(args);
 
 /** The JSON lines of stderr that are audit records. */
 function auditLines(stderr: string): Record<string, unknown>[] {
@@ -45,9 +33,7 @@ function auditLines(stderr: string): Record<string, unknown>[] {
     .filter((line) => line.audit === true);
 }
 
-beforeAll(() => {
-  if (!existsSync(MAIN)) throw new Error(`${MAIN} is missing: run npm run build first`);
-});
+beforeAll(requireBuiltProgram);
 
 describe('tes-gateway token', () => {
   let redis: Redis;
