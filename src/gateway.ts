@@ -16,7 +16,7 @@ import type { ContainerRuntime } from './apptainer/render-job-script.js';
 import { RedisTaskStore } from './store/redis-task-store.js';
 import { TaskQueues } from './queue/producer.js';
 import { TaskWorkers } from './queue/worker.js';
-import { SUBMISSION_LEASE_MS } from './queue/processors/submit.js';
+import { TASK_LEASE_MS } from './queue/processors/held-lease.js';
 import { Reconciler } from './reconciler/reconciler.js';
 import { LeaderLock } from './store/leader-lock.js';
 import { TaskLease } from './store/task-lease.js';
@@ -242,8 +242,8 @@ export async function startGateway(
         tailBytes: config.log.tailBytes,
         taskLogMaxBytes: config.log.taskLogMaxBytes,
         endStates: { preempted: config.slurm.preempted },
-        submissionLease: (taskId) =>
-          new TaskLease(redis, store.keys.lock(`submit:${taskId}`), SUBMISSION_LEASE_MS),
+        taskLease: (work, taskId) =>
+          new TaskLease(redis, store.keys.lock(`${work}:${taskId}`), TASK_LEASE_MS),
       },
       config.worker,
     );

@@ -12,6 +12,7 @@ import { OutputDeliverer } from '../../src/staging/deliver-outputs.js';
 import { RedisTaskStore } from '../../src/store/redis-task-store.js';
 import type { TaskStore } from '../../src/store/task-store.js';
 import type { TaskRequest } from '../../src/tes/types.js';
+import { TaskLease } from '../../src/store/task-lease.js';
 import { connect, dropPrefix, testPrefix } from '../helpers/redis.js';
 
 /**
@@ -113,6 +114,30 @@ describe('finalize run again', () => {
     await dropPrefix(redis, prefix);
     redis.disconnect();
     rmSync(workRoot, { recursive: true, force: true });
+  });
+
+  it('lets only one of two finalizations running at once deliver, under the task lease', async () => {
+    const id = await ranTask('together');
+    const ctx: ProcessorContext = {
+      ...context(),
+      taskLease: (work, taskId) => new TaskLease(redis, store.keys.lock(`${work}:${taskId}`), 5_000),
+    };
+    const deliveries: string[] = [];
+    const deliver = ctx.outputs.deliver.bind(ctx.outputs);
+    ctx.outputs = {
+      schemes: ctx.outputs.schemes,
+      deliver: async (...args) => {
+        deliveries.push(id);
+        // Slow enough that the second finalization starts while the first delivers.
+        await new Promise((r) => setTimeout(r, 300));
+        return deliver(...args);
+      },
+    };
+    await Promise.all([processFinalize(id, completed, ctx), processFinalize(id, completed, ctx)]);
+    expect(deliveries).toHaveLength(1);
+    expect(await store.getState(id)).toBe('COMPLETE');
+    expect((await store.get(id))?.logs?.[0]?.outputs).toEqual(expectedOutputs('together'));
+    expect(await redis.exists(store.keys.lock(`finalize:${id}`))).toBe(0);
   });
 
   it('ends the same after a failed Redis write, without writing delivered files again', async () => {

@@ -82,8 +82,8 @@ function workerContext(gw: TestGateway, redis: ReturnType<typeof connect>): Proc
     queues: gw.gateway.queues,
     prepare: prepareDeps(gw),
     logger: createLogger('silent'),
-    submissionLease: (taskId: string) =>
-      new TaskLease(redis, gw.gateway.store.keys.lock(`submit:${taskId}`), 30_000),
+    taskLease: (work: string, taskId: string) =>
+      new TaskLease(redis, gw.gateway.store.keys.lock(`${work}:${taskId}`), 30_000),
   } as unknown as ProcessorContext;
 }
 

@@ -22,10 +22,11 @@ export interface ProcessorContext {
   /** What a final PREEMPTED becomes (slurm.preempted); PREEMPTED when unset. */
   endStates?: EndStatePolicy | undefined;
   /**
-   * The lease on a task's submission (store/task-lease.ts): only its holder stages and submits the
-   * task. The gateway always gives one; without it, two workers could submit one task at once.
+   * The lease on one kind of work on one task (store/task-lease.ts): only its holder submits, or
+   * finalizes, the task. The gateway always gives one; without it, two workers could submit one task
+   * at once, or deliver its outputs twice.
    */
-  submissionLease?: ((taskId: string) => TaskLease) | undefined;
+  taskLease?: ((work: 'submit' | 'finalize', taskId: string) => TaskLease) | undefined;
 }
 
 /** Which attempt this is, so a processor can tell a retry from the last try. */

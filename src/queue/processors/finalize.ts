@@ -13,6 +13,7 @@ import type { TesExecutorLog } from '../../tes/types.js';
 import type { Batcher } from '../../compute/batcher.js';
 import type { DeliveryResult } from '../../staging/deliver-outputs.js';
 import type { ProcessorContext } from './context.js';
+import { underLease } from './held-lease.js';
 
 /**
  * Closes a task whose job ended, once: reads the executors' result files, delivers outputs, writes
@@ -25,6 +26,19 @@ export async function processFinalize(
   status: JobStatus,
   ctx: ProcessorContext,
   usage?: Batcher<string, number>,
+): Promise<void> {
+  // One finalization of a task at a time: a second one (a queue job run again after a stall) waits,
+  // then finds the task terminal, instead of delivering its outputs over the first one's.
+  await underLease(ctx.taskLease?.('finalize', taskId), taskId, 'finalization', ctx.logger, () =>
+    finalize(taskId, status, ctx, usage),
+  );
+}
+
+async function finalize(
+  taskId: string,
+  status: JobStatus,
+  ctx: ProcessorContext,
+  usage: Batcher<string, number> | undefined,
 ): Promise<void> {
   const { store } = ctx;
   for (let round = 0; round < 2; round++) {
