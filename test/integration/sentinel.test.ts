@@ -1,7 +1,6 @@
 import { jest } from '@jest/globals';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
@@ -9,6 +8,7 @@ import { isTerminal } from '../../src/tes/state.js';
 import { TASK_FILE, WRITABLE_DIR, taskDirOf } from '../../src/tes/task-directory.js';
 import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
 import { testPrefix } from '../helpers/redis.js';
+import { freePort } from '../helpers/free-port.js';
 
 /**
  * Redis behind Sentinel, with a failover in the middle of a burst of task creations: private
@@ -31,19 +31,6 @@ let gw: TestGateway | undefined;
 let masterPort: number;
 let replicaPort: number;
 let sentinelPorts: number[];
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() =>
-        typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port')),
-      );
-    });
-  });
-}
 
 function start(program: string, args: string[], label: string): ChildProcess {
   const child = spawn(program, args, { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] });
