@@ -20,14 +20,10 @@ describe('retention settings', () => {
       loadConfig({ env: {}, overrides: { retention: { terminalTasksDays: 0 } } }).retention.terminalTasksDays,
     ).toBe(0);
     expect(
-      loadConfig({ env: {}, overrides: { retention: { terminalTasksDays: 0.25 } } }).retention.terminalTasksDays,
+      loadConfig({ env: {}, overrides: { retention: { terminalTasksDays: 0.25 } } }).retention
+        .terminalTasksDays,
     ).toBe(0.25);
-    for (const retention of [
-      { terminalTasksDays: -1 },
-      { batchSize: 0 },
-      { intervalMs: 10 },
-      { days: 3 },
-    ]) {
+    for (const retention of [{ terminalTasksDays: -1 }, { batchSize: 0 }, { intervalMs: 10 }, { days: 3 }]) {
       expect(() => loadConfig({ env: {}, overrides: { retention } })).toThrow(ConfigError);
     }
   });
