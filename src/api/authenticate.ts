@@ -51,6 +51,19 @@ const TOKEN_PREFIX = 'tesgw_';
  * the client's token may well be good.
  */
 export function authenticate(deps: AuthenticationDeps): RequestHandler {
+  // What a user name means (allowed? which policy groups? admin?) depends on the configuration alone:
+  // it is worked out once per user, not on every request.
+  const byUser = new Map<string, UserFacts>();
+  const factsOf = (user: string, carried: readonly string[]): UserFacts => {
+    if (carried.length > 0) return userFacts(user, carried, deps);
+    let facts = byUser.get(user);
+    if (!facts) {
+      if (byUser.size >= 10_000) byUser.clear();
+      facts = userFacts(user, [], deps);
+      byUser.set(user, facts);
+    }
+    return facts;
+  };
   const realm = `realm="${deps.realm}"`;
   const schemes = [...(deps.tokens ? [`Basic ${realm}`] : []), `Bearer ${realm}`];
   const publicPaths = new Set(deps.publicPaths);
@@ -79,7 +92,7 @@ export function authenticate(deps: AuthenticationDeps): RequestHandler {
       next(refuse(found.problem, found.problem !== NO_CREDENTIALS));
       return;
     }
-    identify(found.secret, found.where, deps).then(
+    identify(found.secret, found.where, deps, factsOf).then(
       (result) => {
         if ('identity' in result) {
           req.identity = result.identity;
@@ -125,23 +138,39 @@ function credentialsOf(authorization: string | undefined, queryKey: unknown, hea
   return { problem: NO_CREDENTIALS };
 }
 
+/** What the configuration makes of a user name: whether it may be an owner, its groups, admin. */
+interface UserFacts {
+  problem?: string | undefined;
+  groups: readonly string[];
+  admin: boolean;
+}
+
+function userFacts(user: string, carried: readonly string[], deps: AuthenticationDeps): UserFacts {
+  const groups = deps.policy.groupsOf(user, carried);
+  return {
+    problem: userNameProblem(user, deps.denyUsers),
+    groups,
+    admin: deps.policy.isAdmin(user, groups),
+  };
+}
+
 async function identify(
   secret: string,
   where: string,
   deps: AuthenticationDeps,
+  factsOf: (user: string, carried: readonly string[]) => UserFacts,
 ): Promise<{ identity: Identity } | { reason: string; unavailable?: boolean }> {
   if (secret.startsWith(TOKEN_PREFIX)) {
     if (!deps.tokens) return { reason: 'personal access tokens are not accepted here (auth.mode)' };
     const result = await deps.tokens.verify(secret);
     if (!result.ok) return { reason: result.reason };
-    const problem = userNameProblem(result.user, deps.denyUsers);
-    if (problem) return { reason: problem };
-    const groups = deps.policy.groupsOf(result.user, []);
+    const facts = factsOf(result.user, []);
+    if (facts.problem) return { reason: facts.problem };
     return {
       identity: {
         user: result.user,
-        groups,
-        admin: deps.policy.isAdmin(result.user, groups),
+        groups: facts.groups,
+        admin: facts.admin,
         via: { kind: 'token', tokenId: result.id },
       },
     };
@@ -150,12 +179,12 @@ async function identify(
     const result = await deps.oidc.verify(secret);
     if (!result.ok)
       return result.unavailable ? { reason: result.reason, unavailable: true } : { reason: result.reason };
-    const groups = deps.policy.groupsOf(result.user, result.groups);
+    const facts = factsOf(result.user, result.groups);
     return {
       identity: {
         user: result.user,
-        groups,
-        admin: deps.policy.isAdmin(result.user, groups),
+        groups: facts.groups,
+        admin: facts.admin,
         via: { kind: 'oidc', issuer: result.issuer, subject: result.subject },
       },
     };

@@ -61,6 +61,8 @@ interface StoredToken {
 interface CacheEntry {
   /** undefined: Redis holds no such id (revoked or never issued). */
   record: StoredToken | undefined;
+  /** The record's hash as bytes, decoded once per read rather than on every request. */
+  hash?: Buffer | undefined;
   expiresAtMs: number;
   fetchedAtMs: number;
 }
@@ -228,10 +230,10 @@ export class TokenStore {
     const match = TOKEN.exec(text);
     if (!match) return { ok: false, reason: 'the token is not one this service issued' };
     const [, id, secret] = match as unknown as [string, string, string];
-    const { record, expiresAtMs } = await this.lookup(id);
-    if (!record) return { ok: false, reason: 'the token was revoked or never existed' };
+    const { record, hash: stored, expiresAtMs } = await this.lookup(id);
+    if (!record || !stored) return { ok: false, reason: 'the token was revoked or never existed' };
     // Checked before expiry, so that only the token's holder learns when it expired.
-    if (!timingSafeEqual(sha256(secret), Buffer.from(record.hash, 'hex'))) {
+    if (!timingSafeEqual(sha256(secret), stored)) {
       return { ok: false, reason: 'the token is not one this service issued' };
     }
     const now = this.now();
@@ -257,7 +259,12 @@ export class TokenStore {
     const expiresAtMs = record ? Date.parse(record.expiresAt) : NaN;
     // A record with no 32-byte hash or no expiry time can admit no one: treat it as absent.
     const usable = record && /^[0-9a-f]{64}$/.test(record.hash) && Number.isFinite(expiresAtMs);
-    const entry: CacheEntry = { record: usable ? record : undefined, expiresAtMs, fetchedAtMs: this.now() };
+    const entry: CacheEntry = {
+      record: usable ? record : undefined,
+      hash: usable ? Buffer.from(record.hash, 'hex') : undefined,
+      expiresAtMs,
+      fetchedAtMs: this.now(),
+    };
     remember(this.cache, id, entry, CACHE_ENTRIES);
     return entry;
   }
