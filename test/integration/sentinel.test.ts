@@ -31,6 +31,9 @@ let gw: TestGateway | undefined;
 let masterPort: number;
 let replicaPort: number;
 let sentinelPorts: number[];
+/** The redis-server processes by port, and the arguments they all share. */
+const servers = new Map<number, ChildProcess>();
+let common: string[] = [];
 
 function start(program: string, args: string[], label: string): ChildProcess {
   const child = spawn(program, args, { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] });
@@ -88,12 +91,15 @@ beforeAll(async () => {
   const ports = await Promise.all([1, 2, 3, 4, 5].map(() => freePort()));
   [masterPort, replicaPort] = [ports[0]!, ports[1]!];
   sentinelPorts = ports.slice(2);
-  const common = ['--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir];
-  start('redis-server', ['--port', String(masterPort), ...common], 'master');
-  start(
-    'redis-server',
-    ['--port', String(replicaPort), ...common, '--replicaof', '127.0.0.1', String(masterPort)],
-    'replica',
+  common = ['--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir];
+  servers.set(masterPort, start('redis-server', ['--port', String(masterPort), ...common], 'master'));
+  servers.set(
+    replicaPort,
+    start(
+      'redis-server',
+      ['--port', String(replicaPort), ...common, '--replicaof', '127.0.0.1', String(masterPort)],
+      'replica',
+    ),
   );
   for (const port of sentinelPorts) {
     // Sentinel rewrites its configuration file, so each has one of its own.
@@ -212,77 +218,116 @@ async function listIds(base: string): Promise<string[]> {
   return ids;
 }
 
+/**
+ * A burst of TASKS creations, IN_FLIGHT at a time, across a change of master: a third before
+ * `switchMaster` starts, a third while it runs, and a third once it is done and the sentinels name
+ * `newMaster`. Every accepted task must end COMPLETE, run once, and be listed.
+ */
+async function burstAcross(switchMaster: () => Promise<void>, newMaster: number): Promise<void> {
+  const { base, workRoot } = gw!;
+  const before = new Set(await listIds(base));
+  const statuses: number[] = [];
+  const attempts: Attempt[] = [];
+  let next = 0;
+  let failedOver: Promise<void> | undefined;
+  await Promise.all(
+    Array.from({ length: IN_FLIGHT }, async () => {
+      while (next < TASKS) {
+        const n = next++;
+        // A third before the switch, a third during it, and a third once the sentinels name the new
+        // master (while it has no replica yet).
+        if (n === Math.floor(TASKS / 3)) failedOver = switchMaster();
+        if (n >= Math.floor((2 * TASKS) / 3)) await failedOver;
+        attempts.push(await createWithRetry(base, n, statuses));
+      }
+    }),
+  );
+  await failedOver;
+  expect(await agreedMaster()).toBe(newMaster);
+
+  // Every answer was 200, or 503 while the master changed (some were: the burst met the switch);
+  // never a 500.
+  expect(statuses.filter((s) => s !== 200 && s !== 503)).toEqual([]);
+  expect(statuses).toContain(503);
+  const ids = attempts.map((a) => a.id);
+  expect(ids.every((id) => id !== undefined)).toBe(true);
+
+  const states = new Map<string, string | undefined>();
+  await until('every accepted task ending', 60_000, async () => {
+    for (const id of ids as string[]) {
+      const state = states.get(id);
+      if (state === undefined || !isTerminal(state as never)) states.set(id, await stateOf(base, id));
+    }
+    return [...states.values()].every((s) => s !== undefined && isTerminal(s as never)) ? true : undefined;
+  }).catch((err: unknown) => {
+    const open = [...states].filter(([, s]) => s === undefined || !isTerminal(s as never));
+    throw new Error(`${String(err)}; not ended: ${JSON.stringify(open.slice(0, 10))}`);
+  });
+  const notComplete = [...states].filter(([, s]) => s !== 'COMPLETE');
+  expect(notComplete).toEqual([]);
+
+  // One launch each: the launcher's record, and one line from the one run of the executor.
+  const runs = (ids as string[]).map((id) => {
+    const taskDir = taskDirOf(workRoot, id);
+    const file = join(taskDir, WRITABLE_DIR.tmp, 'runs');
+    return {
+      id,
+      submitted: existsSync(join(taskDir, TASK_FILE.localJob)),
+      runs: existsSync(file) ? readFileSync(file, 'utf8').split('\n').filter(Boolean).length : 0,
+    };
+  });
+  expect(runs.filter((r) => !r.submitted || r.runs !== 1)).toEqual([]);
+
+  // Every accepted task is listed. A creation cut off by the switch is sent again to the new master
+  // by ioredis and then refused (503) for want of a replica: such a task exists without the client
+  // knowing its id, at most one per 503.
+  const listed = new Set(await listIds(base));
+  expect((ids as string[]).filter((id) => !listed.has(id))).toEqual([]);
+  const fresh = [...listed].filter((id) => !before.has(id));
+  expect(fresh.length - ids.length).toBeLessThanOrEqual(statuses.filter((s) => s === 503).length);
+}
+
+/** Waits until every sentinel names `port` as the master. */
+async function masterIs(port: number): Promise<void> {
+  await until('the sentinels agreeing on the new master', 30_000, async () =>
+    (await agreedMaster()) === port ? true : undefined,
+  );
+}
+
 describe('Redis behind Sentinel', () => {
   it('loses no task and runs none twice across a failover during a burst', async () => {
-    const { base, workRoot } = gw!;
-    const statuses: number[] = [];
-    const attempts: Attempt[] = [];
-    let next = 0;
-    let failedOver: Promise<void> | undefined;
-    const failover = async (): Promise<void> => {
+    await burstAcross(async () => {
       const s = client(sentinelPorts[0]!);
       try {
         await s.call('SENTINEL', 'FAILOVER', MASTER_NAME);
       } finally {
         s.disconnect();
       }
-      await until('the sentinels agreeing on the new master', 30_000, async () =>
-        (await agreedMaster()) === replicaPort ? true : undefined,
+      await masterIs(replicaPort);
+    }, replicaPort);
+  });
+
+  it('loses no task and runs none twice when the master is killed (-9) during a burst', async () => {
+    // After the first test the master is on replicaPort, with the first master as its replica.
+    await burstAcross(async () => {
+      const killed = servers.get(replicaPort)!;
+      killed.kill('SIGKILL');
+      await new Promise((resolve) =>
+        killed.exitCode !== null || killed.signalCode !== null
+          ? resolve(undefined)
+          : killed.once('exit', resolve),
       );
-    };
-    await Promise.all(
-      Array.from({ length: IN_FLIGHT }, async () => {
-        while (next < TASKS) {
-          const n = next++;
-          // A third before the switch, a third during it, and a third once the sentinels name the new
-          // master (while it has no replica yet).
-          if (n === Math.floor(TASKS / 3)) failedOver = failover();
-          if (n >= Math.floor((2 * TASKS) / 3)) await failedOver;
-          attempts.push(await createWithRetry(base, n, statuses));
-        }
-      }),
-    );
-    await failedOver;
-    expect(await agreedMaster()).toBe(replicaPort);
-
-    // Every answer was 200, or 503 while the master changed (some were: the burst met the switch);
-    // never a 500.
-    expect(statuses.filter((s) => s !== 200 && s !== 503)).toEqual([]);
-    expect(statuses).toContain(503);
-    const ids = attempts.map((a) => a.id);
-    expect(ids.every((id) => id !== undefined)).toBe(true);
-
-    const states = new Map<string, string | undefined>();
-    await until('every accepted task ending', 60_000, async () => {
-      for (const id of ids as string[]) {
-        const state = states.get(id);
-        if (state === undefined || !isTerminal(state as never)) states.set(id, await stateOf(base, id));
-      }
-      return [...states.values()].every((s) => s !== undefined && isTerminal(s as never)) ? true : undefined;
-    }).catch((err: unknown) => {
-      const open = [...states].filter(([, s]) => s === undefined || !isTerminal(s as never));
-      throw new Error(`${String(err)}; not ended: ${JSON.stringify(open.slice(0, 10))}`);
-    });
-    const notComplete = [...states].filter(([, s]) => s !== 'COMPLETE');
-    expect(notComplete).toEqual([]);
-
-    // One launch each: the launcher's record, and one line from the one run of the executor.
-    const runs = (ids as string[]).map((id) => {
-      const taskDir = taskDirOf(workRoot, id);
-      const file = join(taskDir, WRITABLE_DIR.tmp, 'runs');
-      return {
-        id,
-        submitted: existsSync(join(taskDir, TASK_FILE.localJob)),
-        runs: existsSync(file) ? readFileSync(file, 'utf8').split('\n').filter(Boolean).length : 0,
-      };
-    });
-    expect(runs.filter((r) => !r.submitted || r.runs !== 1)).toEqual([]);
-
-    // Every accepted task is listed. A creation cut off by the switch is sent again to the new master
-    // by ioredis and then refused (503) for want of a replica: such a task exists without the client
-    // knowing its id, at most one per 503.
-    const listed = new Set(await listIds(base));
-    expect((ids as string[]).filter((id) => !listed.has(id))).toEqual([]);
-    expect(listed.size - ids.length).toBeLessThanOrEqual(statuses.filter((s) => s === 503).length);
+      await masterIs(masterPort);
+      // The operator brings the dead server back; it joins as the new master's replica, and creations
+      // are confirmed again once it is in sync.
+      servers.set(
+        replicaPort,
+        start(
+          'redis-server',
+          ['--port', String(replicaPort), ...common, '--replicaof', '127.0.0.1', String(masterPort)],
+          'restarted',
+        ),
+      );
+    }, masterPort);
   });
 });
