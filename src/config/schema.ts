@@ -78,7 +78,7 @@ const rootTemplate = z.unknown().transform((value, ctx): z.output<typeof allowed
   if (unknown) {
     ctx.addIssue({
       code: z.ZodIssueCode.custom,
-      message: `${unknown[0]} is not a placeholder this gateway fills; use {user} or {group}`,
+      message: `${unknown[0]} is not a name this gateway fills in; use {user} or {group}`,
     });
     return z.NEVER;
   }

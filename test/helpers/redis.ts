@@ -13,3 +13,15 @@ export function connect(): Redis {
 }
 
 export { dropPrefix } from '../../src/store/drop-prefix.js';
+
+/** Every key under `prefix`, sorted (SCAN, so a large Redis is not blocked). */
+export async function keysUnder(redis: Redis, prefix: string): Promise<string[]> {
+  const keys: string[] = [];
+  let cursor = '0';
+  do {
+    const [next, found] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
+    cursor = next;
+    keys.push(...found);
+  } while (cursor !== '0');
+  return keys.sort();
+}

@@ -6,24 +6,13 @@ import type { Redis } from 'ioredis';
 import { Keys } from '../../src/store/keys.js';
 import { taskDirOf } from '../../src/tes/task-directory.js';
 import { seedOldTask } from '../helpers/old-tasks.js';
-import { connect, dropPrefix, testPrefix } from '../helpers/redis.js';
+import { connect, dropPrefix, testPrefix, keysUnder } from '../helpers/redis.js';
 import { requireBuiltProgram, runProgram } from '../helpers/built-program.js';
 
 /** `tes-gateway gc` as an operator runs it: the built program (npm run build) against real Redis. */
 jest.setTimeout(60_000);
 
 const run = (...args: string[]) => runProgram(args);
-
-async function keysUnder(redis: Redis, prefix: string): Promise<string[]> {
-  const keys: string[] = [];
-  let cursor = '0';
-  do {
-    const [next, found] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
-    cursor = next;
-    keys.push(...found);
-  } while (cursor !== '0');
-  return keys.sort();
-}
 
 describe('tes-gateway gc', () => {
   let redis: Redis;

@@ -13,7 +13,6 @@ import {
 } from 'node:fs';
 import { join } from 'node:path';
 import type { Redis } from 'ioredis';
-import type { ComputeDriver } from '../../src/compute/driver.js';
 import { createLogger } from '../../src/logger.js';
 import { TaskQueues } from '../../src/queue/producer.js';
 import { JOB_KINDS, jobIdFor } from '../../src/queue/jobs.js';
@@ -26,7 +25,8 @@ import { taskDirOf } from '../../src/tes/task-directory.js';
 import type { TaskRequest } from '../../src/tes/types.js';
 import { startTestGateway } from '../helpers/gateway.js';
 import { seedOldTask } from '../helpers/old-tasks.js';
-import { connect, dropPrefix, testPrefix } from '../helpers/redis.js';
+import { connect, dropPrefix, testPrefix, keysUnder } from '../helpers/redis.js';
+import { idleDriver } from '../helpers/idle-driver.js';
 
 jest.setTimeout(60_000);
 
@@ -43,17 +43,6 @@ const STATUS = {
   rawState: 'COMPLETED',
   exitCode: { code: 0, signal: 0 },
 } as const;
-
-async function keysUnder(redis: Redis, prefix: string): Promise<string[]> {
-  const keys: string[] = [];
-  let cursor = '0';
-  do {
-    const [next, found] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
-    cursor = next;
-    keys.push(...found);
-  } while (cursor !== '0');
-  return keys.sort();
-}
 
 /** Every key with its value read by type (DUMP is no fingerprint: a hash's order may change). */
 async function snapshot(redis: Redis, prefix: string): Promise<Map<string, unknown>> {
@@ -80,17 +69,7 @@ async function snapshot(redis: Redis, prefix: string): Promise<Map<string, unkno
 }
 
 /** A driver that is never asked anything: the reconciler tests have no active jobs. */
-const IDLE_DRIVER: ComputeDriver = {
-  kind: 'local',
-  supportedBackendParameters: [],
-  findJob: async () => undefined,
-  submit: async () => 'never',
-  poll: async () => ({ jobs: new Map(), errors: [] }),
-  usage: async () => new Map(),
-  known: async () => new Set(),
-  cancel: async () => undefined,
-  close: async () => undefined,
-} as unknown as ComputeDriver;
+const IDLE_DRIVER = idleDriver('local');
 
 describe('retention of finished tasks', () => {
   let redis: Redis;

@@ -1,7 +1,6 @@
 import { jest } from '@jest/globals';
 import { UnrecoverableError, Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
-import type { ComputeDriver } from '../../src/compute/driver.js';
 import { createLogger } from '../../src/logger.js';
 import { jobIdFor, type Enqueuer } from '../../src/queue/jobs.js';
 import { TaskQueues } from '../../src/queue/producer.js';
@@ -9,22 +8,13 @@ import { Reconciler } from '../../src/reconciler/reconciler.js';
 import { LeaderLock } from '../../src/store/leader-lock.js';
 import { RedisTaskStore } from '../../src/store/redis-task-store.js';
 import { connect, dropPrefix, testPrefix } from '../helpers/redis.js';
+import { idleDriver } from '../helpers/idle-driver.js';
 
 jest.setTimeout(60_000);
 
 /** The lost-submission sweep on a real Redis: every waiting task without a job is driven again. */
 
-const noCluster: ComputeDriver = {
-  kind: 'slurm',
-  supportedBackendParameters: [],
-  findJob: async () => undefined,
-  submit: async () => 'never',
-  poll: async () => ({ jobs: new Map(), errors: [] }),
-  usage: async () => new Map(),
-  known: async () => new Set(),
-  cancel: async () => undefined,
-  close: async () => undefined,
-};
+const noCluster = idleDriver('slurm');
 
 describe('the lost-submission sweep', () => {
   const prefix = testPrefix('lost-sweep');

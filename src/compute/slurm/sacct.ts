@@ -78,7 +78,7 @@ export function parseSacctLookup(text: string): string | undefined {
 /**
  * The name accounting shows for a job whose own record has not reached it yet (seen for a few
  * seconds after submission, in a pending row). Such a row is not yet the job's record: its name and
- * state are placeholders, so the job is left out as not recorded yet.
+ * state are Slurm's stand-ins, so the job is left out as not recorded yet.
  */
 const UNRECORDED_NAME = 'allocation';
 
