@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: installs what is missing, starts Redis and the single-node
-# Slurm, runs the static checks (types, lint with the import rules, format, generated-type drift, the
-# shell scripts through shellcheck), the container runtime's self-test and every jest test against
-# the real parts, then prints one line `N passed, N failed` (each check counts as one).
+# Slurm, sets up the run-as-user test users and helper (scripts/run-as-user-setup.sh), runs the static
+# checks (types, lint with the import rules, format, generated-type drift, the shell scripts through
+# shellcheck), the container runtime's self-test and every jest test against the real parts, then
+# prints one line `N passed, N failed` (each check counts as one).
 # Extra arguments go to jest (e.g. a test path).
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
@@ -15,6 +16,7 @@ echo "node $(node --version), npm $(npm --version)"
 bash scripts/redis-up.sh || { echo "setup: Redis is not available"; echo "0 passed, 1 failed"; exit 1; }
 bash scripts/slurm-up.sh || { echo "setup: the single-node Slurm did not start"; echo "0 passed, 1 failed"; exit 1; }
 bash scripts/clients-up.sh || { echo "setup: installing the real TES clients (toil, snakemake) failed"; echo "0 passed, 1 failed"; exit 1; }
+bash scripts/run-as-user-setup.sh || { echo "setup: the run-as-user installation (test users, sudo, the helper, its sudoers rule) failed"; echo "0 passed, 1 failed"; exit 1; }
 
 passed=0
 failed=0
