@@ -15,9 +15,15 @@ export interface OutputUploader {
   upload(localPath: string, url: string, field: string): Promise<void>;
 }
 
+/**
+ * An output, with its place among the task's outputs when a list holds only some of them (run-as-user
+ * delivers `file://` outputs as the user and the rest from a mirror): errors name `outputs[index]`.
+ */
+export type NumberedOutput = TesOutput & { index?: number };
+
 export interface OutputDelivery {
   /** `roots`: the task owner's allowed roots, when they differ from the site's. */
-  deliver(outputs: readonly TesOutput[], workDir: string, roots?: AllowedRoots): Promise<DeliveryResult>;
+  deliver(outputs: readonly NumberedOutput[], workDir: string, roots?: AllowedRoots): Promise<DeliveryResult>;
   readonly schemes: readonly string[];
 }
 
@@ -67,7 +73,7 @@ export class OutputDeliverer implements OutputDelivery {
   }
 
   async deliver(
-    outputs: readonly TesOutput[],
+    outputs: readonly NumberedOutput[],
     workDir: string,
     roots: AllowedRoots = this.roots,
   ): Promise<DeliveryResult> {
@@ -77,10 +83,11 @@ export class OutputDeliverer implements OutputDelivery {
     const places = new WritablePlaces(workDir);
     const record = new DeliveryRecord(taskFile(workDir, TASK_FILE.delivered));
     const sent = await record.read();
-    for (const [index, output] of outputs.entries()) {
+    for (const [position, output] of outputs.entries()) {
+      const index = output.index ?? position;
       const field = `outputs[${index}]`;
       try {
-        const found = await this.expand(output, places, field);
+        const found = await expandOutput(output, places, field);
         if (found.links.length > 0) notes.push(linksNote(field, output.path, found.links));
         for (const item of found.items) {
           const key = deliveryKey(index, item);
@@ -95,49 +102,6 @@ export class OutputDeliverer implements OutputDelivery {
       }
     }
     return { files, errors, notes };
-  }
-
-  /** Every file an output stands for, resolved and checked, and the links left out. */
-  private async expand(output: TesOutput, places: WritablePlaces, field: string): Promise<Expansion> {
-    if (hasWildcard(output.path)) {
-      const prefix = output.path_prefix ?? '';
-      const matches = compileGlob(output.path);
-      const literal = output.path.slice(0, output.path.search(/[*?[]/));
-      const baseDir = literal.endsWith('/') ? literal.slice(0, -1) || '/' : posix.dirname(literal);
-      const base = await places.resolve(baseDir, field);
-      // No directory there, no matches: a wildcard may match nothing.
-      if (!base?.stat.isDirectory()) return { items: [], links: [] };
-      const found = await walk(base.real, baseDir);
-      return {
-        items: found.files
-          .filter((f) => matches(f.path))
-          .map((f) => ({
-            ...f,
-            url: joinUrl(output.url, f.path.startsWith(prefix) ? f.path.slice(prefix.length) : f.path),
-          })),
-        links: found.links.filter(matches),
-      };
-    }
-    const source = await places.resolve(output.path, field);
-    if (!source)
-      throw new StagingError(
-        field,
-        `${output.path} was not created by the executors, so it cannot be delivered to ${output.url}`,
-      );
-    if (output.type === 'DIRECTORY') {
-      if (!source.stat.isDirectory()) throw new StagingError(field, `${output.path} is not a directory`);
-      const found = await walk(source.real, output.path);
-      return {
-        items: found.files.map((f) => ({
-          ...f,
-          url: joinUrl(output.url, posix.relative(output.path, f.path)),
-        })),
-        links: found.links,
-      };
-    }
-    if (!source.stat.isFile())
-      throw new StagingError(field, `${output.path} is not a regular file (set type DIRECTORY for a folder)`);
-    return { items: [{ ...source, path: output.path, url: output.url }], links: [] };
   }
 
   /** Sends one file; for a `file://` destination, says what was written there. */
@@ -182,6 +146,56 @@ export class OutputDeliverer implements OutputDelivery {
       await target.close();
     }
   }
+}
+
+/**
+ * Every file an output stands for, resolved and checked, and the links left out: what delivery sends,
+ * and what the run-as-user side exports for the gateway to upload (src/run-as/user-side.ts).
+ */
+export async function expandOutput(
+  output: TesOutput,
+  places: WritablePlaces,
+  field: string,
+): Promise<Expansion> {
+  if (hasWildcard(output.path)) {
+    const prefix = output.path_prefix ?? '';
+    const matches = compileGlob(output.path);
+    const literal = output.path.slice(0, output.path.search(/[*?[]/));
+    const baseDir = literal.endsWith('/') ? literal.slice(0, -1) || '/' : posix.dirname(literal);
+    const base = await places.resolve(baseDir, field);
+    // No directory there, no matches: a wildcard may match nothing.
+    if (!base?.stat.isDirectory()) return { items: [], links: [] };
+    const found = await walk(base.real, baseDir);
+    return {
+      items: found.files
+        .filter((f) => matches(f.path))
+        .map((f) => ({
+          ...f,
+          url: joinUrl(output.url, f.path.startsWith(prefix) ? f.path.slice(prefix.length) : f.path),
+        })),
+      links: found.links.filter(matches),
+    };
+  }
+  const source = await places.resolve(output.path, field);
+  if (!source)
+    throw new StagingError(
+      field,
+      `${output.path} was not created by the executors, so it cannot be delivered to ${output.url}`,
+    );
+  if (output.type === 'DIRECTORY') {
+    if (!source.stat.isDirectory()) throw new StagingError(field, `${output.path} is not a directory`);
+    const found = await walk(source.real, output.path);
+    return {
+      items: found.files.map((f) => ({
+        ...f,
+        url: joinUrl(output.url, posix.relative(output.path, f.path)),
+      })),
+      links: found.links,
+    };
+  }
+  if (!source.stat.isFile())
+    throw new StagingError(field, `${output.path} is not a regular file (set type DIRECTORY for a folder)`);
+  return { items: [{ ...source, path: output.path, url: output.url }], links: [] };
 }
 
 /** Which file, as `stat` tells files apart: written once, the same file keeps these. */
@@ -266,27 +280,27 @@ class DeliveryRecord {
   }
 }
 
-interface Expansion {
+export interface Expansion {
   items: DeliveryItem[];
   /** Container paths of symbolic links that were left out. */
   links: string[];
 }
 
-interface Resolved {
+export interface Resolved {
   /** The host path with every link resolved. */
   real: string;
   /** `lstat` of `real`, taken at the check. */
   stat: Stats;
 }
 
-interface DeliveryItem extends Resolved {
+export interface DeliveryItem extends Resolved {
   /** The container path. */
   path: string;
   url: string;
 }
 
 /** The task's writable places on the host, resolved once per delivery. */
-class WritablePlaces {
+export class WritablePlaces {
   private roots: Promise<string[]> | undefined;
 
   constructor(private readonly workDir: string) {}
@@ -369,10 +383,11 @@ async function walk(
  * Opens the checked source without following a link and makes sure it is still the file that was
  * checked: nothing of the task runs any more, so this only guards against a mistake of our own.
  */
-async function openChecked(item: DeliveryItem, field: string) {
+export async function openChecked(item: DeliveryItem, field: string) {
   let handle;
   try {
-    handle = await open(item.real, constants.O_RDONLY | constants.O_NOFOLLOW);
+    // Non-blocking: a FIFO put in the file's place opens at once (and fails the check below).
+    handle = await open(item.real, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ELOOP')
       throw new StagingError(field, `${item.path} became a symbolic link after it was checked; ${NO_LINKS}`);
@@ -399,7 +414,7 @@ async function copyContents(from: FileHandle, to: FileHandle): Promise<void> {
   }
 }
 
-function linksNote(field: string, path: string, links: readonly string[]): string {
+export function linksNote(field: string, path: string, links: readonly string[]): string {
   const named = links.slice(0, LINKS_NAMED).join(', ');
   const more = links.length > LINKS_NAMED ? ` and ${links.length - LINKS_NAMED} more` : '';
   const what = links.length === 1 ? 'a symbolic link' : `${links.length} symbolic links`;

@@ -5,6 +5,9 @@ import { join } from 'node:path';
 /** The built `tes-gateway` program (npm run build), as an operator runs it. */
 export const MAIN = join(process.cwd(), 'dist', 'src', 'main.js');
 
+/** The built user side of run-as-user mode (`finish`), which the helper runs as a task's owner. */
+export const USER_SIDE = join(process.cwd(), 'dist', 'src', 'run-as', 'user-side.js');
+
 export function requireBuiltProgram(): void {
   if (!existsSync(MAIN)) throw new Error(`${MAIN} is missing: run npm run build first`);
 }
