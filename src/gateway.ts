@@ -31,6 +31,10 @@ import { policyFor, type Policy } from './identity/policy.js';
 import { identitySetup } from './identity/setup.js';
 import type { TaskOwner } from './tes/types.js';
 import { TaskRetention } from './task-retention.js';
+import { UserHelper } from './run-as/user-helper.js';
+import { LEDGERS_DIR } from './tes/task-directory.js';
+import { chmod, lstat, mkdir } from 'node:fs/promises';
+import { posix } from 'node:path';
 
 export interface Roles {
   api: boolean;
@@ -52,11 +56,21 @@ export interface Gateway {
   close(): Promise<void>;
 }
 
+/**
+ * The helper through which the gateway acts as a task's owner, when tasks run as their owners
+ * (identity.runAs user); none otherwise.
+ */
+export function userHelperOf(config: Config): UserHelper | undefined {
+  if (config.identity.runAs !== 'user') return undefined;
+  return new UserHelper(config.identity.helper);
+}
+
 /** The exhaustive choice of launcher. */
-export function buildDriver(config: Config, logger: Logger): ComputeDriver {
+export function buildDriver(config: Config, logger: Logger, runAs?: UserHelper): ComputeDriver {
   switch (config.backend) {
     case 'slurm':
       return new SlurmDriver({
+        runAs,
         binDir: config.slurm.binDir,
         timeoutMs: config.slurm.commandTimeoutMs,
         maxConcurrentCalls: config.slurm.maxConcurrentCalls,
@@ -172,7 +186,10 @@ export async function startGateway(
     submitAttempts: config.worker.submitAttempts,
     submitBackoffMs: config.worker.submitBackoffMs,
   });
-  const driver = buildDriver(config, logger);
+  const runAs = userHelperOf(config);
+  // Run as their owners, users make their task directories in the work root (sticky, 1733).
+  if (runAs && roles.worker) await makeSharedWorkRoot(config.workRoot);
+  const driver = buildDriver(config, logger, runAs);
   const roots = new AllowedRoots(config.storage.allowedRoots);
   const policy = policyFor(config);
   const s3 = new S3Storage(config.storage.s3);
@@ -228,6 +245,7 @@ export async function startGateway(
       },
       images,
       forOwner: ownerSettings(policy, roots),
+      runAs: runAs && { helper: runAs },
     };
     gateway.workers = new TaskWorkers(
       redis,
@@ -254,9 +272,10 @@ export async function startGateway(
       lock: new LeaderLock(redis, store.keys.lock('reconciler'), config.reconciler.leaderTtlMs),
       logger,
       workRoot: config.workRoot,
+      dirOwner: runAs ? 'user' : 'service',
       pollIntervalMs: config.reconciler.pollIntervalMs,
       missingGraceMs: config.slurm.missingGraceMs,
-      housekeeping: retentionOf(config, redis, queues, logger),
+      housekeeping: retentionOf(config, redis, queues, logger, runAs),
       housekeepingIntervalMs: config.retention.intervalMs,
     });
     gateway.reconciler.start();
@@ -324,12 +343,14 @@ function retentionOf(
   redis: Redis,
   queues: TaskQueues,
   logger: Logger,
+  runAs: UserHelper | undefined,
 ): ((signal: AbortSignal) => Promise<void>) | undefined {
   const retention = new TaskRetention({
     redis,
     prefix: config.redis.prefix,
     queues,
     workRoot: config.workRoot,
+    runAs,
     terminalTasksDays: config.retention.terminalTasksDays,
     batchSize: config.retention.batchSize,
     logger,
@@ -338,6 +359,39 @@ function retentionOf(
   return async (signal) => {
     await retention.runFor(config.retention.intervalMs, signal);
   };
+}
+
+/**
+ * The work root of tasks run as their owners: each user makes their own task directories there (through
+ * the helper), so it is writable by all, but sticky (no one removes or renames another's) and not
+ * readable (no one lists the others'). Made so when missing; startup checks refuse one that is not.
+ */
+async function makeSharedWorkRoot(workRoot: string): Promise<void> {
+  try {
+    await mkdir(workRoot, { recursive: false });
+    await chmod(workRoot, 0o1733);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+      await mkdir(posix.dirname(workRoot), { recursive: true });
+      await mkdir(workRoot);
+      await chmod(workRoot, 0o1733);
+    } else if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+  }
+  // The gateway's ledgers: anyone may make entries in the work root, so one made there by someone else
+  // before the gateway's first start would let them rewrite every task's job script before the helper
+  // copies it into place.
+  const ledgers = posix.join(workRoot, LEDGERS_DIR);
+  await mkdir(ledgers, { mode: 0o700 }).catch((err: NodeJS.ErrnoException) => {
+    if (err.code !== 'EEXIST') throw err;
+  });
+  const st = await lstat(ledgers);
+  if (!st.isDirectory() || st.uid !== process.getuid?.() || (st.mode & 0o077) !== 0) {
+    throw new Error(
+      `${ledgers} must be a directory of the gateway's own (uid ${process.getuid?.()}), mode 0700; it is ` +
+        `${st.isSymbolicLink() ? 'a symbolic link' : `uid ${st.uid}, mode ${(st.mode & 0o7777).toString(8)}`}: ` +
+        'someone else may have made it; remove it and start the gateway again (docs/security.md)',
+    );
+  }
 }
 
 function isLoopback(host: string): boolean {

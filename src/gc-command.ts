@@ -1,5 +1,5 @@
 import type { Config } from './config/schema.js';
-import { connectRedis } from './gateway.js';
+import { connectRedis, userHelperOf } from './gateway.js';
 import { TaskQueues } from './queue/producer.js';
 import { Keys } from './store/keys.js';
 import { TaskRetention, type ExpiryTally } from './task-retention.js';
@@ -45,6 +45,7 @@ export async function runGcCommand(
       prefix: config.redis.prefix,
       queues,
       workRoot: config.workRoot,
+      runAs: userHelperOf(config),
       terminalTasksDays: days,
       batchSize: config.retention.batchSize,
       onFailure: (taskId, err) =>

@@ -6,7 +6,9 @@ import type { Logger } from './logger.js';
 import { JOB_KINDS, jobIdFor, type JobKind } from './queue/jobs.js';
 import { RetentionStore, type ExpiredTask } from './store/retention.js';
 import type { TesState } from './tes/state.js';
-import { taskDirOf } from './tes/task-directory.js';
+import { ledgerDirOf, taskDirOf } from './tes/task-directory.js';
+import type { UserHelper } from './run-as/user-helper.js';
+import { lstat } from 'node:fs/promises';
 import { isTaskId } from './tes/task-id.js';
 
 /**
@@ -31,6 +33,11 @@ export interface TaskRetentionOptions {
    */
   queues?: { queue(kind: JobKind): Queue } | undefined;
   workRoot: string;
+  /**
+   * Set when tasks run as their owners (identity.runAs user): a task directory is removed by the
+   * helper as its owner, then the gateway's ledger of the task.
+   */
+  runAs?: UserHelper | undefined;
   /** retention.terminalTasksDays: 0 keeps finished tasks for ever. */
   terminalTasksDays: number;
   /** retention.batchSize: index entries read per pass. */
@@ -166,7 +173,7 @@ export class TaskRetention {
     // An index entry that is not a task id names no directory of the work root.
     const dir = isTaskId(task.taskId) ? taskDirOf(this.o.workRoot, task.taskId) : undefined;
     const bytes = measure && dir ? await taskDirBytes(dir) : 0;
-    if (dir) await removeTaskDir(dir);
+    if (dir) await this.removeDirs(task, dir);
     // A job that a queue refuses to remove (one running now) fails the task's expiry, which the next
     // sweep tries again.
     const removed = await Promise.all(
@@ -178,6 +185,18 @@ export class TaskRetention {
     }
     const outcome = await this.store.expire(task, cutoffMs);
     return outcome === 'expired' ? bytes : undefined;
+  }
+
+  private async removeDirs(task: ExpiredTask, dir: string): Promise<void> {
+    const helper = this.o.runAs;
+    if (!helper) {
+      await removeTaskDir(dir);
+      return;
+    }
+    // A task that never reached the helper has no directory of its owner's (and one without an owner
+    // never ran as one).
+    if (task.owner && (await exists(dir))) await helper.remove(task.owner, dir);
+    await removeTaskDir(ledgerDirOf(this.o.workRoot, task.taskId, 'user'));
   }
 
   /**
@@ -226,5 +245,15 @@ export class TaskRetention {
       }
       if (batch.sweepDone) return total;
     }
+  }
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await lstat(path);
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw err;
   }
 }

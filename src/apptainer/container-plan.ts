@@ -34,6 +34,11 @@ export interface Bind {
   kind: 'file' | 'dir';
   /** Set on a shared input: bound read-write in place from a writable allowed root. */
   shared?: SharedSource;
+  /**
+   * Set on a `file://` input of a task run as its owner: the job script checks, as the owner, that it
+   * lies inside this root, is of its kind and is readable, before any executor runs.
+   */
+  owned?: SharedSource;
 }
 
 /**
@@ -57,6 +62,8 @@ export interface StagedInput {
   writableRoot?: string;
   /** Real paths of writable allowed roots inside this read-only directory input. */
   writableBelow?: readonly string[];
+  /** The allowed root a `file://` input of a task run as its owner lies in, checked by the job (Bind.owned). */
+  ownerRoot?: string;
 }
 
 /** A writable place of the task: the host directory behind a writable bind. */
@@ -136,6 +143,7 @@ export function planContainer(
   const mnt = writableDir(workDir, 'mnt');
   const inputBinds = inputs.map((i): Bind => {
     const bind: Bind = { src: i.hostPath, dst: clean(i.containerPath), readOnly: true, kind: i.kind };
+    if (i.ownerRoot !== undefined) bind.owned = { field: `inputs[${i.index}]`, root: i.ownerRoot };
     if (i.writableRoot === undefined) return bind;
     return { ...bind, readOnly: false, shared: { field: `inputs[${i.index}]`, root: i.writableRoot } };
   });

@@ -14,8 +14,9 @@ import {
  * container, and records for each `exec-<n>/start`, `exec-<n>/end` and `exec-<n>/exit_code` in the
  * task directory, where the reconciler reads them. Nothing on the compute node calls the gateway.
  *
- * The script runs with the gateway's rights, outside the container, so it never follows a link the
- * task made: every path it touches in a writable place after an executor ran (stdout and stderr
+ * The script runs with the rights of the job's user (the gateway's account, or with identity.runAs
+ * user the task's owner: it then also checks the inputs named by path, `owned`), outside the
+ * container, so it never follows a link the task made: every path it touches in a writable place after an executor ran (stdout and stderr
  * copies, a stdin the task could have written) is resolved first and must stay inside that place
  * and be a regular file; otherwise the script records `system-error` and stops (exit 121). Before
  * each executor, every input bound read-write in place from a writable root must still resolve
@@ -91,10 +92,15 @@ export function renderJobScript(input: JobScriptInput): string {
     `options=(${quoteAll(execOptions(runtime, input.gpus))})`,
   ];
   const shared = plan.binds.filter((b) => b.shared);
+  const owned = plan.binds.filter((b) => b.owned);
   const checks = plan.executors.some((ex) => ex.stdin?.place || ex.stdout || ex.stderr);
-  if (checks || shared.length > 0) lines.push('', ...RESOLVE);
+  if (checks || shared.length > 0 || owned.length > 0) lines.push('', ...RESOLVE);
   if (checks) lines.push(...INSIDE);
   if (shared.length > 0) lines.push(...IN_ROOT);
+  if (owned.length > 0) {
+    lines.push(...OWNED, '# The inputs named by path, checked as the user the job runs as.');
+    for (const b of owned) lines.push(`owned ${quoteAll([b.owned!.field, b.src, b.owned!.root, b.kind])}`);
+  }
   for (const ex of plan.executors) lines.push('', ...renderExecutor(ex, runtime.flavor, shared));
   lines.push('', 'exit 0', '');
   return lines.join('\n');
@@ -145,6 +151,29 @@ const IN_ROOT = [
   '    [ -d "$resolved" ] || refuse "$1: $2 is not a directory any more"',
   '  elif [ ! -f "$resolved" ]; then',
   '    refuse "$1: $2 is not a regular file any more"',
+  '  fi',
+  '}',
+];
+
+const OWNED = [
+  "# owned FIELD SOURCE ROOT dir|file: an input of a task run as its owner. The gateway did not look at",
+  '# it; the job, running as the owner, checks that the owner may reach it, that it lies inside its',
+  '# allowed root, is of its kind, and may be read, before any executor runs.',
+  'owned() {',
+  '  local root',
+  '  resolve -e "$3" || refuse "$1: the allowed root $3 does not exist on $(hostname), or $(id -un) may not reach it"',
+  '  root=$resolved',
+  '  resolve -e "$2" || refuse "$1: $2 does not exist, or $(id -un) may not reach it (the job runs as $(id -un), with its permissions)"',
+  '  case $resolved in',
+  '  "$root" | "$root"/*) ;;',
+  '  *) refuse "$1: $2 resolves to $resolved, outside the allowed root $3" ;;',
+  '  esac',
+  '  if [ "$4" = dir ]; then',
+  '    [ -d "$resolved" ] || refuse "$1: $2 is not a directory"',
+  '    { [ -r "$resolved" ] && [ -x "$resolved" ]; } || refuse "$1: $(id -un) may not read the directory $2"',
+  '  else',
+  '    [ -f "$resolved" ] || refuse "$1: $2 is not a regular file (set type DIRECTORY for a folder)"',
+  '    [ -r "$resolved" ] || refuse "$1: $(id -un) may not read $2"',
   '  fi',
   '}',
 ];

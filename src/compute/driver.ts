@@ -7,10 +7,21 @@ import type { JobStatus } from './job-end.js';
 export interface LaunchRequest {
   taskId: string;
   workDir: string;
+  /** Where the gateway keeps its own files of the task (tes/task-directory.ts: the task directory, or its ledger). */
+  ledgerDir: string;
+  /** The task's owner, when tasks run as their owners (identity.runAs user): the job is theirs. */
+  user?: string | undefined;
   /** sbatch arguments (the local launcher ignores them). */
   args: readonly string[];
   /** When the task was created: a job for it cannot be older. */
   since: Date;
+}
+
+/** A job to cancel, and whose it is when tasks run as their owners. */
+export interface CancelRequest {
+  jobId: string;
+  /** The task's owner and directory (identity.runAs user): the cancel goes through the helper as them. */
+  owner?: { user: string; workDir: string } | undefined;
 }
 
 export interface PollResult {
@@ -22,8 +33,11 @@ export interface PollResult {
 export interface ComputeDriver {
   readonly kind: 'slurm' | 'local';
   readonly supportedBackendParameters: readonly string[];
-  /** The job already submitted for a task, if any: what makes submission idempotent. */
-  findJob(taskId: string, since: Date, workDir: string): Promise<string | undefined>;
+  /**
+   * The job already submitted for a task, if any: what makes submission idempotent. `user`: the
+   * task's owner, when tasks run as their owners (their jobs are searched).
+   */
+  findJob(taskId: string, since: Date, ledgerDir: string, user?: string): Promise<string | undefined>;
   /** Submits and returns the job id; throws SubmissionRejectedError when retrying cannot help. */
   submit(request: LaunchRequest): Promise<string>;
   /** One batched status query for all the given jobs. A job absent from the result is unknown yet. */
@@ -33,6 +47,6 @@ export interface ComputeDriver {
   /** Which of these jobs the scheduler still knows (to confirm that a job missing from poll is gone). */
   known(jobIds: readonly string[]): Promise<Set<string>>;
   /** Cancels jobs; cancelling a job that already ended is not an error. */
-  cancel(jobIds: readonly string[]): Promise<void>;
+  cancel(jobs: readonly CancelRequest[]): Promise<void>;
   close(): Promise<void>;
 }

@@ -626,6 +626,28 @@ export const configSchema = z
     /** What identities may be, who administers, and what each user may use. */
     identity: z
       .object({
+        /**
+         * Whose Unix rights a task's job runs with: `service`, the gateway's own account; `user`, the
+         * task owner's, through the root-owned helper (libexec/tes-gateway-helper) run with sudo. See
+         * docs/security.md.
+         */
+        runAs: z.enum(['service', 'user']).default('service'),
+        /** How the gateway reaches the helper in `runAs: user` mode. */
+        helper: z
+          .object({
+            /** The installed helper, as the sudoers rule names it. */
+            path: z
+              .string()
+              .startsWith('/', 'must be an absolute path')
+              .default('/usr/libexec/tes-gateway/tes-gateway-helper'),
+            sudo: z.string().startsWith('/', 'must be an absolute path').default('/usr/bin/sudo'),
+            /** Time allowed for one helper call (a prepare copies the task's staged inputs). */
+            timeoutMs: z.number().int().positive().default(300_000),
+            /** Helper calls running at once. */
+            maxConcurrentCalls: z.number().int().min(1).default(16),
+          })
+          .strict()
+          .default({}),
         /** User names no identity may map to (root and system accounts by default). */
         denyUsers: z.array(z.string().min(1)).default(DEFAULT_DENIED_USERS),
         /** Who sees and cancels every task: user names, or groups (OIDC groups or policy groups). */

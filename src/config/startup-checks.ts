@@ -1,3 +1,4 @@
+import { stat } from 'node:fs/promises';
 import { sep } from 'node:path';
 import { ConfigError } from '../errors.js';
 import { realExisting } from '../staging/allowed-roots.js';
@@ -16,6 +17,15 @@ export interface StartupFacts {
   runsJobs: boolean;
   /** Each configured folder's real path, as far as it exists (symbolic links resolved). */
   realPaths: ReadonlyMap<string, string>;
+  /** In `identity.runAs: user` mode: the helper's and the work root's owner and mode, where they exist. */
+  runAs?: { helper?: FileFacts | undefined; workRoot?: FileFacts | undefined } | undefined;
+}
+
+export interface FileFacts {
+  uid: number;
+  mode: number;
+  isFile: boolean;
+  isDirectory: boolean;
 }
 
 /** Every problem with the configuration in these circumstances, as `setting: what is wrong`. */
@@ -100,6 +110,52 @@ export function findStartupProblems(config: Config, facts: StartupFacts): string
         'host; run it as a service account, or set security.allowRoot: true where that is impossible',
     );
   }
+  if (config.identity.runAs === 'user') problems.push(...runAsProblems(config, facts));
+  return problems;
+}
+
+/**
+ * `identity.runAs: user` needs owners for tasks, Slurm, an unprivileged gateway, the helper installed
+ * as root left it, and a work root where each user makes their own task directories and no one else's.
+ */
+function runAsProblems(config: Config, facts: StartupFacts): string[] {
+  const problems: string[] = [];
+  const key = 'identity.runAs';
+  if (config.backend !== 'slurm') {
+    problems.push(`${key}: user needs backend slurm (the local backend runs jobs as the gateway itself)`);
+  }
+  if (config.auth.mode === 'none') {
+    problems.push(
+      `${key}: user needs auth.mode tokens or oidc, so that every task has an owner to run as (docs/authentication.md)`,
+    );
+  }
+  if (facts.runsJobs && facts.uid === 0) {
+    problems.push(
+      `${key}: user runs jobs as their owners through sudo and the helper; the gateway itself must not be root: ` +
+        'run it as the service account the sudoers rule names (docs/security.md)',
+    );
+  }
+  if (!facts.runsJobs) return problems;
+  const helper = facts.runAs?.helper;
+  const path = config.identity.helper.path;
+  if (!helper || !helper.isFile) {
+    problems.push(
+      `identity.helper.path: ${path} is not an installed helper; install libexec/tes-gateway-helper there (docs/security.md)`,
+    );
+  } else if (helper.uid !== 0 || (helper.mode & 0o022) !== 0) {
+    problems.push(
+      `identity.helper.path: ${path} must belong to root and be writable by root alone (it is ` +
+        `uid ${helper.uid}, mode ${(helper.mode & 0o7777).toString(8)}); anyone who can change it runs as every user`,
+    );
+  }
+  const root = facts.runAs?.workRoot;
+  if (root && (!root.isDirectory || (root.mode & 0o1003) !== 0o1003 || (root.mode & 0o004) !== 0)) {
+    problems.push(
+      `workRoot: ${config.workRoot} must be a directory with mode 1733 (sticky, users may make their task ` +
+        `directories there but not list it or remove others'); it is mode ${(root.mode & 0o7777).toString(8)}: ` +
+        `chmod 1733 ${config.workRoot}`,
+    );
+  }
   return problems;
 }
 
@@ -112,8 +168,21 @@ export async function checkStartup(config: Config, runsJobs: boolean, source: st
     ...config.container.imageRoots,
   ];
   const realPaths = new Map(await Promise.all(paths.map(async (p) => [p, await realExisting(p)] as const)));
-  const problems = findStartupProblems(config, { uid: process.getuid?.(), runsJobs, realPaths });
+  const runAs =
+    config.identity.runAs === 'user'
+      ? { helper: await fileFacts(config.identity.helper.path), workRoot: await fileFacts(config.workRoot) }
+      : undefined;
+  const problems = findStartupProblems(config, { uid: process.getuid?.(), runsJobs, realPaths, runAs });
   if (problems.length > 0) throw new ConfigError(source, problems);
+}
+
+async function fileFacts(path: string): Promise<FileFacts | undefined> {
+  try {
+    const st = await stat(path);
+    return { uid: st.uid, mode: st.mode, isFile: st.isFile(), isDirectory: st.isDirectory() };
+  } catch {
+    return undefined;
+  }
 }
 
 /** Whether one of two paths is, or lies below, the other. */

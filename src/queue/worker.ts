@@ -1,6 +1,7 @@
 import { UnrecoverableError, Worker, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { Batcher } from '../compute/batcher.js';
+import type { CancelRequest } from '../compute/driver.js';
 import { isPermanent } from '../errors.js';
 import type { JobKind, JobPayloads } from './jobs.js';
 import type { ProcessorContext } from './processors/context.js';
@@ -31,7 +32,7 @@ export class TaskWorkers {
   private readonly connections: Redis[] = [];
 
   constructor(connection: Redis, prefix: string, ctx: ProcessorContext, tuning: WorkerTuning) {
-    const cancels = new Batcher<string, void>((jobIds) => ctx.driver.cancel(jobIds));
+    const cancels = new Batcher<CancelRequest, void>((jobs) => ctx.driver.cancel(jobs));
     const usage = new Batcher<string, number>((jobIds) => ctx.driver.usage(jobIds), 250);
     const make = <K extends JobKind>(
       kind: K,

@@ -8,7 +8,7 @@ import { meaningfulReason, phaseOf, vanishedJob, type JobStatus } from '../compu
 import type { Logger } from '../logger.js';
 import type { Enqueuer } from '../queue/jobs.js';
 import type { TaskBrief, TaskStore } from '../store/task-store.js';
-import { TASK_FILE, taskDirOf, taskFile } from '../tes/task-directory.js';
+import { ledgerDirOf, TASK_FILE, taskDirOf, taskFile, type DirOwner } from '../tes/task-directory.js';
 import { withLog, withSystemLogs } from '../tes/task-logs.js';
 import { LeaseLostError, type LeaderLock } from '../store/leader-lock.js';
 
@@ -19,6 +19,12 @@ export interface ReconcilerOptions {
   lock: LeaderLock;
   logger: Logger;
   workRoot: string;
+  /**
+   * Whose task directories are: with `user` (identity.runAs user) the gateway cannot read them, so a
+   * started job is RUNNING without a look at its executors' files, and the gateway's own files of a
+   * task are read from its ledger (tes/task-directory.ts).
+   */
+  dirOwner?: DirOwner | undefined;
   pollIntervalMs: number;
   /** How long a job may be missing from accounting before the scheduler is asked whether it exists. */
   missingGraceMs: number;
@@ -213,8 +219,8 @@ export class Reconciler {
     if (name === undefined || this.ownJobs.get(record.id) === seen) return true;
     let own = name === jobNameFor(record.id);
     if (!own && status.jobId.includes('_') && name.startsWith(arrayJobName(''))) {
-      const workDir = record.run?.workDir ?? taskDirOf(this.o.workRoot, record.id);
-      const marker = await readFile(taskFile(workDir, TASK_FILE.arrayElement), 'utf8').catch(() => undefined);
+      const ledgerDir = ledgerDirOf(this.o.workRoot, record.id, this.o.dirOwner ?? 'service');
+      const marker = await readFile(taskFile(ledgerDir, TASK_FILE.arrayElement), 'utf8').catch(() => undefined);
       // Without the marker the array cannot be told; an array of this gateway's is taken as the task's.
       own = marker === undefined || marker.trim().split(' ')[0] === name;
     }
@@ -243,6 +249,7 @@ export class Reconciler {
 
   /** Jobs Slurm still reports as started whose script already ended: accounting will show it soon. */
   private async anyScriptEnded(started: readonly TaskBrief[]): Promise<boolean> {
+    if (this.o.dirOwner === 'user') return false;
     const limiter = pLimit(32);
     const ended = await Promise.all(
       started.map((r) => limiter(() => jobScriptEnded(r.run?.workDir ?? taskDirOf(this.o.workRoot, r.id)))),
@@ -299,7 +306,8 @@ export class Reconciler {
   private async onStarted(record: TaskBrief, status: JobStatus): Promise<number> {
     if (record.state === 'CANCELING' || record.state === 'RUNNING') return 0;
     const workDir = record.run?.workDir ?? taskDirOf(this.o.workRoot, record.id);
-    const to = (await firstExecutorStarted(workDir)) ? 'RUNNING' : 'INITIALIZING';
+    const to =
+      this.o.dirOwner === 'user' || (await firstExecutorStarted(workDir)) ? 'RUNNING' : 'INITIALIZING';
     if (to === record.state) return 0;
     const start = status.startTime
       ? new Date(status.startTime * 1000).toISOString()

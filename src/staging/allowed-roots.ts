@@ -122,6 +122,29 @@ export class AllowedRoots {
   }
 
   /**
+   * Checks a `file://` input by its path as written, without reading anything on the host: for tasks
+   * that run as their owners (identity.runAs user), whose files the gateway's own account may not be
+   * able to see. The job script, running as the owner, then resolves the path, checks that it still
+   * lies inside `root` and that its owner may read it (the kernel's permissions, not the gateway's).
+   */
+  locateAsOwner(url: string, field: string): InputLocation & { root: string } {
+    const path = AllowedRoots.pathOf(url, field);
+    if (hasDotDot(path) || hasDotDot(safeDecode(url))) {
+      throw new StagingError(field, `${url} contains '..'; allowed roots: ${this.describe()}`);
+    }
+    const lexical = normalize(path).replace(/(.)\/+$/, '$1');
+    const around = this.roots
+      .filter((r) => within(lexical, normalize(r.path).replace(/(.)\/+$/, '$1')))
+      .sort((a, b) => b.path.length - a.path.length);
+    const root = around[0];
+    if (!root) throw new StagingError(field, `${url} is outside the allowed roots (${this.describe()})`);
+    const writable = around.find((r) => r.writable);
+    if (writable) return { real: lexical, writableRoot: writable.path, writableBelow: [], root: root.path };
+    const below = this.roots.filter((r) => r.writable && within(normalize(r.path), lexical)).map((r) => r.path);
+    return { real: lexical, writableBelow: below, root: root.path };
+  }
+
+  /**
    * Creates (or truncates) the file a `file://` output URL names, for writing, and its missing
    * directories. The URL is checked as `check` does; then the path is walked down from the root one
    * directory at a time, each opened without following a link and the next one looked up in the one

@@ -31,6 +31,11 @@ export interface StagingDeps {
   parallel: number;
   /** What all of one task's downloads together may use. */
   limits: DownloadLimits;
+  /**
+   * The task runs as its owner (identity.runAs user): `file://` inputs are checked by path here and
+   * by the job as the owner (AllowedRoots.locateAsOwner); the gateway does not look at them.
+   */
+  asOwner?: boolean | undefined;
 }
 
 /** The URL schemes a task's inputs may use with these fetchers (for service-info). */
@@ -66,6 +71,13 @@ export async function stageInputs(
       }
       const url = input.url ?? '';
       const scheme = schemeOf(url);
+      if (scheme === 'file' && deps.asOwner) {
+        const where = deps.roots.locateAsOwner(url, field);
+        const staged: StagedInput = { ...base, hostPath: where.real, ownerRoot: where.root };
+        if (where.writableRoot !== undefined) staged.writableRoot = where.writableRoot;
+        else if (where.writableBelow.length > 0) staged.writableBelow = where.writableBelow;
+        return staged;
+      }
       if (scheme === 'file') {
         const where = await deps.roots.locateInput(url, field);
         const st = await stat(where.real);

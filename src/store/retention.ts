@@ -27,6 +27,8 @@ export interface ExpiredTask {
   endSource: 'ended' | 'logs' | 'created';
   /** The sets that hold the task besides all, name and state: its owner's and its tags'. */
   indexKeys: string[];
+  /** The task's owner, if it has one (whose task directory it is when tasks run as their owners). */
+  owner?: string | undefined;
 }
 
 export interface ExpiryBatch {
@@ -136,7 +138,7 @@ export class RetentionStore {
         (logs, i) => [older[i]!.taskId, logs as string | null],
       ),
     );
-    const past: Array<Omit<ExpiredTask, 'indexKeys'> & { owner: string | null }> = [];
+    const past: Array<Omit<ExpiredTask, 'indexKeys' | 'owner'> & { owner: string | null }> = [];
     read.forEach(({ taskId }, i) => {
       const [state, ended, created, owner] = heads[i] as Array<string | null>;
       if (!state || !TERMINAL_STATES.includes(state as TesState)) return;
@@ -148,6 +150,7 @@ export class RetentionStore {
     const requests = await this.pipelined(past, (p, { taskId }) => p.hget(this.keys.task(taskId), 'req'));
     return past.map(({ owner, ...task }, i) => ({
       ...task,
+      ...(owner ? { owner } : {}),
       indexKeys: [
         ...(owner ? [this.keys.owner(owner)] : []),
         ...this.tagKeysOf(requests[i] as string | null),

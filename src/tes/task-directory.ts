@@ -34,8 +34,20 @@ import { posix } from 'node:path';
  * | `local.exit`                | the local launcher: `code:signal` at the end  | the local launcher (the job's state)      |
  * | `local.cancelled`           | the local launcher: cancel asked              | the local launcher (CANCELLED)            |
  *
+ * | `sbatch-args`               | prepare-job, run as user only: the sbatch     | the helper's `submit` (checked, then run) |
+ * |                             | arguments, NUL-separated                      |                                           |
+ * | `array-<batch>.sh`          | the helper's `submit-array`, run as user      | Slurm: the array's dispatcher             |
+ *
  * In the work root itself, `.arrays/` holds each job array's dispatcher (`<batch>.sh`), its
  * `<batch>.sbatch-command` and its elements' Slurm output: written by the Slurm driver, run by Slurm.
+ *
+ * With `identity.runAs: user` the task directory belongs to the task's owner (made by the helper, 0700)
+ * and the gateway cannot read it. The gateway's own files of a task (`submit-attempted`,
+ * `array-element`, `job_id`) then live in its ledger, `<work root>/.gateway/<task id>/` (the service
+ * account's, 0700), beside `stage/` (the task directory as prepare-job lays it out, before the helper
+ * copies it into place) and `mirror/` (what the helper's `finish` sent back: result files, log tails,
+ * the sources of remote outputs, laid out as in the task directory). In `service` mode the ledger is the
+ * task directory itself.
  */
 
 /** The files of a task directory, by meaning. */
@@ -54,6 +66,7 @@ export const TASK_FILE = {
   localPid: 'local.pid',
   localExit: 'local.exit',
   localCancelled: 'local.cancelled',
+  sbatchArgs: 'sbatch-args',
 } as const;
 
 export type TaskFile = (typeof TASK_FILE)[keyof typeof TASK_FILE];
@@ -113,6 +126,20 @@ export function inputFile(workDir: string, index: number, name: keyof typeof INP
 export function writableDir(workDir: string, name: keyof typeof WRITABLE_DIR): string {
   return posix.join(workDir, WRITABLE_DIR[name]);
 }
+
+/** The work root's folder of the gateway's own files of each task, when tasks run as their owners. */
+export const LEDGERS_DIR = '.gateway';
+
+/** Who owns task directories: `service`, the gateway (ledger = task directory); `user`, the task's owner. */
+export type DirOwner = 'service' | 'user';
+
+/** Where the gateway keeps its own files of a task (see above). */
+export function ledgerDirOf(workRoot: string, taskId: string, owner: DirOwner): string {
+  return owner === 'user' ? posix.join(workRoot, LEDGERS_DIR, taskId) : taskDirOf(workRoot, taskId);
+}
+
+/** In a ledger (run as user): the task directory as prepared, and the copy of its results. */
+export const LEDGER_PART = { stage: 'stage', mirror: 'mirror' } as const;
 
 /** `.arrays/` of the work root that holds the task directory `workDir`. */
 export function arraysDirOf(workDir: string): string {

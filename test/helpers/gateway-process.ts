@@ -33,6 +33,8 @@ export async function startGatewayProcess(
   env: Record<string, string> = {},
   /** Several processes of one gateway share a prefix and a work root; the last one drops the keys. */
   share: { prefix: string; workRoot: string; keepKeys?: boolean } | undefined = undefined,
+  /** Runs the process as this Unix user (a service account) instead of the test's own. */
+  as: { uid: number; gid: number } | undefined = undefined,
 ): Promise<GatewayProcess> {
   const prefix = share?.prefix ?? testPrefix(name);
   const workRoot =
@@ -63,6 +65,7 @@ export async function startGatewayProcess(
     cwd: ROOT,
     env: { ...childEnv, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
+    ...(as ? { uid: as.uid, gid: as.gid } : {}),
   });
   let stderr = '';
   child.stderr.setEncoding('utf8').on('data', (chunk: string) => {

@@ -3,7 +3,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadConfig } from '../../src/config/load-config.js';
 import type { Config } from '../../src/config/schema.js';
-import { checkStartup, findStartupProblems, type StartupFacts } from '../../src/config/startup-checks.js';
+import {
+  checkStartup,
+  findStartupProblems,
+  type FileFacts,
+  type StartupFacts,
+} from '../../src/config/startup-checks.js';
 import { ConfigError } from '../../src/errors.js';
 import { startGateway } from '../../src/gateway.js';
 import { createLogger } from '../../src/logger.js';
@@ -210,6 +215,50 @@ describe('running as root', () => {
     const err = await configError(startGateway(c, { api: true, worker: true }, createLogger('silent')));
     expect(err.problems[0]).toMatch(/^storage\.allowedRoots\[0\]: .* contains workRoot /);
     if (process.getuid?.() === 0) expect(err.problems).toContain(WHY);
+  });
+});
+
+describe('running tasks as their owners (identity.runAs user)', () => {
+  const helper = { uid: 0, mode: 0o100755, isFile: true, isDirectory: false };
+  const workRoot = { uid: 999, mode: 0o41733, isFile: false, isDirectory: true };
+  const runAs = (over: { helper?: FileFacts | undefined; workRoot?: FileFacts | undefined } = {}) =>
+    facts({ runAs: { helper, workRoot, ...over } });
+  const userMode = (over: Record<string, unknown> = {}) =>
+    config({ identity: { runAs: 'user' }, auth: { mode: 'tokens' }, ...over });
+
+  it('accepts a gateway of its own account, an installed helper and a sticky work root', () => {
+    expect(findStartupProblems(userMode(), runAs())).toEqual([]);
+    expect(findStartupProblems(userMode(), runAs({ workRoot: undefined }))).toEqual([]);
+  });
+
+  it('refuses what would leave tasks without owners, or jobs as the gateway', () => {
+    expect(findStartupProblems(userMode({ backend: 'local' }), runAs())).toEqual([
+      'identity.runAs: user needs backend slurm (the local backend runs jobs as the gateway itself)',
+    ]);
+    expect(findStartupProblems(userMode({ auth: { mode: 'none' } }), runAs())).toEqual([
+      'identity.runAs: user needs auth.mode tokens or oidc, so that every task has an owner to run as (docs/authentication.md)',
+    ]);
+    expect(findStartupProblems(userMode({ security: { allowRoot: true } }), { ...runAs(), uid: 0 })).toEqual([
+      'identity.runAs: user runs jobs as their owners through sudo and the helper; the gateway itself must not be root: run it as the service account the sudoers rule names (docs/security.md)',
+    ]);
+  });
+
+  it('refuses a helper that is missing, or that someone besides root could change', () => {
+    expect(findStartupProblems(userMode(), runAs({ helper: undefined }))).toEqual([
+      'identity.helper.path: /usr/libexec/tes-gateway/tes-gateway-helper is not an installed helper; install libexec/tes-gateway-helper there (docs/security.md)',
+    ]);
+    expect(findStartupProblems(userMode(), runAs({ helper: { ...helper, uid: 999 } }))).toEqual([
+      'identity.helper.path: /usr/libexec/tes-gateway/tes-gateway-helper must belong to root and be writable by root alone (it is uid 999, mode 755); anyone who can change it runs as every user',
+    ]);
+    expect(findStartupProblems(userMode(), runAs({ helper: { ...helper, mode: 0o100775 } }))).toHaveLength(1);
+  });
+
+  it('refuses a work root where users could not make their directories, or could list or remove others', () => {
+    for (const mode of [0o40755, 0o40777, 0o41777, 0o40733]) {
+      expect(findStartupProblems(userMode(), runAs({ workRoot: { ...workRoot, mode } }))).toEqual([
+        `workRoot: /srv/tes/tasks must be a directory with mode 1733 (sticky, users may make their task directories there but not list it or remove others'); it is mode ${(mode & 0o7777).toString(8)}: chmod 1733 /srv/tes/tasks`,
+      ]);
+    }
   });
 });
 

@@ -175,6 +175,7 @@ describe('submission windows', () => {
         return driver.submit({
           taskId: `t${i}`,
           workDir: dir,
+          ledgerDir: dir,
           args: ['--partition=no_such_partition', '--hold', `--chdir=${dir}`, '/bin/true'],
           since: new Date(),
         });

@@ -91,7 +91,13 @@ describe('job arrays', () => {
     const submit = (id: string) => {
       const workDir = join(dir, 'w', id);
       mkdirSync(workDir, { recursive: true });
-      return driver.submit({ taskId: id, workDir, args: [...hostile, ...args(id)], since: new Date() });
+      return driver.submit({
+        taskId: id,
+        workDir,
+        ledgerDir: workDir,
+        args: [...hostile, ...args(id)],
+        since: new Date(),
+      });
     };
     expect(await Promise.all([submit('a'), submit('b')])).toEqual(['4242_0', '4242_1']);
     const arrays = join(dir, 'w', '.arrays');

@@ -12,17 +12,19 @@ import { writeHostRuntime, layOut } from '../helpers/host-runtime.js';
 const WORK = '/var/lib/tes-gateway/tasks/01jd0000000000000000000000';
 const APPTAINER: ContainerRuntime = { flavor: 'apptainer', executable: 'apptainer', extraArgs: [] };
 
-function staged(task: TaskRequest): StagedInput[] {
+/** `ownerRoot`: the task runs as its owner, whose job checks its `file://` inputs (Bind.owned). */
+function staged(task: TaskRequest, ownerRoot?: string): StagedInput[] {
   return (task.inputs ?? []).map((input, index) => ({
     index,
     containerPath: input.path,
     hostPath: input.content !== undefined ? `${WORK}/inputs/${index}/content` : `/shared/input ${index}`,
     kind: input.type === 'DIRECTORY' ? 'dir' : 'file',
+    ...(ownerRoot !== undefined && input.content === undefined ? { ownerRoot } : {}),
   }));
 }
 
-function render(task: TaskRequest, runtime = APPTAINER, gpus = false): string {
-  const plan = planContainer(task, WORK, staged(task), (i) =>
+function render(task: TaskRequest, runtime = APPTAINER, gpus = false, ownerRoot?: string): string {
+  const plan = planContainer(task, WORK, staged(task, ownerRoot), (i) =>
     i.includes('://') || i.startsWith('/') ? i : `docker://${i}`,
   );
   return renderJobScript({ taskId: '01jd0000000000000000000000', workDir: WORK, runtime, plan, gpus });
@@ -58,6 +60,7 @@ const CASES: Array<[string, () => string]> = [
       ),
   ],
   ['minimal.sh', () => render({ executors: [{ image: '/images/busybox.sif', command: ['echo', 'hello'] }] })],
+  ['run-as-owner.sh', () => render(TYPICAL_TASK, APPTAINER, false, '/shared')],
   [
     'streams.sh',
     () =>

@@ -81,6 +81,7 @@ describe('parseSacct', () => {
 
   it('asks for one allocation row per job', () => {
     expect(buildSacctArgs(['1', '2_3'])).toEqual([
+      '--allusers',
       '--parsable2',
       '--noheader',
       '-X',

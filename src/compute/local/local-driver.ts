@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import { existsSync, openSync, closeSync, writeFileSync, renameSync, readFileSync } from 'node:fs';
 import { constants } from 'node:os';
 import type { Logger } from '../../logger.js';
-import type { ComputeDriver, LaunchRequest, PollResult } from '../driver.js';
+import type { CancelRequest, ComputeDriver, LaunchRequest, PollResult } from '../driver.js';
 import type { JobStatus } from '../job-end.js';
 import { TASK_FILE, taskDirOf, taskFile } from '../../tes/task-directory.js';
 
@@ -152,8 +152,8 @@ export class LocalDriver implements ComputeDriver {
     return new Set(jobIds.filter((id) => existsSync(taskFile(this.dir(id), TASK_FILE.localJob))));
   }
 
-  async cancel(jobIds: readonly string[]): Promise<void> {
-    for (const taskId of jobIds) {
+  async cancel(jobs: readonly CancelRequest[]): Promise<void> {
+    for (const { jobId: taskId } of jobs) {
       const dir = this.dir(taskId);
       if (existsSync(taskFile(dir, TASK_FILE.localExit))) continue;
       writeAtomic(taskFile(dir, TASK_FILE.localCancelled), new Date().toISOString());

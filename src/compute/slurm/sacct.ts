@@ -21,8 +21,14 @@ export const SACCT_FIELDS = [
   'TotalCPU',
 ] as const;
 
+/**
+ * `--allusers`: jobs run as their owners (identity.runAs user) are other users' jobs to the gateway's
+ * account; where slurm.conf has `PrivateData=jobs`, that account needs an operator or coordinator
+ * level to see them (docs/security.md).
+ */
 export function buildSacctArgs(jobIds: readonly string[]): string[] {
   return [
+    '--allusers',
     '--parsable2',
     '--noheader',
     '-X',
@@ -36,6 +42,7 @@ export const SACCT_USAGE_FIELDS = ['JobID', 'MaxRSS'] as const;
 
 export function buildSacctUsageArgs(jobIds: readonly string[]): string[] {
   return [
+    '--allusers',
     '--parsable2',
     '--noheader',
     '--noconvert',

@@ -5,7 +5,8 @@ import { join } from 'node:path';
 import { CommandError, SubmissionRejectedError } from '../../errors.js';
 import { quoteAll } from '../../shell/quote.js';
 import { arraysDirOf, TASK_FILE } from '../../tes/task-directory.js';
-import type { ComputeDriver, LaunchRequest, PollResult } from '../driver.js';
+import type { CancelRequest, ComputeDriver, LaunchRequest, PollResult } from '../driver.js';
+import type { UserHelper } from '../../run-as/user-helper.js';
 import type { Logger } from '../../logger.js';
 import type { JobStatus } from '../job-end.js';
 import {
@@ -53,6 +54,11 @@ export interface SlurmDriverOptions extends SlurmCliOptions {
    * this process runs as.
    */
   user?: string | undefined;
+  /**
+   * Set when tasks run as their owners (identity.runAs user): sbatch and scancel go through the helper
+   * as the task's owner, and look-ups search the owner's jobs.
+   */
+  runAs?: UserHelper | undefined;
   logger?: Pick<Logger, 'warn'> | undefined;
 }
 
@@ -88,34 +94,37 @@ export class SlurmDriver implements ComputeDriver {
     });
   }
 
-  async findJob(taskId: string, since: Date, workDir: string): Promise<string | undefined> {
-    const element = await readArrayElement(workDir);
+  async findJob(taskId: string, since: Date, ledgerDir: string, user?: string): Promise<string | undefined> {
+    const owner = user ?? this.user;
+    const element = await readArrayElement(ledgerDir);
     if (element) {
-      const base = await this.findByName(element.name, since, taskId);
+      const base = await this.findByName(element.name, since, taskId, owner);
       return base ? `${base}_${element.index}` : undefined;
     }
-    return this.findByName(jobNameFor(taskId), since, taskId);
+    return this.findByName(jobNameFor(taskId), since, taskId, owner);
   }
 
-  /** The job (or array) id of the job with this name, from the controller, else from accounting. */
-  private async findByName(name: string, since: Date, taskId: string): Promise<string | undefined> {
+  /** The job (or array) id of `user`'s job with this name, from the controller, else from accounting. */
+  private async findByName(
+    name: string,
+    since: Date,
+    taskId: string,
+    user: string,
+  ): Promise<string | undefined> {
     // The controller knows young jobs before accounting does; accounting remembers old ones.
     const what = `look up the job of task ${taskId}`;
-    const fromQueue = parseSqueueLookup(
-      await this.cli.run('squeue', buildSqueueLookupArgs(name, this.user), what),
-    );
+    const fromQueue = parseSqueueLookup(await this.cli.run('squeue', buildSqueueLookupArgs(name, user), what));
     if (fromQueue) return fromQueue;
     const minutes = Math.ceil((Date.now() - since.getTime()) / 60_000) + 2;
     this.sacctCalls.lookups++;
-    return parseSacctLookup(
-      await this.cli.run('sacct', buildSacctLookupArgs(name, minutes, this.user), what),
-    );
+    return parseSacctLookup(await this.cli.run('sacct', buildSacctLookupArgs(name, minutes, user), what));
   }
 
   async submit(request: LaunchRequest): Promise<string> {
     if (this.options.arrayWindowMs <= 0) return this.submitOne(request);
     return new Promise((resolve, reject) => {
-      const key = arrayKey(request.args);
+      // Only one user's tasks share an array: the array is a job of theirs.
+      const key = `${request.user ?? ''}\n${arrayKey(request.args)}`;
       let burst = this.bursts.get(key);
       if (!burst) {
         burst = [];
@@ -128,8 +137,21 @@ export class SlurmDriver implements ComputeDriver {
   }
 
   private async submitOne(request: LaunchRequest): Promise<string> {
-    const out = await this.sbatch(request.args, `task ${request.taskId}`);
-    return parseJobId(out, request.args, `task ${request.taskId}`);
+    const what = `task ${request.taskId}`;
+    const helper = this.options.runAs;
+    const out =
+      helper && request.user
+        ? await this.rejectedOrNot(() => helper.submit(request.user!, request.workDir), what)
+        : await this.sbatch(request.args, what);
+    return parseJobId(out, request.args, what);
+  }
+
+  /** An array of one user's tasks, submitted as that user: the helper writes its dispatcher. */
+  private async submitArrayAs(user: string, batchId: string, burst: PendingSubmit[], what: string): Promise<string> {
+    const helper = this.options.runAs!;
+    const dirs = burst.map((p) => p.request.workDir);
+    const out = await this.rejectedOrNot(() => helper.submitArray(user, batchId, dirs), what);
+    return parseJobId(out, burst[0]!.request.args, what);
   }
 
   /** One sbatch for a burst: a single task goes alone, several go as one array. */
@@ -144,6 +166,17 @@ export class SlurmDriver implements ComputeDriver {
     try {
       const batchId = randomBytes(6).toString('hex');
       const name = arrayJobName(batchId);
+      // Each task learns its place before sbatch runs, so a retry after a lost answer finds it.
+      await Promise.all(
+        burst.map((p, i) => writeFile(join(p.request.ledgerDir, ARRAY_ELEMENT_FILE), `${name} ${i}\n`)),
+      );
+      const user = burst[0]!.request.user;
+      if (user && this.options.runAs) {
+        const what = `${burst.length} tasks of ${user} (array ${name})`;
+        const base = await this.submitArrayAs(user, batchId, burst, what);
+        burst.forEach((p, i) => p.resolve(`${base}_${i}`));
+        return;
+      }
       const arrayDir = arraysDirOf(burst[0]!.request.workDir);
       await mkdir(arrayDir, { recursive: true });
       const dispatcher = join(arrayDir, `${batchId}.sh`);
@@ -155,10 +188,6 @@ export class SlurmDriver implements ComputeDriver {
         ),
         { mode: 0o755 },
       );
-      // Each task learns its place before sbatch runs, so a retry after a lost answer finds it.
-      await Promise.all(
-        burst.map((p, i) => writeFile(join(p.request.workDir, ARRAY_ELEMENT_FILE), `${name} ${i}\n`)),
-      );
       const args = buildArrayArgs(burst[0]!.request.args, batchId, burst.length, dispatcher, arrayDir);
       // Quoted as the single job's is: the file must run as written, whatever a path or value holds.
       await writeFile(join(arrayDir, `${batchId}.${TASK_FILE.sbatchCommand}`), `sbatch ${quoteAll(args)}\n`);
@@ -169,15 +198,20 @@ export class SlurmDriver implements ComputeDriver {
       // Refused, the array does not exist: its elements' markers must not steer a later look-up. After
       // a timeout it may exist, and the markers are how a retry finds it.
       if (err instanceof SubmissionRejectedError) {
-        await Promise.all(burst.map((p) => rm(join(p.request.workDir, ARRAY_ELEMENT_FILE), { force: true })));
+        await Promise.all(burst.map((p) => rm(join(p.request.ledgerDir, ARRAY_ELEMENT_FILE), { force: true })));
       }
       for (const p of burst) p.reject(err);
     }
   }
 
   private async sbatch(args: readonly string[], what: string): Promise<string> {
+    return this.rejectedOrNot(() => this.cli.run('sbatch', args, `failed to submit ${what}`), what);
+  }
+
+  /** sbatch's answer; a refusal that a retry will not change (not a busy or silent controller) is final. */
+  private async rejectedOrNot(submit: () => Promise<string>, what: string): Promise<string> {
     try {
-      return await this.cli.run('sbatch', args, `failed to submit ${what}`);
+      return await submit();
     } catch (err) {
       if (err instanceof CommandError && !isTransientSlurmError(err)) {
         throw new SubmissionRejectedError(
@@ -255,17 +289,30 @@ export class SlurmDriver implements ComputeDriver {
     }
   }
 
-  async cancel(jobIds: readonly string[]): Promise<void> {
-    if (jobIds.length === 0) return;
-    try {
-      await this.cli.run('scancel', [...jobIds], `failed to cancel jobs ${jobIds.join(',')}`);
-    } catch (err) {
-      if (err instanceof CommandError && ALREADY_GONE.test(err.stderr)) return;
-      throw err;
-    }
+  async cancel(jobs: readonly CancelRequest[]): Promise<void> {
+    const own = [...new Set(jobs.filter((j) => !j.owner).map((j) => j.jobId))];
+    const owners = [...new Map(jobs.filter((j) => j.owner).map((j) => [j.jobId, j.owner!])).entries()];
+    const helper = this.options.runAs;
+    if (owners.length > 0 && !helper) throw new Error('jobs of task owners to cancel, without the helper');
+    await Promise.all([
+      own.length > 0 &&
+        goneIsDone(() => this.cli.run('scancel', own, `failed to cancel jobs ${own.join(',')}`)),
+      // scancel of another user's job is refused to the gateway's account: each goes as its owner.
+      ...owners.map(([jobId, owner]) => goneIsDone(() => helper!.cancel(owner.user, owner.workDir, jobId))),
+    ]);
   }
 
   async close(): Promise<void> {}
+}
+
+/** Cancelling a job that has already gone is not an error. */
+async function goneIsDone(cancel: () => Promise<unknown>): Promise<void> {
+  try {
+    await cancel();
+  } catch (err) {
+    if (err instanceof CommandError && ALREADY_GONE.test(err.stderr)) return;
+    throw err;
+  }
 }
 
 function parseJobId(out: string, args: readonly string[], what: string): string {
@@ -289,12 +336,12 @@ function parseJobId(out: string, args: readonly string[], what: string): string 
  * attempt (an array that failed, or a worker that died before removing it) and is not trusted: the
  * task's own name is looked up instead.
  */
-async function readArrayElement(workDir: string): Promise<{ name: string; index: number } | undefined> {
+async function readArrayElement(ledgerDir: string): Promise<{ name: string; index: number } | undefined> {
   try {
-    const path = join(workDir, ARRAY_ELEMENT_FILE);
+    const path = join(ledgerDir, ARRAY_ELEMENT_FILE);
     const [element, attempt] = await Promise.all([
       stat(path),
-      stat(join(workDir, TASK_FILE.submitAttempted)).catch(() => undefined),
+      stat(join(ledgerDir, TASK_FILE.submitAttempted)).catch(() => undefined),
     ]);
     if (attempt && element.mtimeMs < attempt.mtimeMs) return undefined;
     const [name, index] = (await readFile(path, 'utf8')).trim().split(' ');

@@ -1,4 +1,7 @@
 import type { Batcher } from '../../compute/batcher.js';
+import type { CancelRequest } from '../../compute/driver.js';
+import { taskDirOf } from '../../tes/task-directory.js';
+import { runAsUser } from './prepare-job.js';
 import type { ProcessorContext } from './context.js';
 
 /**
@@ -12,17 +15,22 @@ import type { ProcessorContext } from './context.js';
 export async function processCancel(
   taskId: string,
   ctx: ProcessorContext,
-  cancels: Batcher<string, void>,
+  cancels: Batcher<CancelRequest, void>,
   orphanJobId?: string,
 ): Promise<void> {
   const record = await ctx.store.get(taskId);
+  // Run as their owners, jobs are cancelled as their owners (the gateway's account may not).
+  const owner = (): CancelRequest['owner'] =>
+    ctx.prepare.runAs && record
+      ? { user: runAsUser(record), workDir: record.run?.workDir ?? taskDirOf(ctx.prepare.workRoot, taskId) }
+      : undefined;
   if (orphanJobId) {
     if (record?.run?.jobId === orphanJobId && record.state !== 'CANCELING') return;
-    await cancels.request(orphanJobId);
+    await cancels.request({ jobId: orphanJobId, owner: owner() });
     ctx.logger.info({ taskId, jobId: orphanJobId }, 'cancel of a job never recorded sent to the cluster');
     return;
   }
   if (!record || record.state !== 'CANCELING' || !record.run?.jobId) return;
-  await cancels.request(record.run.jobId);
+  await cancels.request({ jobId: record.run.jobId, owner: owner() });
   ctx.logger.info({ taskId, jobId: record.run.jobId }, 'cancel sent to the cluster');
 }

@@ -7,7 +7,10 @@ import {
 } from '../../compute/executor-results.js';
 import { decideEndState, effectiveExitCode, withScriptError, type JobStatus } from '../../compute/job-end.js';
 import { isTerminal } from '../../tes/state.js';
-import { EXECUTOR_FILE, executorFile, taskDirOf } from '../../tes/task-directory.js';
+import { posix } from 'node:path';
+import { EXECUTOR_FILE, executorDirName, taskDirOf } from '../../tes/task-directory.js';
+import { deliverAsOwner, resultsAsOwner, type FinishAsOwner } from '../../run-as/finish-as-owner.js';
+import { ledgerOf, runAsUser } from './prepare-job.js';
 import { withLog, withSystemLogs } from '../../tes/task-logs.js';
 import type { TesExecutorLog } from '../../tes/types.js';
 import type { Batcher } from '../../compute/batcher.js';
@@ -47,32 +50,60 @@ async function finalize(
     const workDir = record.run?.workDir ?? taskDirOf(ctx.prepare.workRoot, taskId);
     const canceling = record.state === 'CANCELING';
     const executors = record.request.executors;
-    const results = await readExecutorResults(
-      workDir,
-      executors.map((e) => e.ignore_error === true),
-    );
+    const outputsToSend = record.request.outputs ?? [];
+    // Run as its owner, the task directory is theirs: the results come from the helper, into the
+    // gateway's ledger, laid out as the task directory (run-as/finish-as-owner.ts).
+    const user = ctx.prepare.runAs ? runAsUser(record) : undefined;
+    const asOwner: FinishAsOwner | undefined = user
+      ? {
+          helper: ctx.prepare.runAs!.helper,
+          user,
+          taskDir: workDir,
+          ledgerDir: ledgerOf(ctx.prepare, taskId),
+          tailBytes: ctx.tailBytes,
+        }
+      : undefined;
+    let owned = asOwner && (await resultsAsOwner(asOwner));
+    let resultsDir = owned?.dir ?? workDir;
+    const ignoreErrors = executors.map((e) => e.ignore_error === true);
+    let results = await readExecutorResults(resultsDir, ignoreErrors);
+
+    let outputs: DeliveryResult = { files: [], errors: [], notes: [] };
+    const delivering = !canceling && results.some((r) => r.started) && outputsToSend.length > 0;
+    if (delivering) {
+      const roots = ctx.prepare.forOwner?.(record.owner).roots;
+      if (asOwner) {
+        const owners = roots ?? ctx.prepare.staging.roots;
+        const sent = await deliverAsOwner(asOwner, outputsToSend, owners, ctx.outputs);
+        outputs = sent.delivery;
+        owned = sent;
+        resultsDir = sent.dir;
+        results = await readExecutorResults(resultsDir, ignoreErrors);
+      } else {
+        outputs = await ctx.outputs.deliver(outputsToSend, workDir, roots);
+      }
+    }
     const decision = withScriptError(
       decideEndState(status, results, canceling, ctx.endStates),
-      await readSystemError(workDir),
+      await readSystemError(resultsDir),
       canceling,
     );
     const systemLogs = decision.systemLogs;
     let state = decision.state;
-
-    let outputs: DeliveryResult = { files: [], errors: [], notes: [] };
-    if (!canceling && results.some((r) => r.started) && record.request.outputs?.length) {
-      const roots = ctx.prepare.forOwner?.(record.owner).roots;
-      outputs = await ctx.outputs.deliver(record.request.outputs, workDir, roots);
+    if (delivering) {
       systemLogs.push(...outputs.errors, ...outputs.notes);
       if (outputs.errors.length > 0 && state === 'COMPLETE') state = 'SYSTEM_ERROR';
     }
 
     // stdout and stderr of each executor that started, in turn, sharing the task's log budget.
     const started = results.filter((r) => r.started);
-    const streams = started.flatMap((r) =>
-      [EXECUTOR_FILE.stdout, EXECUTOR_FILE.stderr].map((s) => executorFile(workDir, r.index, s)),
+    const names = started.flatMap((r) =>
+      [EXECUTOR_FILE.stdout, EXECUTOR_FILE.stderr].map((s) => posix.join(executorDirName(r.index), s)),
     );
-    const keep = shareLogBytes(await Promise.all(streams.map(sizeOf)), ctx.tailBytes, ctx.taskLogMaxBytes);
+    const streams = names.map((name) => posix.join(resultsDir, name));
+    const sizes = await Promise.all(streams.map(sizeOf));
+    const wholeSizes = names.map((name, i) => owned?.fullSizes.get(name) ?? sizes[i]!);
+    const keep = shareLogBytes(wholeSizes, ctx.tailBytes, ctx.taskLogMaxBytes);
     const execLogs: TesExecutorLog[] = [];
     for (const [k, r] of started.entries()) {
       const log: TesExecutorLog = {

@@ -1,3 +1,5 @@
+import { mkdir, rm } from 'node:fs/promises';
+import { posix } from 'node:path';
 import { planContainer, type LayoutEntry } from '../../apptainer/container-plan.js';
 import type { ImageResolver } from '../../apptainer/images.js';
 import { renderJobScript, type ContainerRuntime } from '../../apptainer/render-job-script.js';
@@ -8,7 +10,25 @@ import { stageInputs, type StagingDeps } from '../../staging/stage-inputs.js';
 import { buildSbatchArgs, needsPartitionDisks, type SbatchPolicy } from '../../compute/slurm/sbatch-args.js';
 import type { PartitionDisks } from '../../compute/slurm/sinfo.js';
 import { makeLayout, makeTaskDir, writePrivateFile } from '../../compute/task-dir.js';
-import { executorDir, TASK_FILE, taskDirOf, taskFile } from '../../tes/task-directory.js';
+import {
+  executorDir,
+  LEDGER_PART,
+  ledgerDirOf,
+  TASK_FILE,
+  taskDirOf,
+  taskFile,
+} from '../../tes/task-directory.js';
+import { PermanentError } from '../../errors.js';
+import type { UserHelper } from '../../run-as/user-helper.js';
+
+/** `path` with its prefix `from` replaced by `to`; a path elsewhere is left as it is. */
+function movedUnder(path: string, from: string, to: string): string {
+  return isBelow(path, from) ? posix.join(to, posix.relative(from, path)) : path;
+}
+
+function isBelow(path: string, dir: string): boolean {
+  return path === dir || path.startsWith(`${dir}/`);
+}
 
 /**
  * Everything between a stored task and a job ready to launch: inputs staged, images resolved, the
@@ -28,6 +48,13 @@ export interface PrepareDeps {
    * their default Slurm account. Absent, or for a task without an owner: the site's roots, no account.
    */
   forOwner?: ((owner: TaskOwner | undefined) => OwnerSettings) | undefined;
+  /** Set when tasks run as their owners: the task directory is theirs, made through the helper. */
+  runAs?: RunAsOwners | undefined;
+}
+
+/** Tasks run as their owners (identity.runAs user), through the helper. */
+export interface RunAsOwners {
+  helper: UserHelper;
 }
 
 export interface OwnerSettings {
@@ -37,19 +64,61 @@ export interface OwnerSettings {
 
 export interface PreparedJob {
   workDir: string;
+  /** Where the gateway keeps its own files of the task (its ledger; the task directory in service mode). */
+  ledgerDir: string;
+  /** The task's owner, whose job it is, when tasks run as their owners. */
+  user?: string | undefined;
   args: string[];
   /** Notes for the task's system logs. */
   warnings: string[];
 }
 
+/**
+ * The Unix user a task runs as when tasks run as their owners. A task without an owner (made before
+ * authentication was on) cannot run so.
+ */
+export function runAsUser(record: Pick<TaskRecord, 'id' | 'owner'>): string {
+  const user = record.owner?.user;
+  if (!user) {
+    throw new PermanentError(
+      `task ${record.id} has no owner, and tasks run as their owners (identity.runAs user); ` +
+        'create it again with authentication on',
+    );
+  }
+  return user;
+}
+
+/** Where the gateway keeps its own files of a task (tes/task-directory.ts). */
+export function ledgerOf(deps: Pick<PrepareDeps, 'workRoot' | 'runAs'>, taskId: string): string {
+  return ledgerDirOf(deps.workRoot, taskId, deps.runAs ? 'user' : 'service');
+}
+
 export async function prepareJob(record: TaskRecord, deps: PrepareDeps): Promise<PreparedJob> {
   const task = record.request;
   const workDir = taskDirOf(deps.workRoot, record.id);
-  await makeTaskDir(workDir);
+  const user = deps.runAs ? runAsUser(record) : undefined;
+  // Run as its owner, the task directory is theirs: it is laid out in the gateway's ledger (`stage`),
+  // with every path it holds naming the task directory, then copied into place by the helper.
+  const stage = user
+    ? posix.join(ledgerDirOf(deps.workRoot, record.id, 'user'), LEDGER_PART.stage)
+    : workDir;
+  if (user) {
+    await rm(stage, { recursive: true, force: true });
+    await mkdir(posix.dirname(stage), { recursive: true, mode: 0o700 });
+  }
+  await makeTaskDir(stage);
+  const there = (path: string): string => movedUnder(path, workDir, stage);
 
   const owner = deps.forOwner?.(record.owner);
-  const staging = owner ? { ...deps.staging, roots: owner.roots } : deps.staging;
-  const staged = await stageInputs(task.inputs ?? [], workDir, staging);
+  const staging = {
+    ...deps.staging,
+    ...(owner ? { roots: owner.roots } : {}),
+    ...(user ? { asOwner: true } : {}),
+  };
+  const staged = (await stageInputs(task.inputs ?? [], stage, staging)).map((input) => ({
+    ...input,
+    hostPath: movedUnder(input.hostPath, stage, workDir),
+  }));
   const images = new Map<string, string>();
   for (const [i, ex] of task.executors.entries()) {
     if (!images.has(ex.image))
@@ -61,7 +130,17 @@ export async function prepareJob(record: TaskRecord, deps: PrepareDeps): Promise
     kind: 'dir',
     base: workDir,
   }));
-  await makeLayout([...plan.layout, ...execDirs]);
+  const warnings: string[] = [];
+  const layout = [...plan.layout, ...execDirs].flatMap((entry): LayoutEntry[] => {
+    if (!user || isBelow(entry.base, workDir)) return [{ ...entry, path: there(entry.path), base: there(entry.base) }];
+    // A mount point inside a folder named by path: the owner's folder, which the gateway does not write.
+    warnings.push(
+      `${entry.path} is a mount point inside ${entry.base}, a folder named by path; tasks run as their ` +
+        'owners, so the gateway does not make it there: it must exist already',
+    );
+    return [];
+  });
+  await makeLayout(layout);
 
   // Without Slurm (the local launcher ignores sbatch arguments) there is no TmpDisk to judge a disk
   // request by, and nothing to note about it.
@@ -79,15 +158,21 @@ export async function prepareJob(record: TaskRecord, deps: PrepareDeps): Promise
     plan,
     gpus: sbatch.gpus,
   });
-  await writePrivateFile(taskFile(workDir, TASK_FILE.jobScript), script, 0o700);
-  await writePrivateFile(taskFile(workDir, TASK_FILE.sbatchCommand), `sbatch ${quoteAll(sbatch.args)}\n`);
+  await writePrivateFile(taskFile(stage, TASK_FILE.jobScript), script, 0o700);
+  await writePrivateFile(taskFile(stage, TASK_FILE.sbatchCommand), `sbatch ${quoteAll(sbatch.args)}\n`);
+  if (user) {
+    // What the helper's `submit` checks option by option, then runs.
+    await writePrivateFile(taskFile(stage, TASK_FILE.sbatchArgs), sbatch.args.map((a) => `${a}\0`).join(''));
+    await deps.runAs!.helper.prepare(user, workDir, stage);
+    await rm(stage, { recursive: true, force: true });
+  }
 
-  const warnings = [...sbatch.warnings];
+  warnings.push(...sbatch.warnings);
   if (deps.runtime.flavor === 'bwrap-host') {
     warnings.push(
       `container images ignored (${[...images.keys()].join(', ')}): the bwrap-host runtime runs executors ` +
         `over the gateway host's own filesystem, read-only; configure container.runtime apptainer for real images`,
     );
   }
-  return { workDir, args: sbatch.args, warnings };
+  return { workDir, ledgerDir: ledgerOf(deps, record.id), user, args: sbatch.args, warnings };
 }

@@ -1,5 +1,5 @@
 import { access, writeFile } from 'node:fs/promises';
-import { prepareJob, type PreparedJob } from './prepare-job.js';
+import { ledgerOf, prepareJob, runAsUser, type PreparedJob } from './prepare-job.js';
 import { isPermanent } from '../../errors.js';
 import { LeaseBusyError, underLease, type HeldLease } from './held-lease.js';
 import type { TaskRecord } from '../../tes/types.js';
@@ -16,12 +16,14 @@ export async function launch(
   record: TaskRecord,
   prepared: PreparedJob,
 ): Promise<string> {
-  await writeFile(taskFile(prepared.workDir, SUBMIT_MARKER), `${new Date().toISOString()}\n`, {
+  await writeFile(taskFile(prepared.ledgerDir, SUBMIT_MARKER), `${new Date().toISOString()}\n`, {
     mode: 0o600,
   });
   return ctx.driver.submit({
     taskId: record.id,
     workDir: prepared.workDir,
+    ledgerDir: prepared.ledgerDir,
+    user: prepared.user,
     args: prepared.args,
     since: new Date(record.creationTime),
   });
@@ -66,12 +68,14 @@ async function submit(
   if (waiting !== 'QUEUED' && waiting !== 'INITIALIZING') return;
 
   const workDir = taskDirOf(ctx.prepare.workRoot, taskId);
+  const ledgerDir = ledgerOf(ctx.prepare, taskId);
   let warnings: string[] = [];
   let jobId: string;
   try {
     // Only an attempt that got as far as sbatch can have left a job behind: look for it then.
-    const earlier = (await exists(taskFile(workDir, SUBMIT_MARKER)))
-      ? await driver.findJob(taskId, new Date(record.creationTime), workDir)
+    const user = ctx.prepare.runAs ? runAsUser(record) : undefined;
+    const earlier = (await exists(taskFile(ledgerDir, SUBMIT_MARKER)))
+      ? await driver.findJob(taskId, new Date(record.creationTime), ledgerDir, user)
       : undefined;
     if (earlier) {
       jobId = earlier;
@@ -104,7 +108,7 @@ async function submit(
     return;
   }
 
-  await writeFile(taskFile(workDir, TASK_FILE.jobId), `${jobId}\n`, { mode: 0o600 });
+  await writeFile(taskFile(ledgerDir, TASK_FILE.jobId), `${jobId}\n`, { mode: 0o600 });
   if (held && !(await held.check())) {
     // The lease lapsed during sbatch: another worker may have looked for a job (and adopted this one)
     // or submitted its own. Whichever it recorded stands; this job goes unless it is that one.

@@ -1,0 +1,201 @@
+import { execa, type Options } from 'execa';
+import pLimit, { type LimitFunction } from 'p-limit';
+import { CommandError, PermanentError } from '../errors.js';
+
+/**
+ * The only place that acts as a task's owner: `sudo -n -u <user> <helper> <verb> <task dir> ...`, the
+ * root-owned helper (libexec/tes-gateway-helper) checking the user, the directory and every sbatch
+ * option itself. Every call has a timeout and keeps the helper's stderr for the error. What each verb
+ * does, and what the helper refuses, is in the helper and in docs/security.md.
+ */
+export type HelperVerb = 'prepare' | 'submit' | 'submit-array' | 'cancel' | 'finish' | 'remove';
+
+export interface UserHelperOptions {
+  /** The installed helper, as the sudoers rule names it. */
+  path: string;
+  sudo: string;
+  timeoutMs: number;
+  maxConcurrentCalls: number;
+}
+
+/** The helper's exit code when it refuses a request (a user, a directory, an sbatch option). */
+export const HELPER_REFUSED = 77;
+
+/** The helper, or sudo before it, refused: the same request will be refused again. */
+export class HelperRefusedError extends PermanentError {
+  constructor(
+    message: string,
+    readonly stderr: string,
+  ) {
+    super(message);
+    this.name = 'HelperRefusedError';
+  }
+}
+
+/** What sudo prints when it will not run the helper as this user; retrying does not change it. */
+const SUDO_REFUSED =
+  /^sudo: (unknown user|a password is required|a terminal is required|sorry, you are not allowed|you are not allowed)|is not allowed to execute|is not in the sudoers file|no passwd entry/im;
+
+export class UserHelper {
+  private readonly limiter: LimitFunction;
+  readonly calls: Record<HelperVerb, number> = {
+    prepare: 0,
+    submit: 0,
+    'submit-array': 0,
+    cancel: 0,
+    finish: 0,
+    remove: 0,
+  };
+
+  constructor(private readonly options: UserHelperOptions) {
+    this.limiter = pLimit(options.maxConcurrentCalls);
+  }
+
+  /** Copies the prepared task directory `stageDir` into the user's own task directory `taskDir`. */
+  async prepare(user: string, taskDir: string, stageDir: string): Promise<void> {
+    await this.limiter(async () => {
+      this.calls.prepare++;
+      const tar = execa('tar', ['-C', stageDir, '-c', '-f', '-', '.'], {
+        timeout: this.options.timeoutMs,
+        reject: false,
+        stdin: 'ignore',
+      });
+      const result = await tar.pipe(this.options.sudo, this.argv(user, 'prepare', [taskDir]), {
+        ...this.execOptions(),
+      });
+      const tarResult = await tar;
+      if (tarResult.failed) {
+        throw new CommandError(
+          'tar',
+          tarResult.command.split(' ').slice(1),
+          typeof tarResult.exitCode === 'number' ? tarResult.exitCode : undefined,
+          String(tarResult.stderr ?? ''),
+          Boolean(tarResult.timedOut),
+          `failed to read the prepared task directory ${stageDir}`,
+        );
+      }
+      this.check(result, user, 'prepare', [taskDir], `hand the task directory ${taskDir} to ${user}`);
+    });
+  }
+
+  /** Submits the task directory's job with the sbatch arguments it holds; gives sbatch's output. */
+  async submit(user: string, taskDir: string): Promise<string> {
+    return this.run(user, 'submit', [taskDir], `submit the job of ${taskDir} as ${user}`);
+  }
+
+  /** Submits the task directories as one job array of the user's; gives sbatch's output. */
+  async submitArray(user: string, batchId: string, taskDirs: readonly string[]): Promise<string> {
+    return this.run(
+      user,
+      'submit-array',
+      [batchId, ...taskDirs],
+      `submit ${taskDirs.length} tasks as array ${batchId} as ${user}`,
+    );
+  }
+
+  async cancel(user: string, taskDir: string, jobId: string): Promise<void> {
+    await this.run(user, 'cancel', [taskDir, jobId], `cancel job ${jobId} as ${user}`);
+  }
+
+  async remove(user: string, taskDir: string): Promise<void> {
+    await this.run(user, 'remove', [taskDir], `remove ${taskDir} as ${user}`);
+  }
+
+  /**
+   * Runs `finish` (the user side, src/run-as/user-side.ts) with `request` on its stdin, and hands its
+   * stdout to `receive` as it comes.
+   */
+  async finish<T>(
+    user: string,
+    taskDir: string,
+    request: unknown,
+    receive: (stdout: NodeJS.ReadableStream) => Promise<T>,
+  ): Promise<T> {
+    return this.limiter(async () => {
+      this.calls.finish++;
+      const sub = execa(this.options.sudo, this.argv(user, 'finish', [taskDir]), {
+        ...this.execOptions(),
+        input: JSON.stringify(request),
+        buffer: { stdout: false, stderr: true },
+      });
+      // stdout is a pipe (execa's default): never null here.
+      const stdout = sub.stdout!;
+      let received: T | undefined;
+      let receiveError: unknown;
+      const receiving = receive(stdout).then(
+        (r) => {
+          received = r;
+        },
+        (err: unknown) => {
+          receiveError = err;
+          stdout.resume();
+        },
+      );
+      const [result] = await Promise.all([sub, receiving]);
+      this.check(result, user, 'finish', [taskDir], `read the results of ${taskDir} as ${user}`);
+      if (receiveError !== undefined) {
+        throw receiveError instanceof Error
+          ? receiveError
+          : new Error(`the answer of finish for ${taskDir} could not be read`, { cause: receiveError });
+      }
+      return received as T;
+    });
+  }
+
+  private async run(user: string, verb: HelperVerb, args: readonly string[], what: string): Promise<string> {
+    return this.limiter(async () => {
+      this.calls[verb]++;
+      const result = await execa(this.options.sudo, this.argv(user, verb, args), {
+        ...this.execOptions(),
+        stdin: 'ignore',
+      });
+      this.check(result, user, verb, args, what);
+      return String(result.stdout);
+    });
+  }
+
+  private argv(user: string, verb: HelperVerb, args: readonly string[]): string[] {
+    return ['-n', '-u', user, '--', this.options.path, verb, ...args];
+  }
+
+  private execOptions(): Options {
+    return {
+      timeout: this.options.timeoutMs,
+      reject: false,
+      // sudo resets the environment anyway; nothing of the gateway's needs to reach the helper.
+      env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', LANG: 'C.UTF-8' },
+      extendEnv: false,
+      maxBuffer: 64 * 1024 * 1024,
+    };
+  }
+
+  private check(
+    result: { failed: boolean; exitCode?: number | undefined; stderr?: unknown; timedOut?: boolean },
+    user: string,
+    verb: HelperVerb,
+    args: readonly string[],
+    what: string,
+  ): void {
+    if (!result.failed) return;
+    const stderr = typeof result.stderr === 'string' ? result.stderr.trim() : '';
+    const exitCode = typeof result.exitCode === 'number' ? result.exitCode : undefined;
+    if (exitCode === HELPER_REFUSED) {
+      throw new HelperRefusedError(`the helper refused to ${what}: ${stderr || '(no reason given)'}`, stderr);
+    }
+    if (exitCode === 1 && SUDO_REFUSED.test(stderr)) {
+      throw new HelperRefusedError(
+        `sudo refused to run the helper as ${user} (to ${what}): ${stderr}; the user must exist on this ` +
+          'host and belong to the group the sudoers rule names (docs/security.md)',
+        stderr,
+      );
+    }
+    throw new CommandError(
+      `tes-gateway-helper ${verb}`,
+      args,
+      exitCode,
+      stderr,
+      Boolean(result.timedOut),
+      `failed to ${what}`,
+    );
+  }
+}
