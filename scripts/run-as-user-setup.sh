@@ -177,6 +177,8 @@ slurm_bin_dir=$SLURM_BIN_DIR
 node=$NODE
 program=$PROJECT/dist/src/run-as/user-side.js
 syslog_socket=$SYSLOG_SOCKET
+# The bench holds its jobs, to measure submission alone.
+allow_option=--hold
 EOF
 
 before=$(sha256sum "$HELPER" 2>/dev/null || true)

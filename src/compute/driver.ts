@@ -11,6 +11,11 @@ export interface LaunchRequest {
   ledgerDir: string;
   /** The task's owner, when tasks run as their owners (identity.runAs user): the job is theirs. */
   user?: string | undefined;
+  /**
+   * Then: the task directory as prepared in the ledger, which the launcher hands to the helper
+   * (`prepare`, one call for a burst) before it submits.
+   */
+  stageDir?: string | undefined;
   /** sbatch arguments (the local launcher ignores them). */
   args: readonly string[];
   /** When the task was created: a job for it cannot be older. */

@@ -1,6 +1,8 @@
 import { execa, type Options } from 'execa';
 import pLimit, { type LimitFunction } from 'p-limit';
+import { posix } from 'node:path';
 import { CommandError, PermanentError } from '../errors.js';
+import { LEDGER_PART } from '../tes/task-directory.js';
 
 /**
  * The only place that acts as a task's owner: `sudo -n -u <user> <helper> <verb> <task dir> ...`, the
@@ -51,16 +53,32 @@ export class UserHelper {
     this.limiter = pLimit(options.maxConcurrentCalls);
   }
 
-  /** Copies the prepared task directory `stageDir` into the user's own task directory `taskDir`. */
-  async prepare(user: string, taskDir: string, stageDir: string): Promise<void> {
+  /**
+   * Copies prepared task directories into the user's own task directories, all in one call: each
+   * `stageDir` is `<ledgers>/<task id>/stage` (tes/task-directory.ts), sent as a folder named by the
+   * task id, which the helper unpacks into `taskDir`, `<work root>/<task id>`.
+   */
+  async prepare(user: string, tasks: ReadonlyArray<{ taskDir: string; stageDir: string }>): Promise<void> {
+    const ledgers = posix.dirname(posix.dirname(tasks[0]!.stageDir));
+    const members = tasks.map(({ taskDir, stageDir }) => {
+      const id = posix.basename(taskDir);
+      if (stageDir !== posix.join(ledgers, id, LEDGER_PART.stage)) {
+        throw new Error(`${stageDir} is not the stage of ${taskDir} in ${ledgers}`);
+      }
+      return `${id}/${LEDGER_PART.stage}`;
+    });
+    const taskDirs = tasks.map((t) => t.taskDir);
+    const what = `hand ${tasks.length === 1 ? `the task directory ${taskDirs[0]}` : `${tasks.length} task directories`} to ${user}`;
     await this.limiter(async () => {
       this.calls.prepare++;
-      const tar = execa('tar', ['-C', stageDir, '-c', '-f', '-', '.'], {
+      // `<id>/stage/...` goes as `<id>/...`.
+      const rename = `--transform=s,^\\([^/]*\\)/${LEDGER_PART.stage},\\1,`;
+      const tar = execa('tar', ['-C', ledgers, '-c', '-f', '-', rename, '--', ...members], {
         timeout: this.options.timeoutMs,
         reject: false,
         stdin: 'ignore',
       });
-      const result = await tar.pipe(this.options.sudo, this.argv(user, 'prepare', [taskDir]), {
+      const result = await tar.pipe(this.options.sudo, this.argv(user, 'prepare', taskDirs), {
         ...this.execOptions(),
       });
       const tarResult = await tar;
@@ -71,10 +89,10 @@ export class UserHelper {
           typeof tarResult.exitCode === 'number' ? tarResult.exitCode : undefined,
           String(tarResult.stderr ?? ''),
           Boolean(tarResult.timedOut),
-          `failed to read the prepared task directory ${stageDir}`,
+          `failed to read the prepared task directories in ${ledgers}`,
         );
       }
-      this.check(result, user, 'prepare', [taskDir], `hand the task directory ${taskDir} to ${user}`);
+      this.check(result, user, 'prepare', taskDirs, what);
     });
   }
 

@@ -112,23 +112,30 @@ function sbatchArgs(id: string, dir: string, extra: string[] = [], script = join
 }
 
 /**
- * A tar archive of the files, as the gateway sends prepare one: the whole folder, with its "./" entry
- * (mode 0755 here, which the task directory must not take).
+ * A tar archive of the files of each task, as the gateway sends prepare one: a folder per task named
+ * by its id, with its own entry (mode 0755 here, which the task directory must not take).
  */
-function archive(files: Record<string, string>): Buffer {
+function archive(tasks: Record<string, Record<string, string>>): Buffer {
   const src = mkdtempSync(join(tmpdir(), 'helper-tar-'));
   try {
-    chmodSync(src, 0o755);
-    for (const [name, content] of Object.entries(files))
-      writeFileSync(join(src, name), content, { mode: 0o644 });
-    return execFileSync('tar', ['-C', src, '-c', '-f', '-', '.']);
+    for (const [id, files] of Object.entries(tasks)) {
+      mkdirSync(join(src, id), { mode: 0o755 });
+      chmodSync(join(src, id), 0o755);
+      for (const [name, content] of Object.entries(files))
+        writeFileSync(join(src, id, name), content, { mode: 0o644 });
+    }
+    return execFileSync('tar', ['-C', src, '-c', '-f', '-', ...Object.keys(tasks)]);
   } finally {
     rmSync(src, { recursive: true, force: true });
   }
 }
 
+function taskFiles(id: string, dir: string, job: string, args = sbatchArgs(id, dir)): Record<string, string> {
+  return { 'job.sh': job, 'sbatch-args': args.map((a) => `${a}\0`).join('') };
+}
+
 function taskArchive(id: string, dir: string, job: string, args = sbatchArgs(id, dir)): Buffer {
-  return archive({ 'job.sh': job, 'sbatch-args': args.map((a) => `${a}\0`).join('') });
+  return archive({ [id]: taskFiles(id, dir, job, args) });
 }
 
 const WHOAMI_JOB = '#!/bin/bash\nid -un > whoami\n';
@@ -328,7 +335,7 @@ describe('which task directories', () => {
     for (const name of ['not-a-task-id', newTaskId().toUpperCase(), `${newTaskId()}x`, 'i'.repeat(26)]) {
       const dir = join(RUN_AS.workRoot, name);
       expectRefused(
-        viaSudo(alice, ['prepare', dir], archive({ 'job.sh': 'x' })),
+        viaSudo(alice, ['prepare', dir], archive({ [name]: { 'job.sh': 'x' } })),
         'is not named by a task id',
         dir,
       );
@@ -423,10 +430,22 @@ describe('the verbs, as the user', () => {
     await syslogRecord(`user=${alice} uid=${uid} verb=remove task=${id} result=ok`);
   });
 
-  it('submits two task directories as one array, each element running as the user', async () => {
+  it('prepares two task directories from one archive, then submits them as one array as the user', async () => {
     const { uid } = unixUser(bob);
-    const a = prepare(bob);
-    const b = prepare(bob);
+    const [a, b, stray] = [newTask(), newTask(), newTask()];
+    // One archive for the burst; a folder of a task not named is not unpacked.
+    const tasks = archive({
+      [a.id]: taskFiles(a.id, a.dir, WHOAMI_JOB),
+      [b.id]: taskFiles(b.id, b.dir, WHOAMI_JOB),
+      [stray.id]: taskFiles(stray.id, stray.dir, WHOAMI_JOB),
+    });
+    expect(viaSudo(bob, ['prepare', a.dir, b.dir], tasks)).toMatchObject({ status: 0, stderr: '' });
+    for (const { dir } of [a, b]) {
+      expect(statSync(dir)).toMatchObject({ uid, mode: 0o40700 });
+      expect(statSync(join(dir, 'job.sh')).uid).toBe(uid);
+    }
+    expect(existsSync(stray.dir)).toBe(false);
+    await syslogRecord(`user=${bob} uid=${uid} verb=prepare task=${b.id} result=ok`);
     const batch = randomBytes(6).toString('hex');
     const r = viaSudo(bob, ['submit-array', batch, a.dir, b.dir]);
     expect(r).toMatchObject({ status: 0, stderr: '' });

@@ -113,7 +113,9 @@ export class SlurmDriver implements ComputeDriver {
   ): Promise<string | undefined> {
     // The controller knows young jobs before accounting does; accounting remembers old ones.
     const what = `look up the job of task ${taskId}`;
-    const fromQueue = parseSqueueLookup(await this.cli.run('squeue', buildSqueueLookupArgs(name, user), what));
+    const fromQueue = parseSqueueLookup(
+      await this.cli.run('squeue', buildSqueueLookupArgs(name, user), what),
+    );
     if (fromQueue) return fromQueue;
     const minutes = Math.ceil((Date.now() - since.getTime()) / 60_000) + 2;
     this.sacctCalls.lookups++;
@@ -139,17 +141,29 @@ export class SlurmDriver implements ComputeDriver {
   private async submitOne(request: LaunchRequest): Promise<string> {
     const what = `task ${request.taskId}`;
     const helper = this.options.runAs;
-    const out =
-      helper && request.user
-        ? await this.rejectedOrNot(() => helper.submit(request.user!, request.workDir), what)
-        : await this.sbatch(request.args, what);
-    return parseJobId(out, request.args, what);
+    const user = request.user;
+    if (helper && user) {
+      await handOver(helper, user, [request]);
+      const out = await this.rejectedOrNot(() => helper.submit(user, request.workDir), what);
+      return parseJobId(out, request.args, what);
+    }
+    return parseJobId(await this.sbatch(request.args, what), request.args, what);
   }
 
   /** An array of one user's tasks, submitted as that user: the helper writes its dispatcher. */
-  private async submitArrayAs(user: string, batchId: string, burst: PendingSubmit[], what: string): Promise<string> {
+  private async submitArrayAs(
+    user: string,
+    batchId: string,
+    burst: PendingSubmit[],
+    what: string,
+  ): Promise<string> {
     const helper = this.options.runAs!;
     const dirs = burst.map((p) => p.request.workDir);
+    await handOver(
+      helper,
+      user,
+      burst.map((p) => p.request),
+    );
     const out = await this.rejectedOrNot(() => helper.submitArray(user, batchId, dirs), what);
     return parseJobId(out, burst[0]!.request.args, what);
   }
@@ -198,7 +212,9 @@ export class SlurmDriver implements ComputeDriver {
       // Refused, the array does not exist: its elements' markers must not steer a later look-up. After
       // a timeout it may exist, and the markers are how a retry finds it.
       if (err instanceof SubmissionRejectedError) {
-        await Promise.all(burst.map((p) => rm(join(p.request.ledgerDir, ARRAY_ELEMENT_FILE), { force: true })));
+        await Promise.all(
+          burst.map((p) => rm(join(p.request.ledgerDir, ARRAY_ELEMENT_FILE), { force: true })),
+        );
       }
       for (const p of burst) p.reject(err);
     }
@@ -303,6 +319,17 @@ export class SlurmDriver implements ComputeDriver {
   }
 
   async close(): Promise<void> {}
+}
+
+/** The prepared task directories of one user's tasks, copied into place by the helper in one call. */
+async function handOver(helper: UserHelper, user: string, requests: readonly LaunchRequest[]): Promise<void> {
+  const tasks = requests.map((r) => {
+    if (!r.stageDir)
+      throw new Error(`task ${r.taskId} runs as ${user} but was not prepared for it (no stage)`);
+    return { taskDir: r.workDir, stageDir: r.stageDir };
+  });
+  await helper.prepare(user, tasks);
+  await Promise.all(tasks.map((t) => rm(t.stageDir, { recursive: true, force: true })));
 }
 
 /** Cancelling a job that has already gone is not an error. */

@@ -68,6 +68,8 @@ export interface PreparedJob {
   ledgerDir: string;
   /** The task's owner, whose job it is, when tasks run as their owners. */
   user?: string | undefined;
+  /** Then: the task directory as laid out in the ledger, for the helper to copy into place. */
+  stageDir?: string | undefined;
   args: string[];
   /** Notes for the task's system logs. */
   warnings: string[];
@@ -98,10 +100,9 @@ export async function prepareJob(record: TaskRecord, deps: PrepareDeps): Promise
   const workDir = taskDirOf(deps.workRoot, record.id);
   const user = deps.runAs ? runAsUser(record) : undefined;
   // Run as its owner, the task directory is theirs: it is laid out in the gateway's ledger (`stage`),
-  // with every path it holds naming the task directory, then copied into place by the helper.
-  const stage = user
-    ? posix.join(ledgerDirOf(deps.workRoot, record.id, 'user'), LEDGER_PART.stage)
-    : workDir;
+  // with every path it holds naming the task directory, and copied into place by the helper when the
+  // task is launched.
+  const stage = user ? posix.join(ledgerDirOf(deps.workRoot, record.id, 'user'), LEDGER_PART.stage) : workDir;
   if (user) {
     await rm(stage, { recursive: true, force: true });
     await mkdir(posix.dirname(stage), { recursive: true, mode: 0o700 });
@@ -132,7 +133,8 @@ export async function prepareJob(record: TaskRecord, deps: PrepareDeps): Promise
   }));
   const warnings: string[] = [];
   const layout = [...plan.layout, ...execDirs].flatMap((entry): LayoutEntry[] => {
-    if (!user || isBelow(entry.base, workDir)) return [{ ...entry, path: there(entry.path), base: there(entry.base) }];
+    if (!user || isBelow(entry.base, workDir))
+      return [{ ...entry, path: there(entry.path), base: there(entry.base) }];
     // A mount point inside a folder named by path: the owner's folder, which the gateway does not write.
     warnings.push(
       `${entry.path} is a mount point inside ${entry.base}, a folder named by path; tasks run as their ` +
@@ -161,10 +163,9 @@ export async function prepareJob(record: TaskRecord, deps: PrepareDeps): Promise
   await writePrivateFile(taskFile(stage, TASK_FILE.jobScript), script, 0o700);
   await writePrivateFile(taskFile(stage, TASK_FILE.sbatchCommand), `sbatch ${quoteAll(sbatch.args)}\n`);
   if (user) {
-    // What the helper's `submit` checks option by option, then runs.
+    // What the helper's `submit` checks option by option, then runs. The launcher hands the stage to
+    // the helper's `prepare` together with the other tasks of its burst (one call for all).
     await writePrivateFile(taskFile(stage, TASK_FILE.sbatchArgs), sbatch.args.map((a) => `${a}\0`).join(''));
-    await deps.runAs!.helper.prepare(user, workDir, stage);
-    await rm(stage, { recursive: true, force: true });
   }
 
   warnings.push(...sbatch.warnings);
@@ -174,5 +175,11 @@ export async function prepareJob(record: TaskRecord, deps: PrepareDeps): Promise
         `over the gateway host's own filesystem, read-only; configure container.runtime apptainer for real images`,
     );
   }
-  return { workDir, ledgerDir: ledgerOf(deps, record.id), user, args: sbatch.args, warnings };
+  return {
+    workDir,
+    ledgerDir: ledgerOf(deps, record.id),
+    ...(user ? { user, stageDir: stage } : {}),
+    args: sbatch.args,
+    warnings,
+  };
 }

@@ -24,6 +24,7 @@ export async function launch(
     workDir: prepared.workDir,
     ledgerDir: prepared.ledgerDir,
     user: prepared.user,
+    stageDir: prepared.stageDir,
     args: prepared.args,
     since: new Date(record.creationTime),
   });
