@@ -3,6 +3,7 @@ import { benchSlurm } from './slurm.js';
 import { benchData } from './data.js';
 import { benchLifecycle } from './lifecycle.js';
 import { benchSoak } from './soak.js';
+import { benchRunAsUser } from './run-as-user.js';
 import { printTable, type Row } from './table.js';
 
 /**
@@ -15,6 +16,7 @@ const SECTIONS: Record<string, (rows: Row[]) => Promise<void>> = {
   slurm: benchSlurm,
   data: benchData,
   lifecycle: benchLifecycle,
+  'run-as-user': benchRunAsUser,
   soak: benchSoak,
 };
 

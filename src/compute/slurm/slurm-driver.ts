@@ -78,6 +78,8 @@ export class SlurmDriver implements ComputeDriver {
   /** sacct calls by purpose: job states (reconciler), peak memory (finalization), job lookups. */
   readonly sacctCalls = { states: 0, usage: 0, lookups: 0 };
   private readonly bursts = new Map<string, PendingSubmit[]>();
+  /** The burst of each key being handed over now (tasks run as their owners only). */
+  private readonly flushing = new Map<string, Promise<void>>();
   /** The partitions' TmpDisk, read from sinfo when a disk request needs it (see sbatch-args.ts). */
   readonly partitionDisks: PartitionDiskCache;
 
@@ -131,11 +133,30 @@ export class SlurmDriver implements ComputeDriver {
       if (!burst) {
         burst = [];
         this.bursts.set(key, burst);
-        setTimeout(() => void this.flush(key, burst!), this.options.arrayWindowMs);
+        const open = burst;
+        setTimeout(() => void this.flushWhenFree(key, open, request.user), this.options.arrayWindowMs);
       }
       burst.push({ request, resolve, reject });
       if (burst.length >= this.options.maxArraySize) void this.flush(key, burst);
     });
+  }
+
+  /**
+   * Tasks run as their owners cost two helper calls per burst (a sudo session each), whatever its
+   * size: while one burst of a user's is being handed over, the next one keeps gathering tasks, and
+   * goes when the first is done. Bursts so grow with the load instead of the calls.
+   */
+  private async flushWhenFree(key: string, burst: PendingSubmit[], user: string | undefined): Promise<void> {
+    const running = user && this.options.runAs ? this.flushing.get(key) : undefined;
+    if (running) await running;
+    const flushed = this.flush(key, burst);
+    if (!user || !this.options.runAs) return flushed;
+    this.flushing.set(key, flushed);
+    try {
+      await flushed;
+    } finally {
+      if (this.flushing.get(key) === flushed) this.flushing.delete(key);
+    }
   }
 
   private async submitOne(request: LaunchRequest): Promise<string> {

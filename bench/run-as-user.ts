@@ -1,0 +1,185 @@
+import { execFile, execFileSync, spawn } from 'node:child_process';
+import { chownSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { TokenStore } from '../src/identity/tokens.js';
+import { dropPrefix } from '../src/store/drop-prefix.js';
+import { Keys } from '../src/store/keys.js';
+import { openRedis } from '../src/store/redis-connection.js';
+import { RedisTaskStore } from '../src/store/redis-task-store.js';
+import { waitForJobs } from './wait-for-jobs.js';
+import { fmt, type Row } from './table.js';
+
+const run = promisify(execFile);
+const TASKS = Number(process.env.BENCH_RUN_AS_TASKS ?? 200);
+const ROUNDS = 2;
+const ROOT = process.cwd();
+const USERS = ['tes-alice', 'tes-bob'];
+/** The installation scripts/run-as-user-setup.sh makes (test/helpers/run-as-user.ts names the same). */
+const SETUP = {
+  dir: '/var/tmp/tes-gateway-test',
+  workRoot: '/var/tmp/tes-gateway-test/work',
+  helper: '/usr/local/libexec/tes-gateway-test/tes-gateway-helper',
+  service: 'tesgw',
+  account: 'tes-lab',
+};
+/** Creates N tasks at once over HTTP with a bearer token and prints their ids as JSON. */
+const CLIENT = `
+const [url, body, n, token] = process.argv.slice(1);
+const headers = { 'content-type': 'application/json', authorization: 'Bearer ' + token };
+Promise.all(Array.from({ length: Number(n) }, () =>
+  fetch(url, { method: 'POST', headers, body }).then((r) => r.json()).then((j) => j.id),
+)).then((ids) => console.log(JSON.stringify(ids)));
+`;
+
+/**
+ * Submission when tasks run as their owners (identity.runAs user) against the same gateway running
+ * them as its own account: 200 held one-executor tasks of two users, created at once; from the first
+ * create to the last task with its job. Both gateways run as the service account `tesgw`, from the
+ * built program, in rounds that alternate between the modes (the machine's noise falls on both).
+ */
+export async function benchRunAsUser(rows: Row[]): Promise<void> {
+  try {
+    execFileSync('sinfo', ['-h'], { stdio: 'pipe', timeout: 10_000 });
+  } catch {
+    rows.push({ section: 'run-as-user', metric: 'skipped', value: 'no cluster (bash scripts/slurm-up.sh)' });
+    return;
+  }
+  execFileSync('bash', [join(ROOT, 'scripts', 'run-as-user-setup.sh')], { stdio: 'pipe' });
+  const images = join(ROOT, '.tmp', 'images');
+  execFileSync('bash', [join(ROOT, 'test/apptainer/build-images.sh'), images], { stdio: 'pipe' });
+  const image = join(images, 'busybox.sif');
+
+  const seconds: Record<'service' | 'user', number[]> = { service: [], user: [] };
+  for (let round = 0; round < ROUNDS; round++) {
+    for (const mode of ['service', 'user'] as const)
+      seconds[mode].push(await submitBurst(mode, image, images));
+  }
+  const best = (mode: 'service' | 'user') => Math.min(...seconds[mode]);
+  const ratio = best('service') / best('user');
+  const each = (mode: 'service' | 'user') => seconds[mode].map((s) => fmt(s, 2)).join(', ');
+  rows.push({
+    section: 'run-as-user',
+    metric: `${TASKS} tasks of ${USERS.length} users, run as the service account: create to last submitted (s), rounds`,
+    value: each('service'),
+  });
+  rows.push({
+    section: 'run-as-user',
+    metric: `the same, run as their owners through sudo and the helper (s), rounds`,
+    value: each('user'),
+  });
+  rows.push({
+    section: 'run-as-user',
+    metric: 'submission throughput as owners / as the service account (best rounds)',
+    value: fmt(ratio, 2),
+    goal: '>= 0.8',
+    verdict: ratio >= 0.8 ? 'met' : 'missed',
+  });
+}
+
+async function submitBurst(mode: 'service' | 'user', image: string, images: string): Promise<number> {
+  const service = { uid: idOf('-u', SETUP.service), gid: idOf('-g', SETUP.service) };
+  const prefix = `tesgw-bench-run-as:${Date.now()}:`;
+  const scratch = mkdtempSync(join(SETUP.dir, `bench-${mode}-`));
+  chownSync(scratch, service.uid, service.gid);
+  const workRoot = mode === 'user' ? SETUP.workRoot : join(scratch, 'work');
+  const config = {
+    server: { port: 0, host: '127.0.0.1' },
+    redis: { prefix },
+    workRoot,
+    backend: 'slurm',
+    log: { level: 'info' },
+    auth: { mode: 'tokens' },
+    identity: {
+      runAs: mode,
+      helper: { path: SETUP.helper },
+      policy: { everyone: { defaultAccount: SETUP.account } },
+    },
+    container: {
+      runtime: 'apptainer',
+      executable: join(ROOT, 'test/apptainer/apptainer'),
+      imageRoots: [images],
+      imageCacheDir: join(scratch, 'images'),
+    },
+    // Held, so that submission is measured alone.
+    slurm: { extraArgs: ['--hold'] },
+  };
+  const file = join(SETUP.dir, `bench-${mode}-${Date.now()}.json`);
+  writeFileSync(file, JSON.stringify(config));
+  const redis = openRedis({ url: process.env.TES_GATEWAY_REDIS_URL ?? 'redis://127.0.0.1:6379' });
+  const store = new RedisTaskStore(redis, { prefix, maxBacklog: 1_000_000 });
+  const tokens = new TokenStore(redis, new Keys(prefix).tokens, { cacheTtlMs: 0 });
+  const child = spawn(process.execPath, [join(ROOT, 'dist', 'src', 'main.js'), 'serve', '--config', file], {
+    cwd: ROOT,
+    uid: service.uid,
+    gid: service.gid,
+    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: '/var/lib/tesgw' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let jobIds: string[] = [];
+  try {
+    const port = await portOf(child);
+    const url = `http://127.0.0.1:${port}/ga4gh/tes/v1/tasks`;
+    const body = JSON.stringify({ executors: [{ image, command: ['true'] }] });
+    const per = TASKS / USERS.length;
+    const bearer = await Promise.all(
+      USERS.map(async (user) => (await tokens.create({ user, lifetimeMs: 3600_000 })).token),
+    );
+    const t0 = Date.now();
+    const created = await Promise.all(
+      bearer.map((token) =>
+        run(process.execPath, ['-e', CLIENT, url, body, String(per), token], { maxBuffer: 64 * 1024 * 1024 }),
+      ),
+    );
+    const ids = created.flatMap(({ stdout }) => JSON.parse(stdout) as string[]);
+    const records = await waitForJobs(store, ids);
+    jobIds = [...records.values()].map((r) => r.run!.jobId!);
+    const last = Math.max(...[...records.values()].map((r) => Date.parse(r.run!.submittedAt!)));
+    return (last - t0) / 1000;
+  } finally {
+    child.kill('SIGTERM');
+    await new Promise((resolve) => child.once('exit', resolve));
+    if (jobIds.length > 0)
+      await run('scancel', [...new Set(jobIds.map((id) => id.split('_')[0]!))]).catch(() => undefined);
+    await dropPrefix(redis, prefix);
+    redis.disconnect();
+    rmSync(file, { force: true });
+    rmSync(scratch, { recursive: true, force: true });
+  }
+}
+
+function idOf(flag: '-u' | '-g', user: string): number {
+  return Number(execFileSync('id', [flag, user], { encoding: 'utf8' }).trim());
+}
+
+/** The port from the gateway's `tes-gateway started` line. */
+function portOf(child: ReturnType<typeof spawn>): Promise<number> {
+  return new Promise((resolve, reject) => {
+    let out = '';
+    let err = '';
+    const timer = setTimeout(
+      () => reject(new Error(`the gateway did not start in 60 s: ${err.slice(-2000)}`)),
+      60_000,
+    );
+    child.stderr!.setEncoding('utf8').on('data', (chunk: string) => (err = (err + chunk).slice(-8192)));
+    child.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
+      out += chunk;
+      for (const line of out.split('\n')) {
+        try {
+          const entry = JSON.parse(line) as { msg?: string; port?: number };
+          if (entry.msg === 'tes-gateway started' && typeof entry.port === 'number') {
+            clearTimeout(timer);
+            resolve(entry.port);
+          }
+        } catch {
+          // not a whole JSON line yet
+        }
+      }
+      out = out.slice(out.lastIndexOf('\n') + 1);
+    });
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`the gateway exited (${code}): ${err.slice(-2000)}`));
+    });
+  });
+}
