@@ -2,7 +2,7 @@ import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { expandJobId } from '../../src/compute/slurm/job-arrays.js';
 import { jobNameFor } from '../../src/compute/slurm/sbatch-args.js';
-import { TASK_FILE, taskDirOf, taskFile } from '../../src/tes/task-directory.js';
+import { ledgerDirOf, TASK_FILE, taskFile, type DirOwner } from '../../src/tes/task-directory.js';
 
 /**
  * What every fault test does around its fault: a steady burst of short tasks created through
@@ -19,6 +19,8 @@ export function shortTask(image: string, name: string): unknown {
 export interface Burst {
   /** The ids of the tasks a gateway accepted (200 with an id), in order. */
   readonly ids: string[];
+  /** The creation number `n` (as given to `body` and `headers`) an accepted task was made with. */
+  numberOf(id: string): number | undefined;
   /** Creations refused or unanswered (a gateway down, Redis down): never counted as accepted. */
   refused(): number;
   /** Stops creating; resolves once the creations in flight have been answered. */
@@ -30,22 +32,30 @@ export interface Burst {
  * `pauseMs` between creations, until stopped. The default pace (about three tasks a second) keeps
  * the shared cluster's queue short while still forming job arrays. A refusal (any status but 200, a
  * reset connection) is waited out briefly and the creation tried again as a new task: only accepted
- * tasks count.
+ * tasks count. `headers` adds request headers to creation n (a user's bearer token).
  */
 export function startBurst(
   bases: () => string[],
   body: (n: number) => unknown,
-  { inFlight = 2, pauseMs = 600 }: { inFlight?: number; pauseMs?: number } = {},
+  {
+    inFlight = 2,
+    pauseMs = 600,
+    headers = () => ({}),
+  }: { inFlight?: number; pauseMs?: number; headers?: (n: number) => Record<string, string> } = {},
 ): Burst {
   const ids: string[] = [];
+  const numbers = new Map<string, number>();
   let refused = 0;
   let running = true;
   let n = 0;
   const creator = async (): Promise<void> => {
     while (running) {
-      const id = await createThroughAny(bases(), body(n++));
-      if (id) ids.push(id);
-      else {
+      const k = n++;
+      const id = await createThroughAny(bases(), body(k), headers(k));
+      if (id) {
+        ids.push(id);
+        numbers.set(id, k);
+      } else {
         refused++;
         await sleep(200);
       }
@@ -55,6 +65,7 @@ export function startBurst(
   const creators = Array.from({ length: inFlight }, () => creator());
   return {
     ids,
+    numberOf: (id) => numbers.get(id),
     refused: () => refused,
     async stop() {
       running = false;
@@ -63,12 +74,16 @@ export function startBurst(
   };
 }
 
-async function createThroughAny(bases: string[], body: unknown): Promise<string | undefined> {
+async function createThroughAny(
+  bases: string[],
+  body: unknown,
+  headers: Record<string, string>,
+): Promise<string | undefined> {
   for (const base of bases) {
     try {
       const res = await fetch(`${base}/tasks`, {
         method: 'POST',
-        headers: { 'content-type': 'application/json' },
+        headers: { 'content-type': 'application/json', ...headers },
         body: JSON.stringify(body),
         signal: AbortSignal.timeout(10_000),
       });
@@ -91,11 +106,13 @@ export interface EndedTask {
 /**
  * Polls each task through `base()` until all are terminal or `timeoutMs` passes, then reads each in
  * full. Unanswered reads (a gateway or Redis restarting) are tried again on the next round.
+ * `headersOf` adds request headers to the reads of a task (its owner's bearer token).
  */
 export async function waitAllEnded(
   base: () => string,
   ids: readonly string[],
   timeoutMs: number,
+  headersOf: (id: string) => Record<string, string> = () => ({}),
 ): Promise<EndedTask[]> {
   const terminal = new Set(['COMPLETE', 'EXECUTOR_ERROR', 'SYSTEM_ERROR', 'CANCELED', 'PREEMPTED']);
   const ended = new Set<string>();
@@ -103,14 +120,14 @@ export async function waitAllEnded(
   while (ended.size < ids.length && Date.now() < deadline) {
     for (const id of ids) {
       if (ended.has(id)) continue;
-      const task = await readTask(base(), id, 'MINIMAL');
+      const task = await readTask(base(), id, 'MINIMAL', headersOf(id));
       if (task && terminal.has(task.state)) ended.add(id);
     }
     if (ended.size < ids.length) await sleep(1_000);
   }
   const out: EndedTask[] = [];
   for (const id of ids) {
-    const task = await readTask(base(), id, 'FULL');
+    const task = await readTask(base(), id, 'FULL', headersOf(id));
     out.push({
       id,
       state: task?.state ?? 'UNREADABLE',
@@ -126,9 +143,17 @@ interface TaskView {
   logs?: Array<{ metadata?: { job_id?: string }; system_logs?: string[] }>;
 }
 
-async function readTask(base: string, id: string, view: string): Promise<TaskView | undefined> {
+async function readTask(
+  base: string,
+  id: string,
+  view: string,
+  headers: Record<string, string>,
+): Promise<TaskView | undefined> {
   try {
-    const res = await fetch(`${base}/tasks/${id}?view=${view}`, { signal: AbortSignal.timeout(10_000) });
+    const res = await fetch(`${base}/tasks/${id}?view=${view}`, {
+      headers,
+      signal: AbortSignal.timeout(10_000),
+    });
     return res.status === 200 ? ((await res.json()) as TaskView) : undefined;
   } catch {
     return undefined;
@@ -150,20 +175,23 @@ interface JobRow {
 /**
  * One line per task that has not exactly one Slurm job or array element, or whose one job is not the
  * one the gateway reports. A task's jobs are those named after it (`tes_<task id>`) and, when its
- * directory holds an `array-element` marker (`<array name> <index>`), the elements with that index
+ * ledger holds an `array-element` marker (`<array name> <index>`), the elements with that index
  * of every array of that name: an array submitted twice shows as two elements. Jobs are counted in
  * accounting (with duplicates: a job id the controller gave out twice counts twice) and in the
- * controller (jobs accounting has not recorded yet). The controller must be up.
+ * controller (jobs accounting has not recorded yet), all users' jobs in both. The controller must be
+ * up. `dirOwner` says where the ledger is: the task directory (`service`), or the gateway's ledger
+ * beside the owner's task directory (`user`, identity.runAs user).
  */
 export async function wrongJobCounts(
   tasks: readonly EndedTask[],
   workRoot: string,
   sinceMinutes: number,
+  dirOwner: DirOwner = 'service',
 ): Promise<string[]> {
   const rows = await clusterJobs(sinceMinutes);
   const wrong: string[] = [];
   for (const task of tasks) {
-    const marker = readMarker(workRoot, task.id);
+    const marker = readMarker(workRoot, task.id, dirOwner);
     const own = rows.filter(
       (r) =>
         r.name === jobNameFor(task.id) ||
@@ -205,9 +233,14 @@ function parseRows(text: string): JobRow[] {
     });
 }
 
-function readMarker(workRoot: string, taskId: string): { name: string; index: string } | undefined {
+function readMarker(
+  workRoot: string,
+  taskId: string,
+  dirOwner: DirOwner,
+): { name: string; index: string } | undefined {
   try {
-    const text = readFileSync(taskFile(taskDirOf(workRoot, taskId), TASK_FILE.arrayElement), 'utf8');
+    const ledger = ledgerDirOf(workRoot, taskId, dirOwner);
+    const text = readFileSync(taskFile(ledger, TASK_FILE.arrayElement), 'utf8');
     const [name, index] = text.trim().split(' ');
     return name && index ? { name, index } : undefined;
   } catch {
@@ -217,12 +250,17 @@ function readMarker(workRoot: string, taskId: string): { name: string; index: st
 
 /**
  * Cancels every job still queued or running that belongs to these tasks (by name, or by the array
- * their markers name), so a failed test leaves nothing behind on the shared cluster. Best effort.
+ * their markers name), so a failed test leaves nothing behind on the shared cluster. Best effort;
+ * whoever's jobs they are (the test runs as root). `dirOwner` as for wrongJobCounts.
  */
-export async function cancelJobsOf(taskIds: readonly string[], workRoot: string): Promise<void> {
+export async function cancelJobsOf(
+  taskIds: readonly string[],
+  workRoot: string,
+  dirOwner: DirOwner = 'service',
+): Promise<void> {
   const names = new Set(taskIds.map(jobNameFor));
   for (const id of taskIds) {
-    const marker = readMarker(workRoot, id);
+    const marker = readMarker(workRoot, id, dirOwner);
     if (marker) names.add(marker.name);
   }
   try {
@@ -232,6 +270,28 @@ export async function cancelJobsOf(taskIds: readonly string[], workRoot: string)
   } catch {
     // The controller is down: afterAll of the test that stopped it starts it first.
   }
+}
+
+/**
+ * The user accounting records each of these jobs (or array elements) under, one entry per record
+ * (a job id given out twice has two); a job accounting has not recorded is missing.
+ */
+export async function jobUsers(jobIds: readonly string[]): Promise<Map<string, string[]>> {
+  const users = new Map<string, string[]>();
+  if (jobIds.length === 0) return users;
+  const text = await run('sacct', [
+    '-X',
+    '-D',
+    '-n',
+    '-P',
+    '-a',
+    '--format=JobID,User',
+    '-j',
+    jobIds.join(','),
+  ]);
+  // `id|user` lines, read like `id|name` ones.
+  for (const row of parseRows(text)) users.set(row.jobId, [...(users.get(row.jobId) ?? []), row.name]);
+  return users;
 }
 
 function run(tool: string, args: string[]): Promise<string> {
