@@ -156,7 +156,7 @@ const IN_ROOT = [
 ];
 
 const OWNED = [
-  "# owned FIELD SOURCE ROOT dir|file: an input of a task run as its owner. The gateway did not look at",
+  '# owned FIELD SOURCE ROOT dir|file: an input of a task run as its owner. The gateway did not look at',
   '# it; the job, running as the owner, checks that the owner may reach it, that it lies inside its',
   '# allowed root, is of its kind, and may be read, before any executor runs.',
   'owned() {',

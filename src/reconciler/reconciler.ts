@@ -220,7 +220,9 @@ export class Reconciler {
     let own = name === jobNameFor(record.id);
     if (!own && status.jobId.includes('_') && name.startsWith(arrayJobName(''))) {
       const ledgerDir = ledgerDirOf(this.o.workRoot, record.id, this.o.dirOwner ?? 'service');
-      const marker = await readFile(taskFile(ledgerDir, TASK_FILE.arrayElement), 'utf8').catch(() => undefined);
+      const marker = await readFile(taskFile(ledgerDir, TASK_FILE.arrayElement), 'utf8').catch(
+        () => undefined,
+      );
       // Without the marker the array cannot be told; an array of this gateway's is taken as the task's.
       own = marker === undefined || marker.trim().split(' ')[0] === name;
     }

@@ -140,7 +140,9 @@ export class AllowedRoots {
     if (!root) throw new StagingError(field, `${url} is outside the allowed roots (${this.describe()})`);
     const writable = around.find((r) => r.writable);
     if (writable) return { real: lexical, writableRoot: writable.path, writableBelow: [], root: root.path };
-    const below = this.roots.filter((r) => r.writable && within(normalize(r.path), lexical)).map((r) => r.path);
+    const below = this.roots
+      .filter((r) => r.writable && within(normalize(r.path), lexical))
+      .map((r) => r.path);
     return { real: lexical, writableBelow: below, root: root.path };
   }
 
