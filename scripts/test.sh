@@ -2,8 +2,8 @@
 # The whole test suite, as CI runs it: installs what is missing, starts Redis and the single-node
 # Slurm, sets up the run-as-user test users and helper (scripts/run-as-user-setup.sh), runs the static
 # checks (types, lint with the import rules, format, generated-type drift, the shell scripts through
-# shellcheck), the container runtime's self-test and every jest test against the real parts, then
-# prints one line `N passed, N failed` (each check counts as one).
+# the shell linter), the container runtime's self-test and every jest test against the real parts,
+# then prints one line `N passed, N failed` (each check counts as one).
 # Extra arguments go to jest (e.g. a test path).
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
@@ -54,8 +54,10 @@ if [[ $# -gt 0 ]]; then
   run_jest "$PWD/.tmp/jest.json" "$@"
 else
   # The fault tests stop slurmctld, slurmdbd and a Redis: they run after the rest, one at a time, so
-  # no other test meets their outages.
-  run_jest "$PWD/.tmp/jest.json" --testPathIgnorePatterns '/test/faults/'
+  # no other test meets their outages. The run-as-user tests share one installed helper, work root and
+  # syslog stand-in, and their jobs run as other users: they run one at a time before the faults.
+  run_jest "$PWD/.tmp/jest.json" --testPathIgnorePatterns '/test/faults/' '/test/run-as-user/'
+  run_jest "$PWD/.tmp/jest-run-as-user.json" --runInBand test/run-as-user
   run_jest "$PWD/.tmp/jest-faults.json" --runInBand test/faults
 fi
 echo "$passed passed, $failed failed"
