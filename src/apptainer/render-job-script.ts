@@ -48,7 +48,12 @@ export interface JobScriptInput {
   runtime: ContainerRuntime;
   plan: ContainerPlan;
   gpus: boolean;
+  /** The job has the user's login environment (slurm.loginEnvironment): its PATH is left as it is. */
+  loginEnvironment?: boolean | undefined;
 }
+
+/** The PATH of a job that did not load a login environment: the system's programs only. */
+export const JOB_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 
 /** Environment variable prefix through which the runtime passes variables into the container. */
 export function envPrefix(flavor: RuntimeFlavor): string {
@@ -68,6 +73,12 @@ export function renderJobScript(input: JobScriptInput): string {
     'set -u',
     "# What the job writes in the task directory is for the job's user only.",
     'umask 077',
+    ...(input.loginEnvironment
+      ? []
+      : [
+          "# The job started from a small fixed environment: the system's programs only.",
+          `export PATH=${JOB_PATH}`,
+        ]),
     `task_dir=${quote(input.workDir)}`,
     `runtime=${quote(runtime.executable)}`,
     'cd -- "$task_dir" || { echo "cannot enter the task directory $task_dir" >&2; exit 120; }',

@@ -424,6 +424,12 @@ export const configSchema = z
         limits: z.record(partitionName, partitionLimits).default({}),
         overLimit: z.enum(['clamp', 'refuse']).default('refuse'),
         extraArgs: z.array(z.string()).default([]),
+        /**
+         * Load the job user's login environment on the node (`sbatch --export=NONE`; slurmd runs
+         * `su - <user>` before each job). Off: jobs get a small fixed environment and no login shell.
+         * Only for a container runtime that the login environment puts on PATH (a module).
+         */
+        loginEnvironment: z.boolean().default(false),
         maxConcurrentCalls: z.number().int().positive().default(4),
         commandTimeoutMs: z.number().int().positive().default(30000),
         sacctChunkSize: z.number().int().min(1).max(15000).default(5000),

@@ -96,7 +96,7 @@ function sbatchArgs(id: string, dir: string, extra: string[] = [], script = join
     '--parsable',
     `--job-name=tes_${id}`,
     '--comment=tes-task',
-    '--export=NONE',
+    '--export=ALL',
     `--chdir=${dir}`,
     `--output=${dir}/slurm.out`,
     `--error=${dir}/slurm.err`,
@@ -356,9 +356,9 @@ describe('which sbatch options', () => {
       "sbatch option --wrap is not on the helper's allowlist",
     ],
     [
-      '--export=ALL',
-      (id, dir) => sbatchArgs(id, dir, ['--export=ALL']),
-      '--export=ALL is allowed only as --export=NONE',
+      '--export=APPTAINER_BIND=/',
+      (id, dir) => sbatchArgs(id, dir, ['--export=APPTAINER_BIND=/']),
+      '--export=APPTAINER_BIND=/ is allowed only as --export=ALL|NONE',
     ],
     [
       '--chdir=/tmp',

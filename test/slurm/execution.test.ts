@@ -103,7 +103,7 @@ describe('tasks on the real Slurm cluster', () => {
     expect(task.logs[0].end_time).toEqual(expect.any(String));
     const dir = join(gw.workRoot, ids.ok!);
     expect(readFileSync(join(dir, 'sbatch-command'), 'utf8')).toMatch(
-      /^sbatch --parsable --job-name=tes_\w+ --comment=ok_task_1 --export=NONE /,
+      /^sbatch --parsable --job-name=tes_\w+ --comment=ok_task_1 --export=ALL /,
     );
     expect(existsSync(join(dir, 'job.sh'))).toBe(true);
   });

@@ -83,6 +83,19 @@ describe('renderJobScript', () => {
     checkShell(make());
   });
 
+  it("sets the system's PATH, unless the job has its user's login environment", () => {
+    const plan = planContainer(TYPICAL_TASK, WORK, staged(TYPICAL_TASK), (i) => `docker://${i}`);
+    const input = {
+      taskId: '01jd0000000000000000000000',
+      workDir: WORK,
+      runtime: APPTAINER,
+      plan,
+      gpus: false,
+    };
+    expect(renderJobScript(input)).toMatch(/^export PATH=\/usr\/local\/sbin:.*:\/bin$/m);
+    expect(renderJobScript({ ...input, loginEnvironment: true })).not.toMatch(/^export PATH=/m);
+  });
+
   it('passes environment values through the runtime prefix of its flavor', () => {
     expect(render(TYPICAL_TASK)).toContain('APPTAINERENV_SAMPLE=NA12878 ');
     expect(

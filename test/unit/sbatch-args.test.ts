@@ -76,8 +76,9 @@ describe('buildSbatchArgs', () => {
     expect(a).toContain('--mem=512M');
   });
 
-  it('exports no environment from the gateway', () => {
-    expect(args({ executors: one() }).args).toContain('--export=NONE');
+  it('exports only the clean environment sbatch runs in, and loads a login environment only when asked', () => {
+    expect(args({ executors: one() }).args).toContain('--export=ALL');
+    expect(args({ executors: one() }, { ...POLICY, loginEnvironment: true }).args).toContain('--export=NONE');
   });
 
   it.each([

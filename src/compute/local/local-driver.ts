@@ -64,7 +64,7 @@ export class LocalDriver implements ComputeDriver {
         cwd: dir,
         detached: true,
         stdio: ['ignore', out, err],
-        // Like sbatch --export=NONE: the gateway's own environment does not reach the task.
+        // As with sbatch: the gateway's own environment does not reach the task (see slurm-cli.ts).
         env: { PATH: process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin', LANG: 'C.UTF-8' },
       },
     );

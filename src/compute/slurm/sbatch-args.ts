@@ -46,6 +46,20 @@ export interface SbatchPolicy {
   unsatisfiableDisk?: 'drop' | 'refuse' | undefined;
   /** The account of a task that names none: its owner's default (identity.policy). */
   defaultAccount?: string | undefined;
+  /** Whether slurmd loads the job user's login environment (see jobEnvironmentArg). */
+  loginEnvironment?: boolean | undefined;
+}
+
+/**
+ * Where a job's environment comes from. By default sbatch runs in the small clean environment that
+ * SlurmCli (or the run-as-user helper) gives it, and exports exactly that: nothing of the gateway's
+ * own environment, and no login shell. `--export=NONE` instead makes slurmd start a login shell
+ * (`su - <user>`) before every job to read the user's environment: seconds per job with heavy
+ * dotfiles, and a job whose login outlasts Slurm's limit is requeued and held. Only sites whose
+ * container runtime comes from the login environment (a module) need it (slurm.loginEnvironment).
+ */
+export function jobEnvironmentArg(loginEnvironment: boolean | undefined): string {
+  return loginEnvironment ? '--export=NONE' : '--export=ALL';
 }
 
 export type DiskRequests = 'auto' | 'tmp' | 'ignore';
@@ -224,7 +238,7 @@ export function buildSbatchArgs(
     '--parsable',
     `--job-name=${jobNameFor(taskId)}`,
     `--comment=${sanitizeComment(task.name) || 'tes-task'}`,
-    '--export=NONE',
+    jobEnvironmentArg(policy.loginEnvironment),
     `--chdir=${workDir}`,
     `--output=${taskFile(workDir, TASK_FILE.slurmOut)}`,
     `--error=${taskFile(workDir, TASK_FILE.slurmErr)}`,

@@ -159,6 +159,7 @@ export async function prepareJob(record: TaskRecord, deps: PrepareDeps): Promise
     runtime: deps.runtime,
     plan,
     gpus: sbatch.gpus,
+    loginEnvironment: policy.loginEnvironment,
   });
   await writePrivateFile(taskFile(stage, TASK_FILE.jobScript), script, 0o700);
   await writePrivateFile(taskFile(stage, TASK_FILE.sbatchCommand), `sbatch ${quoteAll(sbatch.args)}\n`);

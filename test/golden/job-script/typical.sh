@@ -7,6 +7,8 @@
 set -u
 # What the job writes in the task directory is for the job's user only.
 umask 077
+# The job started from a small fixed environment: the system's programs only.
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 task_dir=/var/lib/tes-gateway/tasks/01jd0000000000000000000000
 runtime=apptainer
 cd -- "$task_dir" || { echo "cannot enter the task directory $task_dir" >&2; exit 120; }
