@@ -2,6 +2,7 @@ import { posix } from 'node:path';
 import type { Config } from '../config/schema.js';
 import type { FieldProblem } from '../errors.js';
 import type { TaskRequest } from '../tes/types.js';
+import { hasDotDotSegment } from '../tes/dot-dot.js';
 
 /** One host folder a user may name in `file://` URLs, as storage.allowedRoots holds them. */
 export interface PolicyRoot {
@@ -152,13 +153,13 @@ function hostPathOf(url: string): string | undefined {
     } catch {
       return '';
     }
-    if (/(^|\/)\.\.(\/|$)/.test(url)) return '';
+    if (hasDotDotSegment(url)) return '';
   } else if (url.startsWith('/')) {
     path = url;
   } else {
     return undefined;
   }
-  if (/(^|\/)\.\.(\/|$)/.test(path)) return '';
+  if (hasDotDotSegment(path)) return '';
   return posix.normalize(path);
 }
 

@@ -2,6 +2,7 @@ import { constants } from 'node:fs';
 import { lstat, mkdir, open, realpath, type FileHandle } from 'node:fs/promises';
 import { dirname, isAbsolute, normalize, relative, sep } from 'node:path';
 import { StagingError } from './staging-error.js';
+import { hasDotDotSegment } from '../tes/dot-dot.js';
 
 /**
  * One entry of `storage.allowedRoots`. A read-only root's inputs are bound read-only; a writable
@@ -95,7 +96,7 @@ export class AllowedRoots {
    */
   async check(url: string, path: string, field: string, mustExist: boolean): Promise<string> {
     // The URL parser folds `..` away before the path is seen: look at what the client wrote.
-    if (hasDotDot(path) || hasDotDot(safeDecode(url))) {
+    if (hasDotDotSegment(path) || hasDotDotSegment(url)) {
       throw new StagingError(field, `${url} contains '..'; allowed roots: ${this.describe()}`);
     }
     let real: string;
@@ -129,7 +130,7 @@ export class AllowedRoots {
    */
   locateAsOwner(url: string, field: string): InputLocation & { root: string } {
     const path = AllowedRoots.pathOf(url, field);
-    if (hasDotDot(path) || hasDotDot(safeDecode(url))) {
+    if (hasDotDotSegment(path) || hasDotDotSegment(url)) {
       throw new StagingError(field, `${url} contains '..'; allowed roots: ${this.describe()}`);
     }
     const lexical = normalize(path).replace(/(.)\/+$/, '$1');
@@ -279,17 +280,5 @@ export async function realExisting(path: string): Promise<string> {
       rest.push(cur.slice(parent.length + (parent.endsWith(sep) ? 0 : 1)));
       cur = parent;
     }
-  }
-}
-
-function hasDotDot(text: string): boolean {
-  return text.split(/[/\\]/).includes('..');
-}
-
-function safeDecode(text: string): string {
-  try {
-    return decodeURIComponent(text);
-  } catch {
-    return text;
   }
 }

@@ -68,6 +68,9 @@ describe('identity.policy', () => {
       '/home/alice/x',
       '/home/bob/../alice/x',
       'file:///home/bob/%2e%2e/alice',
+      // Folded by the URL parser into bob's own /home/bob/x, but written with `..`: refused as written.
+      'file:///home/bob/sub/%2e%2e/x',
+      'file:///home/bob/sub/%2E%2E/x',
       '/home/bobby/x',
     ]) {
       expect(p.checkTask(task(url), 'bob', []).map((q) => q.path)).toEqual(['inputs[0].url']);
