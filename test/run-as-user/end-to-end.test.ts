@@ -270,6 +270,18 @@ describe('tasks run as their owners', () => {
       ),
     ).toThrow(/Permission denied/);
   });
+
+  it("ends SYSTEM_ERROR with the helper's reason when the task directory is no longer the owner's", async () => {
+    const id = await create(alice, { executors: [sh('sleep 6; echo late > out.txt')] });
+    await waitFor(gw.base, id, ['RUNNING'], 120_000, auth[alice]);
+    // Someone gave the directory away while the job ran: the helper must not read it as alice.
+    const other = unixUser(bob);
+    chownSync(join(RUN_AS.workRoot, id), other.uid, other.gid);
+    const task = await waitFor(gw.base, id, ['SYSTEM_ERROR'], 180_000, auth[alice]);
+    const logs = (task.logs[0].system_logs ?? []).join('\n');
+    expect(logs).toMatch(/could not be read as the task's owner: the helper refused to /);
+    expect(logs).toContain(join(RUN_AS.workRoot, id));
+  });
 });
 
 describe('the work root shared with users', () => {

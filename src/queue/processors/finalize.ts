@@ -17,6 +17,7 @@ import type { Batcher } from '../../compute/batcher.js';
 import type { DeliveryResult } from '../../staging/deliver-outputs.js';
 import type { ProcessorContext } from './context.js';
 import { underLease } from './held-lease.js';
+import { HelperRefusedError } from '../../run-as/user-helper.js';
 
 /**
  * Closes a task whose job ended, once: reads the executors' result files, delivers outputs, writes
@@ -33,8 +34,46 @@ export async function processFinalize(
   // One finalization of a task at a time: a second one (a queue job run again after a stall) waits,
   // then finds the task terminal, instead of delivering its outputs over the first one's.
   await underLease(ctx.taskLease?.('finalize', taskId), taskId, 'finalization', ctx.logger, () =>
-    finalize(taskId, status, ctx, usage),
+    finalize(taskId, status, ctx, usage).catch((err: unknown) => {
+      if (err instanceof HelperRefusedError) return endRefused(taskId, status, err, ctx);
+      throw err;
+    }),
   );
+}
+
+/**
+ * The helper refused to read a task's results as its owner (the task directory is no longer theirs,
+ * or the owner no longer passes its checks): no retry can change that, so the task ends with the
+ * reason instead of staying active. What the job left stays where it is.
+ */
+async function endRefused(
+  taskId: string,
+  status: JobStatus,
+  err: HelperRefusedError,
+  ctx: ProcessorContext,
+): Promise<void> {
+  ctx.logger.warn({ taskId, jobId: status.jobId, err }, 'results refused by the helper');
+  // Twice at most, like finalize: a cancel that came in meanwhile makes it CANCELED.
+  for (let round = 0; round < 2; round++) {
+    const record = await ctx.store.get(taskId);
+    if (!record || isTerminal(record.state)) return;
+    const canceling = record.state === 'CANCELING';
+    const workDir = record.run?.workDir ?? taskDirOf(ctx.prepare.workRoot, taskId);
+    const metadata = {
+      ...(record.logs?.[0]?.metadata ?? {}),
+      backend: ctx.driver.kind,
+      job_id: status.jobId,
+    };
+    const logs = withSystemLogs(withLog(record.logs, { metadata }), [
+      `job ${status.jobId} ended (${status.rawState}), but its results could not be read as the task's owner: ` +
+        `${err.message}. Nothing of the job was collected or delivered; what it left is in ${workDir}`,
+    ]);
+    const t = await ctx.store.transition(taskId, canceling ? 'CANCELED' : 'SYSTEM_ERROR', {
+      from: canceling ? ['CANCELING'] : ['QUEUED', 'INITIALIZING', 'RUNNING'],
+      logs,
+    });
+    if (t.outcome === 'ok' || t.outcome === 'same') return;
+  }
 }
 
 async function finalize(
