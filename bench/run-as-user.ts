@@ -8,6 +8,7 @@ import { Keys } from '../src/store/keys.js';
 import { openRedis } from '../src/store/redis-connection.js';
 import { RedisTaskStore } from '../src/store/redis-task-store.js';
 import { waitForJobs } from './wait-for-jobs.js';
+import { RUN_AS, unixUser } from '../test/helpers/run-as-user-installation.js';
 import { fmt, type Row } from './table.js';
 
 const run = promisify(execFile);
@@ -15,14 +16,6 @@ const TASKS = Number(process.env.BENCH_RUN_AS_TASKS ?? 200);
 const ROUNDS = 2;
 const ROOT = process.cwd();
 const USERS = ['tes-alice', 'tes-bob'];
-/** The installation scripts/run-as-user-setup.sh makes (test/helpers/run-as-user.ts names the same). */
-const SETUP = {
-  dir: '/var/tmp/tes-gateway-test',
-  workRoot: '/var/tmp/tes-gateway-test/work',
-  helper: '/usr/local/libexec/tes-gateway-test/tes-gateway-helper',
-  service: 'tesgw',
-  account: 'tes-lab',
-};
 /** Creates N tasks at once over HTTP with a bearer token and prints their ids as JSON. */
 const CLIENT = `
 const [url, body, n, token] = process.argv.slice(1);
@@ -78,11 +71,11 @@ export async function benchRunAsUser(rows: Row[]): Promise<void> {
 }
 
 async function submitBurst(mode: 'service' | 'user', image: string, images: string): Promise<number> {
-  const service = { uid: idOf('-u', SETUP.service), gid: idOf('-g', SETUP.service) };
+  const service = unixUser(RUN_AS.serviceUser);
   const prefix = `tesgw-bench-run-as:${Date.now()}:`;
-  const scratch = mkdtempSync(join(SETUP.dir, `bench-${mode}-`));
+  const scratch = mkdtempSync(join(RUN_AS.testDir, `bench-${mode}-`));
   chownSync(scratch, service.uid, service.gid);
-  const workRoot = mode === 'user' ? SETUP.workRoot : join(scratch, 'work');
+  const workRoot = mode === 'user' ? RUN_AS.workRoot : join(scratch, 'work');
   const config = {
     server: { port: 0, host: '127.0.0.1' },
     redis: { prefix },
@@ -92,8 +85,8 @@ async function submitBurst(mode: 'service' | 'user', image: string, images: stri
     auth: { mode: 'tokens' },
     identity: {
       runAs: mode,
-      helper: { path: SETUP.helper },
-      policy: { everyone: { defaultAccount: SETUP.account } },
+      helper: { path: RUN_AS.helper },
+      policy: { everyone: { defaultAccount: RUN_AS.account } },
     },
     container: {
       runtime: 'apptainer',
@@ -104,7 +97,7 @@ async function submitBurst(mode: 'service' | 'user', image: string, images: stri
     // Held, so that submission is measured alone.
     slurm: { extraArgs: ['--hold'] },
   };
-  const file = join(SETUP.dir, `bench-${mode}-${Date.now()}.json`);
+  const file = join(RUN_AS.testDir, `bench-${mode}-${Date.now()}.json`);
   writeFileSync(file, JSON.stringify(config));
   const redis = openRedis({ url: process.env.TES_GATEWAY_REDIS_URL ?? 'redis://127.0.0.1:6379' });
   const store = new RedisTaskStore(redis, { prefix, maxBacklog: 1_000_000 });
@@ -146,10 +139,6 @@ async function submitBurst(mode: 'service' | 'user', image: string, images: stri
     rmSync(file, { force: true });
     rmSync(scratch, { recursive: true, force: true });
   }
-}
-
-function idOf(flag: '-u' | '-g', user: string): number {
-  return Number(execFileSync('id', [flag, user], { encoding: 'utf8' }).trim());
 }
 
 /** The port from the gateway's `tes-gateway started` line. */

@@ -4,10 +4,10 @@ import { join } from 'node:path';
 import { TokenStore } from '../../src/identity/tokens.js';
 import { Keys } from '../../src/store/keys.js';
 import { ledgerDirOf, taskDirOf } from '../../src/tes/task-directory.js';
-import { FAKE_APPTAINER, requireSlurm, TEST_IMAGES_DIR, testImages } from '../helpers/gateway.js';
+import { requireSlurm, testImages } from '../helpers/gateway.js';
 import { startGatewayProcess, type GatewayProcess } from '../helpers/gateway-process.js';
 import { connect, dropPrefix, testPrefix } from '../helpers/redis.js';
-import { RUN_AS, runAsUserSetup, unixUser } from '../helpers/run-as-user.js';
+import { RUN_AS, runAsUserSettings, runAsUserSetup, unixUser } from '../helpers/run-as-user.js';
 import {
   cancelJobsOf,
   jobUsers,
@@ -43,24 +43,11 @@ function start(): Promise<GatewayProcess> {
   return startGatewayProcess(
     'fault-run-as-kill',
     {
-      backend: 'slurm',
-      auth: { mode: 'tokens' },
-      identity: {
-        runAs: 'user',
-        helper: { path: RUN_AS.helper },
-        policy: { everyone: { defaultAccount: RUN_AS.account } },
-      },
-      container: {
-        runtime: 'apptainer',
-        executable: FAKE_APPTAINER,
-        imageCacheDir: images,
-        imageRoots: [TEST_IMAGES_DIR],
-      },
+      ...runAsUserSettings(images!),
       // A window long enough for a user's next task to join: bursts go as arrays of one user's tasks.
       slurm: { defaultPartition: 'debug', arrayWindowMs: 500 },
       // A short lease: the next process leads the reconciler soon after the last leader died.
       reconciler: { pollIntervalMs: 500, leaderTtlMs: 3_000 },
-      security: { allowRoot: false },
     },
     {},
     { prefix, workRoot: RUN_AS.workRoot, keepKeys: true },

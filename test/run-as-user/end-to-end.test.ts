@@ -14,17 +14,10 @@ import {
 import { join } from 'node:path';
 import { TokenStore } from '../../src/identity/tokens.js';
 import { Keys } from '../../src/store/keys.js';
-import {
-  FAKE_APPTAINER,
-  getTask,
-  requireSlurm,
-  TEST_IMAGES_DIR,
-  testImages,
-  waitFor,
-} from '../helpers/gateway.js';
+import { getTask, requireSlurm, testImages, waitFor } from '../helpers/gateway.js';
 import { startGatewayProcess, type GatewayProcess } from '../helpers/gateway-process.js';
 import { connect, testPrefix } from '../helpers/redis.js';
-import { RUN_AS, runAsUserSetup, unixUser } from '../helpers/run-as-user.js';
+import { RUN_AS, runAsUserSettings, runAsUserSetup, unixUser } from '../helpers/run-as-user.js';
 
 /**
  * Tasks run as the people who asked (identity.runAs user), end to end on the real single-node Slurm:
@@ -108,22 +101,9 @@ beforeAll(async () => {
   gw = await startGatewayProcess(
     'run-as-user',
     {
-      backend: 'slurm',
-      auth: { mode: 'tokens' },
-      identity: {
-        runAs: 'user',
-        helper: { path: RUN_AS.helper },
-        policy: { everyone: { defaultAccount: RUN_AS.account } },
-      },
+      ...runAsUserSettings(images),
       storage: { allowedRoots: [{ path: DATA, writable: true }] },
-      container: {
-        runtime: 'apptainer',
-        executable: FAKE_APPTAINER,
-        imageCacheDir: images,
-        imageRoots: [TEST_IMAGES_DIR],
-      },
       slurm: { defaultPartition: 'debug', missingGraceMs: 60_000, arrayWindowMs: 300 },
-      security: { allowRoot: false },
     },
     {},
     { prefix, workRoot: RUN_AS.workRoot },
