@@ -12,6 +12,12 @@ import { LEDGER_PART } from '../tes/task-directory.js';
  */
 export type HelperVerb = 'prepare' | 'submit' | 'submit-array' | 'cancel' | 'finish' | 'remove';
 
+/** A task directory to be, and the gateway's prepared copy of it (its stage in the ledger). */
+export interface StagedTask {
+  taskDir: string;
+  stageDir: string;
+}
+
 export interface UserHelperOptions {
   /** The installed helper, as the sudoers rule names it. */
   path: string;
@@ -54,60 +60,30 @@ export class UserHelper {
   }
 
   /**
-   * Copies prepared task directories into the user's own task directories, all in one call: each
-   * `stageDir` is `<ledgers>/<task id>/stage` (tes/task-directory.ts), sent as a folder named by the
-   * task id, which the helper unpacks into `taskDir`, `<work root>/<task id>`.
+   * Hands a prepared task directory to the user and submits its job, in one call (the helper's
+   * `submit --prepare`); gives sbatch's output.
    */
-  async prepare(user: string, tasks: ReadonlyArray<{ taskDir: string; stageDir: string }>): Promise<void> {
-    const ledgers = posix.dirname(posix.dirname(tasks[0]!.stageDir));
-    const members = tasks.map(({ taskDir, stageDir }) => {
-      const id = posix.basename(taskDir);
-      if (stageDir !== posix.join(ledgers, id, LEDGER_PART.stage)) {
-        throw new Error(`${stageDir} is not the stage of ${taskDir} in ${ledgers}`);
-      }
-      return `${id}/${LEDGER_PART.stage}`;
-    });
-    const taskDirs = tasks.map((t) => t.taskDir);
-    const what = `hand ${tasks.length === 1 ? `the task directory ${taskDirs[0]}` : `${tasks.length} task directories`} to ${user}`;
-    await this.limiter(async () => {
-      this.calls.prepare++;
-      // `<id>/stage/...` goes as `<id>/...`.
-      const rename = `--transform=s,^\\([^/]*\\)/${LEDGER_PART.stage},\\1,`;
-      const tar = execa('tar', ['-C', ledgers, '-c', '-f', '-', rename, '--', ...members], {
-        timeout: this.options.timeoutMs,
-        reject: false,
-        stdin: 'ignore',
-      });
-      const result = await tar.pipe(this.options.sudo, this.argv(user, 'prepare', taskDirs), {
-        ...this.execOptions(),
-      });
-      const tarResult = await tar;
-      if (tarResult.failed) {
-        throw new CommandError(
-          'tar',
-          tarResult.command.split(' ').slice(1),
-          typeof tarResult.exitCode === 'number' ? tarResult.exitCode : undefined,
-          String(tarResult.stderr ?? ''),
-          Boolean(tarResult.timedOut),
-          `failed to read the prepared task directories in ${ledgers}`,
-        );
-      }
-      this.check(result, user, 'prepare', taskDirs, what);
-    });
+  async submit(user: string, task: StagedTask): Promise<string> {
+    return this.runWithArchive(
+      user,
+      'submit',
+      ['--prepare', task.taskDir],
+      [task],
+      `hand over and submit the job of ${task.taskDir} as ${user}`,
+    );
   }
 
-  /** Submits the task directory's job with the sbatch arguments it holds; gives sbatch's output. */
-  async submit(user: string, taskDir: string): Promise<string> {
-    return this.run(user, 'submit', [taskDir], `submit the job of ${taskDir} as ${user}`);
-  }
-
-  /** Submits the task directories as one job array of the user's; gives sbatch's output. */
-  async submitArray(user: string, batchId: string, taskDirs: readonly string[]): Promise<string> {
-    return this.run(
+  /**
+   * Hands prepared task directories to the user and submits them as one job array of the user's, in
+   * one call (`submit-array --prepare`); gives sbatch's output.
+   */
+  async submitArray(user: string, batchId: string, tasks: readonly StagedTask[]): Promise<string> {
+    return this.runWithArchive(
       user,
       'submit-array',
-      [batchId, ...taskDirs],
-      `submit ${taskDirs.length} tasks as array ${batchId} as ${user}`,
+      ['--prepare', batchId, ...tasks.map((t) => t.taskDir)],
+      tasks,
+      `hand over and submit ${tasks.length} tasks as array ${batchId} as ${user}`,
     );
   }
 
@@ -157,6 +133,52 @@ export class UserHelper {
           : new Error(`the answer of finish for ${taskDir} could not be read`, { cause: receiveError });
       }
       return received as T;
+    });
+  }
+
+  /**
+   * Runs `verb` with the prepared directories on the helper's stdin: each `stageDir` is
+   * `<ledgers>/<task id>/stage` (tes/task-directory.ts), sent as a folder named by the task id, which
+   * the helper unpacks into `taskDir`, `<work root>/<task id>`, before the verb's own work.
+   */
+  private async runWithArchive(
+    user: string,
+    verb: HelperVerb,
+    args: readonly string[],
+    tasks: readonly StagedTask[],
+    what: string,
+  ): Promise<string> {
+    const ledgers = posix.dirname(posix.dirname(tasks[0]!.stageDir));
+    const members = tasks.map(({ taskDir, stageDir }) => {
+      const id = posix.basename(taskDir);
+      if (stageDir !== posix.join(ledgers, id, LEDGER_PART.stage)) {
+        throw new Error(`${stageDir} is not the stage of ${taskDir} in ${ledgers}`);
+      }
+      return `${id}/${LEDGER_PART.stage}`;
+    });
+    return this.limiter(async () => {
+      this.calls[verb]++;
+      // `<id>/stage/...` goes as `<id>/...`.
+      const rename = `--transform=s,^\\([^/]*\\)/${LEDGER_PART.stage},\\1,`;
+      const tar = execa('tar', ['-C', ledgers, '-c', '-f', '-', rename, '--', ...members], {
+        timeout: this.options.timeoutMs,
+        reject: false,
+        stdin: 'ignore',
+      });
+      const result = await tar.pipe(this.options.sudo, this.argv(user, verb, args), this.execOptions());
+      const tarResult = await tar;
+      if (tarResult.failed) {
+        throw new CommandError(
+          'tar',
+          tarResult.command.split(' ').slice(1),
+          typeof tarResult.exitCode === 'number' ? tarResult.exitCode : undefined,
+          String(tarResult.stderr ?? ''),
+          Boolean(tarResult.timedOut),
+          `failed to read the prepared task directories in ${ledgers}`,
+        );
+      }
+      this.check(result, user, verb, args, what);
+      return String(result.stdout);
     });
   }
 

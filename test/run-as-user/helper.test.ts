@@ -465,6 +465,52 @@ describe('the verbs, as the user', () => {
     await syslogRecord(`user=${bob} uid=${uid} verb=submit-array task=${b.id} job=${arrayId}_1 result=ok`);
   });
 
+  it('prepares and submits in one call (--prepare), logging both', async () => {
+    const { uid } = unixUser(alice);
+    const { id, dir } = newTask();
+    const r = viaSudo(alice, ['submit', '--prepare', dir], taskArchive(id, dir, WHOAMI_JOB));
+    expect(r).toMatchObject({ status: 0, stderr: '' });
+    const jobId = r.stdout.trim();
+    submitted.push(jobId);
+    expect(statSync(dir)).toMatchObject({ uid, mode: 0o40700 });
+    expect(await waitEnded(jobId)).toEqual([{ jobId, user: alice, state: 'COMPLETED' }]);
+    expect(readFileSync(join(dir, 'whoami'), 'utf8')).toBe(`${alice}\n`);
+    await syslogRecord(`user=${alice} uid=${uid} verb=prepare task=${id} result=ok`);
+    await syslogRecord(`user=${alice} uid=${uid} verb=submit task=${id} job=${jobId} result=ok`);
+
+    const [a, b] = [newTask(), newTask()];
+    const batch = randomBytes(6).toString('hex');
+    const tasks = archive({
+      [a.id]: taskFiles(a.id, a.dir, WHOAMI_JOB),
+      [b.id]: taskFiles(b.id, b.dir, WHOAMI_JOB),
+    });
+    const arr = viaSudo(alice, ['submit-array', '--prepare', batch, a.dir, b.dir], tasks);
+    expect(arr).toMatchObject({ status: 0, stderr: '' });
+    const arrayId = arr.stdout.trim();
+    submitted.push(arrayId);
+    expect((await waitEnded(arrayId, 2)).map((row) => row.state)).toEqual(['COMPLETED', 'COMPLETED']);
+    for (const { dir: d } of [a, b]) expect(readFileSync(join(d, 'whoami'), 'utf8')).toBe(`${alice}\n`);
+  });
+
+  it("checks a later array task's own options, whose shared ones must equal the first's", () => {
+    const [a, b] = [newTask(), newTask()];
+    const batch = randomBytes(6).toString('hex');
+    const tasks = archive({
+      [a.id]: taskFiles(a.id, a.dir, WHOAMI_JOB),
+      [b.id]: taskFiles(
+        b.id,
+        b.dir,
+        WHOAMI_JOB,
+        sbatchArgs(b.id, b.dir).map((x) => (x.startsWith('--output=') ? '--output=/etc/x' : x)),
+      ),
+    });
+    expectRefused(
+      viaSudo(bob, ['submit-array', '--prepare', batch, a.dir, b.dir], tasks),
+      '--output=/etc/x points elsewhere than the task directory',
+    );
+    expect(jobsNamed(`tes_array_${batch}`)).toEqual([]);
+  });
+
   it('refuses an array whose tasks ask for different resources', () => {
     const a = prepare(bob);
     const b = prepare(bob, WHOAMI_JOB, (id, dir) =>

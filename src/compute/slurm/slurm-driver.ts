@@ -6,7 +6,7 @@ import { CommandError, SubmissionRejectedError } from '../../errors.js';
 import { quoteAll } from '../../shell/quote.js';
 import { arraysDirOf, TASK_FILE } from '../../tes/task-directory.js';
 import type { CancelRequest, ComputeDriver, LaunchRequest, PollResult } from '../driver.js';
-import type { UserHelper } from '../../run-as/user-helper.js';
+import type { StagedTask, UserHelper } from '../../run-as/user-helper.js';
 import type { Logger } from '../../logger.js';
 import type { JobStatus } from '../job-end.js';
 import {
@@ -142,9 +142,9 @@ export class SlurmDriver implements ComputeDriver {
   }
 
   /**
-   * Tasks run as their owners cost two helper calls per burst (a sudo session each), whatever its
-   * size: while one burst of a user's is being handed over, the next one keeps gathering tasks, and
-   * goes when the first is done. Bursts so grow with the load instead of the calls.
+   * Tasks run as their owners cost one helper call per burst (a sudo session), whatever its size:
+   * while one burst of a user's is being handed over, the next one keeps gathering tasks, and goes
+   * when the first is done. Bursts so grow with the load instead of the calls.
    */
   private async flushWhenFree(key: string, burst: PendingSubmit[], user: string | undefined): Promise<void> {
     const running = user && this.options.runAs ? this.flushing.get(key) : undefined;
@@ -164,8 +164,10 @@ export class SlurmDriver implements ComputeDriver {
     const helper = this.options.runAs;
     const user = request.user;
     if (helper && user) {
-      await handOver(helper, user, [request]);
-      const out = await this.rejectedOrNot(() => helper.submit(user, request.workDir), what);
+      const [task] = stagedTasks(user, [request]);
+      const out = await this.rejectedOrNot(() => helper.submit(user, task!), what).finally(() =>
+        dropStages([task!]),
+      );
       return parseJobId(out, request.args, what);
     }
     return parseJobId(await this.sbatch(request.args, what), request.args, what);
@@ -179,13 +181,13 @@ export class SlurmDriver implements ComputeDriver {
     what: string,
   ): Promise<string> {
     const helper = this.options.runAs!;
-    const dirs = burst.map((p) => p.request.workDir);
-    await handOver(
-      helper,
+    const tasks = stagedTasks(
       user,
       burst.map((p) => p.request),
     );
-    const out = await this.rejectedOrNot(() => helper.submitArray(user, batchId, dirs), what);
+    const out = await this.rejectedOrNot(() => helper.submitArray(user, batchId, tasks), what).finally(() =>
+      dropStages(tasks),
+    );
     return parseJobId(out, burst[0]!.request.args, what);
   }
 
@@ -342,14 +344,20 @@ export class SlurmDriver implements ComputeDriver {
   async close(): Promise<void> {}
 }
 
-/** The prepared task directories of one user's tasks, copied into place by the helper in one call. */
-async function handOver(helper: UserHelper, user: string, requests: readonly LaunchRequest[]): Promise<void> {
-  const tasks = requests.map((r) => {
+/** The prepared task directories of one user's tasks, which the helper copies into place as it submits. */
+function stagedTasks(user: string, requests: readonly LaunchRequest[]): StagedTask[] {
+  return requests.map((r) => {
     if (!r.stageDir)
       throw new Error(`task ${r.taskId} runs as ${user} but was not prepared for it (no stage)`);
     return { taskDir: r.workDir, stageDir: r.stageDir };
   });
-  await helper.prepare(user, tasks);
+}
+
+/**
+ * The stages, once the helper has had them: the task directories are the user's now, and a retry of a
+ * failed submission prepares its stage again.
+ */
+async function dropStages(tasks: readonly StagedTask[]): Promise<void> {
   await Promise.all(tasks.map((t) => rm(t.stageDir, { recursive: true, force: true })));
 }
 
