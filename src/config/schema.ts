@@ -372,8 +372,12 @@ export const configSchema = z
       .default({}),
     worker: z
       .object({
-        // Submissions mostly wait (files, Redis, sbatch); sbatch itself is capped by slurm.maxConcurrentCalls.
-        submitConcurrency: z.number().int().positive().default(64),
+        /**
+         * Submissions mostly wait (files, Redis, sbatch); sbatch itself is capped by
+         * slurm.maxConcurrentCalls. Unset: 64, or 256 when tasks run as their owners, whose bursts
+         * wait longer (one helper call through sudo each) and so should gather more tasks at once.
+         */
+        submitConcurrency: z.number().int().positive().optional(),
         finalizeConcurrency: z.number().int().positive().default(32),
         // Exponential backoff: 8 attempts from 5 s ride out about 10 minutes of controller trouble.
         submitAttempts: z.number().int().positive().default(8),

@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadConfig } from '../../src/config/load-config.js';
 import { ConfigError } from '../../src/errors.js';
+import { submitConcurrencyOf } from '../../src/gateway.js';
 
 function file(text: string): string {
   const dir = mkdtempSync(join(tmpdir(), 'cfg-'));
@@ -136,5 +137,15 @@ describe('loadConfig', () => {
     expect(() => loadConfig({ path: '/nonexistent/gw.yaml', env: {} })).toThrow(
       /invalid configuration in \/nonexistent\/gw.yaml/,
     );
+  });
+});
+
+describe('worker.submitConcurrency', () => {
+  it('defaults to 64, and to 256 when tasks run as their owners; a set value wins', () => {
+    const of = (overrides: Record<string, unknown>) =>
+      submitConcurrencyOf(loadConfig({ env: {}, overrides }));
+    expect(of({})).toBe(64);
+    expect(of({ identity: { runAs: 'user' } })).toBe(256);
+    expect(of({ identity: { runAs: 'user' }, worker: { submitConcurrency: 16 } })).toBe(16);
   });
 });
