@@ -85,6 +85,11 @@ export function renderGcReport(
   }
   const mib = (tally.bytes / 2 ** 20).toFixed(1);
   lines.push(`task directories: ${tally.bytes} bytes (${mib} MiB)${context.dryRun ? '' : ' removed'}`);
+  if (tally.arrayFiles > 0) {
+    lines.push(
+      `job array files in .arrays/: ${tally.arrayFiles} (${tally.arrayBytes} bytes)${context.dryRun ? '' : ' removed'}`,
+    );
+  }
   if (tally.failed > 0) {
     lines.push(`${tally.failed} could not be removed (each is named above); the next sweep tries them again`);
   }

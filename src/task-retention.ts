@@ -6,9 +6,10 @@ import type { Logger } from './logger.js';
 import { JOB_KINDS, jobIdFor, type JobKind } from './queue/jobs.js';
 import { RetentionStore, type ExpiredTask } from './store/retention.js';
 import type { TesState } from './tes/state.js';
-import { ledgerDirOf, taskDirOf } from './tes/task-directory.js';
+import { ARRAYS_DIR, ledgerDirOf, taskDirOf } from './tes/task-directory.js';
 import type { UserHelper } from './run-as/user-helper.js';
-import { lstat } from 'node:fs/promises';
+import { lstat, opendir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
 import { isTaskId } from './tes/task-id.js';
 
 /**
@@ -23,6 +24,15 @@ const DAY_MS = 24 * 3600 * 1000;
 
 /** Task directories removed at once: file-system work, not Redis. */
 const PARALLEL_REMOVALS = 16;
+
+/**
+ * How often the leader looks through `<work root>/.arrays/` (a folder listing, not Redis): the files
+ * of job arrays submitted as the service account (slurm-driver.ts), which belong to no one task.
+ */
+const ARRAYS_PRUNE_EVERY_MS = 3600_000;
+
+/** The names the launcher gives them: `<batch>.sh`, `<batch>.sbatch-command`, `<batch>_<i>.out|err`. */
+const ARRAY_FILE = /^[0-9a-f]{12}(\.sh|\.sbatch-command|_\d+\.(out|err))$/;
 
 export interface TaskRetentionOptions {
   redis: Redis;
@@ -57,6 +67,9 @@ export interface ExpiryTally {
   bytes: number;
   /** Tasks whose removal failed this time (they are tried again on the next sweep). */
   failed: number;
+  /** Files of job arrays in `.arrays/` older than the retention, and their bytes. */
+  arrayFiles: number;
+  arrayBytes: number;
 }
 
 export interface PassReport {
@@ -66,7 +79,7 @@ export interface PassReport {
 }
 
 export function emptyTally(): ExpiryTally {
-  return { count: 0, byState: {}, bytes: 0, failed: 0 };
+  return { count: 0, byState: {}, bytes: 0, failed: 0, arrayFiles: 0, arrayBytes: 0 };
 }
 
 function addTo(tally: ExpiryTally, task: ExpiredTask, bytes: number): void {
@@ -88,11 +101,14 @@ function merge(into: ExpiryTally, from: ExpiryTally): void {
     into.newestEndMs = Math.max(into.newestEndMs ?? -Infinity, from.newestEndMs);
   into.bytes += from.bytes;
   into.failed += from.failed;
+  into.arrayFiles += from.arrayFiles;
+  into.arrayBytes += from.arrayBytes;
 }
 
 export class TaskRetention {
   /** The leader's walk: its cursors carry over from one run to the next. */
   private readonly store: RetentionStore;
+  private lastArraysPruneMs = -Infinity;
 
   constructor(private readonly o: TaskRetentionOptions) {
     this.store = new RetentionStore(o.redis, o.prefix);
@@ -211,9 +227,19 @@ export class TaskRetention {
       merge(total, report.tally);
       if (report.sweepDone || Date.now() - started >= budgetMs) break;
     }
-    if (total.count > 0 || total.failed > 0) {
+    const now = Date.now();
+    if (this.enabled && !signal?.aborted && now - this.lastArraysPruneMs >= ARRAYS_PRUNE_EVERY_MS) {
+      this.lastArraysPruneMs = now;
+      await this.pruneArrays(now, total, false);
+    }
+    if (total.count > 0 || total.failed > 0 || total.arrayFiles > 0) {
       this.o.logger?.info(
-        { expired: total.count, byState: total.byState, failed: total.failed },
+        {
+          expired: total.count,
+          byState: total.byState,
+          failed: total.failed,
+          arrayFiles: total.arrayFiles,
+        },
         'finished tasks past retention.terminalTasksDays expired',
       );
     }
@@ -226,7 +252,35 @@ export class TaskRetention {
     for (;;) {
       const report = await this.pass(nowMs, { measure: true });
       merge(total, report.tally);
-      if (report.sweepDone) return total;
+      if (report.sweepDone) break;
+    }
+    if (this.enabled) await this.pruneArrays(nowMs, total, false);
+    return total;
+  }
+
+  /**
+   * Removes (or, for a survey, counts) the files in `.arrays/` last changed before the cutoff. None
+   * is needed by a job any more, even by an element still pending: Slurm keeps its own copy of a
+   * submitted script, and writes an element's output file anew when it starts.
+   */
+  private async pruneArrays(nowMs: number, tally: ExpiryTally, dryRun: boolean): Promise<void> {
+    const dir = join(this.o.workRoot, ARRAYS_DIR);
+    const cutoffMs = this.cutoffAt(nowMs);
+    let listing;
+    try {
+      listing = await opendir(dir);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+      throw err;
+    }
+    for await (const entry of listing) {
+      if (!entry.isFile() || !ARRAY_FILE.test(entry.name)) continue;
+      const path = join(dir, entry.name);
+      const st = await lstat(path).catch(() => undefined);
+      if (!st || st.mtimeMs >= cutoffMs) continue;
+      if (!dryRun) await rm(path, { force: true });
+      tally.arrayFiles++;
+      tally.arrayBytes += st.size;
     }
   }
 
@@ -243,8 +297,10 @@ export class TaskRetention {
         const dir = isTaskId(task.taskId) ? taskDirOf(this.o.workRoot, task.taskId) : undefined;
         addTo(total, task, dir ? await taskDirBytes(dir) : 0);
       }
-      if (batch.sweepDone) return total;
+      if (batch.sweepDone) break;
     }
+    await this.pruneArrays(nowMs, total, true);
+    return total;
   }
 }
 

@@ -9,6 +9,7 @@ import {
   readFileSync,
   rmSync,
   symlinkSync,
+  utimesSync,
   writeFileSync,
 } from 'node:fs';
 import { join } from 'node:path';
@@ -303,6 +304,31 @@ describe('retention of finished tasks', () => {
     expect(await snapshot(redis, prefix)).toEqual(keysBefore);
     for (const id of [a, b, young]) expect(existsSync(taskDirOf(workRoot, id))).toBe(true);
     expect(readFileSync(join(taskDirOf(workRoot, a), 'exec-0', 'stdout'), 'utf8')).toHaveLength(1000);
+  });
+
+  it('removes the job array files in .arrays/ older than the retention, and only those', async () => {
+    const arrays = join(workRoot, '.arrays');
+    mkdirSync(arrays);
+    const old = [
+      '0123456789ab.sh',
+      '0123456789ab.sbatch-command',
+      '0123456789ab_0.out',
+      '0123456789ab_17.err',
+    ];
+    for (const name of old) writeFileSync(join(arrays, name), 'x');
+    // Another batch, changed lately (an element that started late wrote its output file again).
+    writeFileSync(join(arrays, 'ba9876543210_3.out'), 'young');
+    const later = LATER();
+    utimesSync(join(arrays, 'ba9876543210_3.out'), later / 1000, later / 1000);
+    // Not a name the launcher gives: never touched, however old.
+    writeFileSync(join(arrays, 'notes.txt'), 'keep');
+
+    const survey = await retention().survey(later);
+    expect(survey).toMatchObject({ arrayFiles: 4, arrayBytes: 4 });
+    expect(readdirSync(arrays).sort()).toEqual([...old, 'ba9876543210_3.out', 'notes.txt'].sort());
+
+    expect(await retention().sweep(later)).toMatchObject({ arrayFiles: 4, arrayBytes: 4 });
+    expect(readdirSync(arrays).sort()).toEqual(['ba9876543210_3.out', 'notes.txt']);
   });
 
   it('unlinks a task directory that is a link, and links inside one, never what they point to', async () => {

@@ -90,4 +90,11 @@ task directories: 3145728 bytes (3.0 MiB)
 nothing was changed (--dry-run)
 `);
   });
+
+  it('names the job array files it removed, when there were any', () => {
+    const tally = { ...emptyTally(), arrayFiles: 3, arrayBytes: 120 };
+    expect(renderGcReport(tally, { dryRun: false, cutoffMs: 0, days: 30 })).toContain(
+      'job array files in .arrays/: 3 (120 bytes) removed\n',
+    );
+  });
 });
