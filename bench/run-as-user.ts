@@ -9,6 +9,7 @@ import { openRedis } from '../src/store/redis-connection.js';
 import { RedisTaskStore } from '../src/store/redis-task-store.js';
 import { waitForJobs } from './wait-for-jobs.js';
 import { RUN_AS, unixUser } from '../test/helpers/run-as-user-installation.js';
+import { LEDGERS_DIR } from '../src/tes/task-directory.js';
 import { fmt, type Row } from './table.js';
 
 const run = promisify(execFile);
@@ -110,6 +111,7 @@ async function submitBurst(mode: 'service' | 'user', image: string, images: stri
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let jobIds: string[] = [];
+  let ids: string[] = [];
   try {
     const port = await portOf(child);
     const url = `http://127.0.0.1:${port}/ga4gh/tes/v1/tasks`;
@@ -124,7 +126,7 @@ async function submitBurst(mode: 'service' | 'user', image: string, images: stri
         run(process.execPath, ['-e', CLIENT, url, body, String(per), token], { maxBuffer: 64 * 1024 * 1024 }),
       ),
     );
-    const ids = created.flatMap(({ stdout }) => JSON.parse(stdout) as string[]);
+    ids = created.flatMap(({ stdout }) => JSON.parse(stdout) as string[]);
     const records = await waitForJobs(store, ids);
     jobIds = [...records.values()].map((r) => r.run!.jobId!);
     const last = Math.max(...[...records.values()].map((r) => Date.parse(r.run!.submittedAt!)));
@@ -138,6 +140,14 @@ async function submitBurst(mode: 'service' | 'user', image: string, images: stri
     redis.disconnect();
     rmSync(file, { force: true });
     rmSync(scratch, { recursive: true, force: true });
+    // The shared work root outlives the round: its task directories and the gateway's ledgers go,
+    // or every later round would work in a folder grown by the earlier ones.
+    if (mode === 'user') {
+      for (const id of ids) {
+        rmSync(join(RUN_AS.workRoot, id), { recursive: true, force: true });
+        rmSync(join(RUN_AS.workRoot, LEDGERS_DIR, id), { recursive: true, force: true });
+      }
+    }
   }
 }
 
