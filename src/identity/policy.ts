@@ -112,23 +112,49 @@ export class Policy {
           `${[...allowed].join(', ') || '(none)'} (identity.policy)`,
       });
     }
-    const check = (url: string | undefined, path: string): void => {
-      if (url === undefined) return;
-      const host = hostPathOf(url);
-      if (host === undefined) return;
-      if (!policy.roots.some((root) => within(host, root.path))) {
-        problems.push({
-          path,
-          message:
-            `${url} is outside the places ${user} may use: ` +
-            `${policy.roots.map((r) => r.path).join(', ') || '(none)'} (storage.allowedRoots, identity.policy)`,
-        });
-      }
-    };
-    task.inputs?.forEach((input, i) => check(input.url, `inputs[${i}].url`));
-    task.outputs?.forEach((output, i) => check(output.url, `outputs[${i}].url`));
+    problems.push(
+      ...placeProblems(
+        task,
+        policy.roots,
+        (url) =>
+          `${url} is outside the places ${user} may use: ` +
+          `${policy.roots.map((r) => r.path).join(', ') || '(none)'} (storage.allowedRoots, identity.policy)`,
+      ),
+    );
     return problems;
   }
+
+  /**
+   * The `file://` inputs and outputs of a task that carries no identity (auth.mode none) outside the
+   * site's roots, judged on the path as written, as checkTask does for a user.
+   */
+  checkPlaces(task: TaskRequest): FieldProblem[] {
+    return placeProblems(
+      task,
+      this.siteRoots,
+      (url) =>
+        `${url} is outside the allowed roots: ` +
+        `${this.siteRoots.map((r) => r.path).join(', ') || '(none)'} (storage.allowedRoots)`,
+    );
+  }
+}
+
+/** Inputs and outputs naming a host path (file:// or a bare absolute path) outside `roots`. */
+function placeProblems(
+  task: TaskRequest,
+  roots: readonly PolicyRoot[],
+  message: (url: string) => string,
+): FieldProblem[] {
+  const problems: FieldProblem[] = [];
+  const check = (url: string | undefined, path: string): void => {
+    if (url === undefined) return;
+    const host = hostPathOf(url);
+    if (host === undefined) return;
+    if (!roots.some((root) => within(host, root.path))) problems.push({ path, message: message(url) });
+  };
+  task.inputs?.forEach((input, i) => check(input.url, `inputs[${i}].url`));
+  task.outputs?.forEach((output, i) => check(output.url, `outputs[${i}].url`));
+  return problems;
 }
 
 /** The policy a configuration describes. */

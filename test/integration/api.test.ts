@@ -96,8 +96,19 @@ describe('GET /tasks/{id}', () => {
 });
 
 describe('tolerant input', () => {
+  // A gateway whose allowed roots hold the task's file URLs, which are refused at create otherwise.
+  let rooted: TestApi;
+  beforeAll(async () => {
+    rooted = await startTestApi('api-rooted', {
+      storage: { allowedRoots: [{ path: '/data', writable: true }] },
+    });
+  });
+  afterAll(async () => {
+    await rooted.close();
+  });
+
   it('accepts nulls, camelCase and echoed read-only fields', async () => {
-    const res = await postJson(`${api.base}/tasks`, {
+    const res = await postJson(`${rooted.base}/tasks`, {
       id: 'mine',
       state: 'COMPLETE',
       creation_time: 'yesterday',
@@ -110,7 +121,7 @@ describe('tolerant input', () => {
       executors: [{ image: 'alpine', command: ['true'], ignoreError: true, env: null }],
     });
     expect(res.status).toBe(200);
-    const full = await getJson(`${api.base}/tasks/${res.body.id}?view=FULL`);
+    const full = await getJson(`${rooted.base}/tasks/${res.body.id}?view=FULL`);
     expect(full.body).toMatchObject({
       state: 'QUEUED',
       tags: { run: 'r1' },

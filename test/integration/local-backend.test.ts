@@ -76,16 +76,22 @@ describe('the local backend', () => {
     ]);
   });
 
-  it('refuses a file input outside the allowed roots', async () => {
-    const id = await createTask(gw.base, {
-      inputs: [{ path: '/in/passwd', url: 'file:///etc/passwd' }],
-      executors: [{ image: 'alpine', command: ['cat', '/in/passwd'] }],
-    });
-    const task = await waitFor(gw.base, id, undefined, 30_000);
-    expect(task.state).toBe('SYSTEM_ERROR');
-    expect(task.logs[0].system_logs.join('\n')).toContain(
-      `inputs[0]: file:///etc/passwd is outside the allowed roots (${data})`,
-    );
+  it('refuses at create a file input or output outside the allowed roots, as written or encoded', async () => {
+    for (const [field, body] of [
+      ['inputs[0].url', { inputs: [{ path: '/in/passwd', url: 'file:///etc/passwd' }] }],
+      ['inputs[0].url', { inputs: [{ path: '/in/p', url: `file://${data}/%2e%2e/%2e%2e/etc/passwd` }] }],
+      ['outputs[0].url', { outputs: [{ path: '/out/x', url: `${data}/../evil` }] }],
+    ] as const) {
+      const res = await fetch(`${gw.base}/tasks`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ ...body, executors: [{ image: 'alpine', command: ['true'] }] }),
+      });
+      expect(res.status).toBe(400);
+      const answer = (await res.json()) as { message: string; errors: Array<{ path: string }> };
+      expect(answer.errors.map((e) => e.path)).toEqual([field]);
+      expect(answer.message).toContain(`is outside the allowed roots: ${data} (storage.allowedRoots)`);
+    }
   });
 
   it('cancels a running task and kills its processes', async () => {

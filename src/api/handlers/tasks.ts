@@ -37,6 +37,9 @@ export function taskHandlers({ store, queues, rules, listPageMaxBytes, policy, a
           audit(req, 'refused', { reason: 'policy', problems });
           throw new ValidationError(problems);
         }
+      } else {
+        const problems = policy.checkPlaces(request);
+        if (problems.length > 0) throw new ValidationError(problems);
       }
       const logs: TesTaskLog[] | undefined =
         check.ignoredBackendParameters.length > 0
