@@ -26,7 +26,11 @@ const closedFullTask = schemaValidator(spec, 'tesTaskFull', { closed: true });
 
 let gw: TestGateway;
 beforeAll(async () => {
-  gw = await startTestGateway('fuzz', {}, { roles: { api: true, worker: false } });
+  gw = await startTestGateway(
+    'fuzz',
+    { storage: { allowedRoots: [{ path: '/shared', writable: true }] } },
+    { roles: { api: true, worker: false } },
+  );
 });
 afterAll(async () => {
   await gw.close();

@@ -258,13 +258,13 @@ describe('unknown fields', () => {
     const body =
       '{"executors":[{"image":"a","command":["b"],"zzz":1,"ignoreError":true}],"toString":1,"constructor":2,' +
       '"__proto__":{"name":"inherited"},"cpuCores":3,"unknown":{"x":1},' +
-      '"inputs":[{"path":"/i","url":"file:///i","extra":{}}],"resources":{"cpuCores":2,"gpus":1}}';
+      '"inputs":[{"path":"/i","url":"http://example.org/i","extra":{}}],"resources":{"cpuCores":2,"gpus":1}}';
     const r = await postJson(`${BASE}/tasks`, body);
     expect(r.status).toBe(200);
     const id = (JSON.parse(r.body) as { id: string }).id;
     const expected = {
       executors: [{ image: 'a', command: ['b'], ignore_error: true }],
-      inputs: [{ path: '/i', url: 'file:///i', type: 'FILE' }],
+      inputs: [{ path: '/i', url: 'http://example.org/i', type: 'FILE' }],
       resources: { cpu_cores: 2 },
     };
     expect(await storedRequest(id)).toEqual(expected);
