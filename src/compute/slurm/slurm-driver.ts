@@ -165,9 +165,7 @@ export class SlurmDriver implements ComputeDriver {
     const user = request.user;
     if (helper && user) {
       const [task] = stagedTasks(user, [request]);
-      const out = await this.rejectedOrNot(() => helper.submit(user, task!), what).finally(() =>
-        dropStages([task!]),
-      );
+      const out = await this.handedOver([task!], () => helper.submit(user, task!), what);
       return parseJobId(out, request.args, what);
     }
     return parseJobId(await this.sbatch(request.args, what), request.args, what);
@@ -185,10 +183,28 @@ export class SlurmDriver implements ComputeDriver {
       user,
       burst.map((p) => p.request),
     );
-    const out = await this.rejectedOrNot(() => helper.submitArray(user, batchId, tasks), what).finally(() =>
-      dropStages(tasks),
-    );
+    const out = await this.handedOver(tasks, () => helper.submitArray(user, batchId, tasks), what);
     return parseJobId(out, burst[0]!.request.args, what);
+  }
+
+  /**
+   * Submits through the helper, which copies the stages into the user's task directories; then the
+   * stages go. After a submission they go in the background, off the path to the tasks' job ids (a
+   * removal of a few hundred small folders takes a while on some filesystems); after a failure
+   * before the call returns, so that a retry prepares its stage on clean ground.
+   */
+  private async handedOver(tasks: readonly StagedTask[], submit: () => Promise<string>, what: string) {
+    let out: string;
+    try {
+      out = await this.rejectedOrNot(submit, what);
+    } catch (err) {
+      await dropStages(tasks);
+      throw err;
+    }
+    void dropStages(tasks).catch((err: unknown) =>
+      this.options.logger?.warn({ err, what }, 'could not remove the stages of submitted tasks'),
+    );
+    return out;
   }
 
   /** One sbatch for a burst: a single task goes alone, several go as one array. */
@@ -353,10 +369,7 @@ function stagedTasks(user: string, requests: readonly LaunchRequest[]): StagedTa
   });
 }
 
-/**
- * The stages, once the helper has had them: the task directories are the user's now, and a retry of a
- * failed submission prepares its stage again.
- */
+/** The stages, once the helper has had them: the task directories are the user's now. */
 async function dropStages(tasks: readonly StagedTask[]): Promise<void> {
   await Promise.all(tasks.map((t) => rm(t.stageDir, { recursive: true, force: true })));
 }
