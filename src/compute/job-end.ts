@@ -79,6 +79,26 @@ export function meaningfulReason(raw: string | undefined): string | undefined {
   return reason && reason !== 'None' && reason !== '(null)' ? reason : undefined;
 }
 
+/**
+ * What can be done about a job Slurm holds, from its pending reason: a held job waits for someone,
+ * however long its task waits. Undefined for a reason that passes by itself (Priority, Resources).
+ */
+export function heldAdvice(reason: string | undefined, jobId: string): string | undefined {
+  if (!reason) return undefined;
+  const release = `scontrol release ${jobId}`;
+  if (/launch.?failed/i.test(reason)) {
+    return (
+      `its launch failed on the node and Slurm holds it: an administrator can release it (${release}) ` +
+      'once the node is fixed, or cancel the task to give up'
+    );
+  }
+  if (reason === 'JobHeldAdmin')
+    return `held by an administrator: it starts once released (${release}), or cancel the task`;
+  if (reason === 'JobHeldUser')
+    return `held by the job's user: it starts once released (${release}), or cancel the task`;
+  return undefined;
+}
+
 export function parseExitCode(raw: string): JobExitCode {
   const m = /^(\d+):(\d+)$/.exec(raw.trim());
   return m ? { code: Number(m[1]), signal: Number(m[2]) } : { code: 0, signal: 0 };

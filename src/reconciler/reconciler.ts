@@ -4,7 +4,7 @@ import { firstExecutorStarted, jobScriptEnded } from '../compute/executor-result
 import pLimit from 'p-limit';
 import { arrayJobName } from '../compute/slurm/job-arrays.js';
 import { jobNameFor } from '../compute/slurm/sbatch-args.js';
-import { meaningfulReason, phaseOf, vanishedJob, type JobStatus } from '../compute/job-end.js';
+import { heldAdvice, meaningfulReason, phaseOf, vanishedJob, type JobStatus } from '../compute/job-end.js';
 import type { Logger } from '../logger.js';
 import type { Enqueuer } from '../queue/jobs.js';
 import type { TaskBrief, TaskStore } from '../store/task-store.js';
@@ -267,7 +267,10 @@ export class Reconciler {
   private async onWaiting(record: TaskBrief, status: JobStatus): Promise<number> {
     if (record.state === 'CANCELING') return 0;
     const reason = meaningfulReason(status.reason);
-    const note = reason ? `Slurm job ${status.jobId} is ${status.rawState}: ${reason}` : '';
+    const advice = heldAdvice(reason, status.jobId);
+    const note = reason
+      ? `Slurm job ${status.jobId} is ${status.rawState}: ${reason}${advice ? `; ${advice}` : ''}`
+      : '';
     if (record.state === 'INITIALIZING' || record.state === 'RUNNING') {
       const requeued = await this.requeue(record, status, reason);
       // The requeue's note already says why it waits: the same reason is not written again.
@@ -294,7 +297,10 @@ export class Reconciler {
    * and says why; it moves forward again when the job restarts.
    */
   private async requeue(record: TaskBrief, status: JobStatus, reason: string | undefined): Promise<boolean> {
-    const note = `Slurm requeued job ${status.jobId}: now ${status.rawState}${reason ? ` (${reason})` : ''}`;
+    const advice = heldAdvice(reason, status.jobId);
+    const note =
+      `Slurm requeued job ${status.jobId}: now ${status.rawState}${reason ? ` (${reason})` : ''}` +
+      (advice ? `; ${advice}` : '');
     this.assertLeader();
     const t = await this.o.store.transition(record.id, 'QUEUED', {
       path: 'requeue',

@@ -93,7 +93,13 @@ describe('the reconciler', () => {
     ['INITIALIZING', 'PENDING', 'BeginTime', 'now PENDING (BeginTime)'],
     ['RUNNING', 'PENDING', 'BeginTime', 'now PENDING (BeginTime)'],
     ['RUNNING', 'REQUEUED', undefined, 'now REQUEUED'],
-    ['RUNNING', 'REQUEUE_HOLD', 'JobHeldAdmin', 'now REQUEUE_HOLD (JobHeldAdmin)'],
+    [
+      'RUNNING',
+      'REQUEUE_HOLD',
+      'JobHeldAdmin',
+      'now REQUEUE_HOLD (JobHeldAdmin); held by an administrator: it starts once released ' +
+        '(scontrol release job-rq-RUNNING-REQUEUE_HOLD), or cancel the task',
+    ],
     ['RUNNING', 'REQUEUE_FED', 'None', 'now REQUEUE_FED'],
     ['INITIALIZING', 'SPECIAL_EXIT', undefined, 'now SPECIAL_EXIT'],
   ] as const)(
@@ -169,7 +175,8 @@ describe('the reconciler', () => {
     expect(await systemLogs(id)).toEqual([
       'Slurm job job-q is PENDING: Priority',
       'Slurm job job-q is PENDING: Resources',
-      'Slurm job job-q is REQUEUE_HOLD: JobHeldUser',
+      "Slurm job job-q is REQUEUE_HOLD: JobHeldUser; held by the job's user: it starts once released " +
+        '(scontrol release job-q), or cancel the task',
     ]);
     jobs.delete('job-q');
   });

@@ -146,7 +146,12 @@ describe('submission', () => {
   it('cancels a task whose job is pending in Slurm, with the pending reason in the logs', async () => {
     gw = await startTestGateway('pending', slurmConfig({ extraArgs: ['--hold'] }));
     const id = await createTask(gw.base, { executors: [{ image, command: ['true'] }] });
-    const pending = await waitForLog(gw, id, /JobHeldUser/);
+    // Held, the task says so, and who can release it how.
+    const pending = await waitForLog(
+      gw,
+      id,
+      /JobHeldUser; held by the job's user: it starts once released \(scontrol release \d+\), or cancel the task/,
+    );
     expect(pending.state).toBe('QUEUED');
     const res = await fetch(`${gw.base}/tasks/${id}:cancel`, {
       method: 'POST',

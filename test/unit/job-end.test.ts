@@ -1,4 +1,5 @@
 import {
+  heldAdvice,
   decideEndState,
   phaseOf,
   vanishedJob,
@@ -182,5 +183,20 @@ describe('a job nobody knows any more', () => {
 
   it("ends as the executors' exit codes say when every executor recorded one", () => {
     expect(decideEndState(vanishedJob('77'), ok, false).state).toBe('COMPLETE');
+  });
+});
+
+describe('held jobs', () => {
+  it('says who can release a held job, and how', () => {
+    expect(heldAdvice('launch failed requeued held', '42')).toBe(
+      'its launch failed on the node and Slurm holds it: an administrator can release it ' +
+        '(scontrol release 42) once the node is fixed, or cancel the task to give up',
+    );
+    expect(heldAdvice('JobHeldAdmin', '42_3')).toContain(
+      'held by an administrator: it starts once released (scontrol release 42_3)',
+    );
+    expect(heldAdvice('JobHeldUser', '7')).toContain("held by the job's user");
+    for (const passing of ['Priority', 'Resources', 'BeginTime', undefined])
+      expect(heldAdvice(passing, '1')).toBeUndefined();
   });
 });
