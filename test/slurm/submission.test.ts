@@ -205,8 +205,16 @@ describe('submission', () => {
 
   it('takes the task of a job Slurm requeues back to QUEUED, then runs it to the end', async () => {
     gw = await startTestGateway('requeue', slurmConfig());
+    // The first run waits to be requeued; the second, which finds the mark the first left in the
+    // task's volume, ends at once.
     const id = await createTask(gw.base, {
-      executors: [{ image, command: ['sh', '-c', 'sleep 3; echo done'] }],
+      volumes: ['/vol'],
+      executors: [
+        {
+          image,
+          command: ['sh', '-c', 'if [ -e /vol/ran ]; then echo done; else touch /vol/ran; sleep 120; fi'],
+        },
+      ],
     });
     await waitFor(gw.base, id, ['RUNNING'], 60_000);
     const [jobId] = jobsNamed(id);
