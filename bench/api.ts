@@ -19,7 +19,9 @@ import { fmt, percentile, type Row } from './table.js';
  * Auth off and auth on are two gateways, each on its own Redis prefix so that both stores grow
  * alike, measured in turns (off, on, off, on, ...): on a 2-core host two runs of one setup can differ
  * by far more than the 10% that token checks may cost, and turns spread that drift over both sides.
- * Each side reports its median round (BENCH_ROUNDS, 3 by default).
+ * Each side reports its median round (BENCH_ROUNDS, 3 by default). Each round also reads the auth-off
+ * gateway's tasks through a bare server (bare-server.ts), the ceiling of this stack on this host, and
+ * the gateway's GET rate is reported as a share of it.
  */
 const STORED = 100_000;
 const LOAD_SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
@@ -41,6 +43,9 @@ interface Runs {
   creates: Result[];
   reads: Result[];
 }
+
+/** The bare server of bare-server.ts, reading the auth-off gateway's tasks. */
+const BARE_PROCESSES = 2;
 
 export async function benchApi(rows: Row[]): Promise<void> {
   if (!Number.isInteger(ROUNDS) || ROUNDS < 1) {
@@ -80,6 +85,20 @@ export async function benchApi(rows: Row[]): Promise<void> {
       return { label, base, headers: {}, store };
     };
     const off = await startTarget('auth-off', overrides);
+    const bareBase = `http://127.0.0.1:${port + 2}/ga4gh/tes/v1`;
+    started.push(
+      await startProcess(
+        [
+          'dist/bench/bare-server.js',
+          String(port + 2),
+          prefix,
+          String(BARE_PROCESSES),
+          config.redis.url ?? 'redis://127.0.0.1:6379',
+        ],
+        `http://127.0.0.1:${port + 2}/ready`,
+      ),
+    );
+    const bare: Target = { label: 'bare', base: bareBase, headers: {}, store: off.store };
     const on = await startTarget('auth-on', authOverrides);
     const tokens = new TokenStore(redis, on.store.keys.tokens, {
       cacheTtlMs: authConfig.auth.tokens.cacheTtlMs,
@@ -101,6 +120,7 @@ export async function benchApi(rows: Row[]): Promise<void> {
     });
     const offRuns: Runs = { creates: [], reads: [] };
     const onRuns: Runs = { creates: [], reads: [] };
+    const bareReads: Result[] = [];
     let offMemory = 0;
     let offCreated = 0;
     for (let round = 0; round < ROUNDS; round++) {
@@ -113,6 +133,7 @@ export async function benchApi(rows: Row[]): Promise<void> {
       onRuns.creates.push(await loadCreates(on, body));
       offRuns.reads.push(await loadReads(off, await off.store.idsInState('QUEUED', 10_000)));
       onRuns.reads.push(await loadReads(on, await on.store.idsInState('QUEUED', 10_000)));
+      bareReads.push(await loadReads(bare, await off.store.idsInState('QUEUED', 10_000)));
     }
 
     const created = medianRun(offRuns.creates);
@@ -138,6 +159,21 @@ export async function benchApi(rows: Row[]): Promise<void> {
       verdict: read.requests.average >= 5000 ? 'met' : 'missed',
     });
     pushErrors(rows, 'GET errors', offRuns.reads);
+    const bareRead = medianRun(bareReads);
+    rows.push({
+      section: 'api',
+      metric: `the same against a bare node:http + ioredis server (${BARE_PROCESSES} processes, same JSON)`,
+      value: fmt(bareRead.requests.average),
+    });
+    pushErrors(rows, 'bare server GET errors', bareReads);
+    const ofBare = read.requests.average / bareRead.requests.average;
+    rows.push({
+      section: 'api',
+      metric: 'GET /tasks/{id} per second: gateway / bare server',
+      value: fmt(ofBare, 2),
+      goal: '>= 0.5',
+      verdict: ofBare >= 0.5 ? 'met' : 'missed',
+    });
 
     const createdOn = medianRun(onRuns.creates);
     rows.push({
@@ -167,8 +203,8 @@ export async function benchApi(rows: Row[]): Promise<void> {
     });
     rows.push({
       section: 'api',
-      metric: `rounds of ${LOAD_SECONDS} s, GETs per second: auth off / on`,
-      value: `${rates(offRuns.reads)} / ${rates(onRuns.reads)}`,
+      metric: `rounds of ${LOAD_SECONDS} s, GETs per second: auth off / on / bare server`,
+      value: `${rates(offRuns.reads)} / ${rates(onRuns.reads)} / ${rates(bareReads)}`,
     });
 
     // Fill the auth-off store to 100,000 tasks: 1% carry the tag the list asks for.
@@ -302,10 +338,13 @@ function pushRatio(rows: Row[], metric: string, on: Result, off: Result): void {
   });
 }
 
-async function startApiProcess(configFile: string, probe: string): Promise<ChildProcess> {
-  const child = spawn(process.execPath, ['dist/src/main.js', 'api', '--config', configFile], {
-    stdio: ['ignore', 'ignore', 'inherit'],
-  });
+function startApiProcess(configFile: string, probe: string): Promise<ChildProcess> {
+  return startProcess(['dist/src/main.js', 'api', '--config', configFile], probe);
+}
+
+/** Starts `node ARGS...` and waits until `probe` answers 2xx. */
+async function startProcess(args: string[], probe: string): Promise<ChildProcess> {
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'inherit'] });
   for (let i = 0; i < 100; i++) {
     try {
       if ((await fetch(probe)).ok) return child;
@@ -315,7 +354,7 @@ async function startApiProcess(configFile: string, probe: string): Promise<Child
     await new Promise((r) => setTimeout(r, 100));
   }
   await stopApiProcess(child);
-  throw new Error(`the API process (${configFile}) did not answer ${probe} within 10 s`);
+  throw new Error(`node ${args.join(' ')} did not answer ${probe} within 10 s`);
 }
 
 /** SIGTERM (which also stops the processes it forked), then SIGKILL if it is still there after 10 s. */
