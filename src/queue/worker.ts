@@ -6,7 +6,7 @@ import { isPermanent } from '../errors.js';
 import type { JobKind, JobPayloads } from './jobs.js';
 import type { ProcessorContext } from './processors/context.js';
 import { processCancel } from './processors/cancel.js';
-import { processFinalize } from './processors/finalize.js';
+import { PeakMemory, processFinalize } from './processors/finalize.js';
 import { processSubmit } from './processors/submit.js';
 
 /**
@@ -30,10 +30,13 @@ export class TaskWorkers {
   private readonly workers: Worker[];
   /** Each worker blocks on its own connection; BullMQ leaves connections it was given open. */
   private readonly connections: Redis[] = [];
+  /** Peak memory lookups, which finish after their tasks' finalizations. */
+  private readonly peaks: PeakMemory;
 
   constructor(connection: Redis, prefix: string, ctx: ProcessorContext, tuning: WorkerTuning) {
     const cancels = new Batcher<CancelRequest, void>((jobs) => ctx.driver.cancel(jobs));
     const usage = new Batcher<string, number>((jobIds) => ctx.driver.usage(jobIds), 250);
+    this.peaks = new PeakMemory(ctx, usage);
     const make = <K extends JobKind>(
       kind: K,
       concurrency: number,
@@ -56,7 +59,7 @@ export class TaskWorkers {
       ),
       make('cancel', 64, (job) => processCancel(job.data.taskId, ctx, cancels, job.data.jobId)),
       make('finalize', tuning.finalizeConcurrency, (job) =>
-        processFinalize(job.data.taskId, job.data.status, ctx, usage),
+        processFinalize(job.data.taskId, job.data.status, ctx, this.peaks),
       ),
     ];
     for (const w of this.workers) {
@@ -79,6 +82,7 @@ export class TaskWorkers {
    */
   async close(force = false): Promise<void> {
     await Promise.all(this.workers.map((w) => w.close(force)));
+    if (!force) await this.peaks.settle();
     for (const c of this.connections) c.disconnect();
   }
 }

@@ -108,6 +108,16 @@ describe('tasks on the real Slurm cluster', () => {
     expect(existsSync(join(dir, 'job.sh'))).toBe(true);
   });
 
+  it('adds the job’s peak memory from accounting after the task has ended', async () => {
+    await waitFor(gw.base, ids.ok!);
+    let metadata: Record<string, string> = {};
+    for (let i = 0; i < 100 && metadata.max_rss_bytes === undefined; i++) {
+      metadata = (await getTask(gw.base, ids.ok!)).logs[0].metadata;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    expect(metadata.max_rss_bytes).toMatch(/^[1-9]\d*$/);
+  });
+
   it('ends EXECUTOR_ERROR with the exit code when an executor exits 3', async () => {
     const task = await waitFor(gw.base, ids.exit3!);
     expect(task.state).toBe('EXECUTOR_ERROR');

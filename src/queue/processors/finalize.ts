@@ -29,12 +29,12 @@ export async function processFinalize(
   taskId: string,
   status: JobStatus,
   ctx: ProcessorContext,
-  usage?: Batcher<string, number>,
+  peaks?: PeakMemory,
 ): Promise<void> {
   // One finalization of a task at a time: a second one (a queue job run again after a stall) waits,
   // then finds the task terminal, instead of delivering its outputs over the first one's.
   await underLease(ctx.taskLease?.('finalize', taskId), taskId, 'finalization', ctx.logger, () =>
-    finalize(taskId, status, ctx, usage).catch((err: unknown) => {
+    finalize(taskId, status, ctx, peaks).catch((err: unknown) => {
       if (err instanceof HelperRefusedError) return endRefused(taskId, status, err, ctx);
       throw err;
     }),
@@ -80,7 +80,7 @@ async function finalize(
   taskId: string,
   status: JobStatus,
   ctx: ProcessorContext,
-  usage: Batcher<string, number> | undefined,
+  peaks: PeakMemory | undefined,
 ): Promise<void> {
   const { store } = ctx;
   for (let round = 0; round < 2; round++) {
@@ -181,7 +181,7 @@ async function finalize(
     });
     if (t.outcome === 'ok' || t.outcome === 'same') {
       ctx.logger.info({ taskId, state, jobId: status.jobId }, 'task finished');
-      if (usage && status.maxRssBytes === undefined) await recordPeakMemory(taskId, status.jobId, ctx, usage);
+      peaks?.lookUp(taskId, status);
       return;
     }
     // A cancel came in while this ran: decide again, as cancelled.
@@ -193,24 +193,41 @@ function toIso(epochSeconds: number | undefined): string | undefined {
 }
 
 /**
- * Peak memory lives on the job's step rows, which accounting may fill in a little later; it is looked
- * up after the terminal state is written (so clients are not kept waiting for it), in one query for
- * all jobs that ended together, and added to the task's metadata.
+ * Peak memory lives on the job's step rows, which accounting may fill in a little later. It is looked
+ * up after the terminal state is written, in the background: clients are not kept waiting for it, nor
+ * are the finalizations behind it, since a lookup waits for the others of its window (one sacct for
+ * all jobs that ended together). A job that never started (cancelled while pending) has no steps and
+ * is not looked up. `settle` waits for the lookups under way, before the process stops.
  */
-async function recordPeakMemory(
-  taskId: string,
-  jobId: string,
-  ctx: ProcessorContext,
-  usage: Batcher<string, number>,
-): Promise<void> {
-  try {
-    const bytes = await usage.request(jobId);
-    if (bytes === undefined) return;
-    const record = await ctx.store.get(taskId);
-    if (!record?.logs?.[0]) return;
-    const metadata = { ...(record.logs[0].metadata ?? {}), max_rss_bytes: String(bytes) };
-    await ctx.store.setLogs(taskId, withLog(record.logs, { metadata }));
-  } catch (err) {
-    ctx.logger.warn({ err, taskId, jobId }, 'job memory usage unavailable');
+export class PeakMemory {
+  private readonly pending = new Set<Promise<void>>();
+
+  constructor(
+    private readonly ctx: Pick<ProcessorContext, 'store' | 'logger'>,
+    private readonly usage: Batcher<string, number>,
+  ) {}
+
+  lookUp(taskId: string, status: JobStatus): void {
+    if (status.maxRssBytes !== undefined || status.startTime === undefined) return;
+    const lookup = this.record(taskId, status.jobId).finally(() => this.pending.delete(lookup));
+    this.pending.add(lookup);
+  }
+
+  async settle(): Promise<void> {
+    while (this.pending.size > 0) await Promise.all(this.pending);
+  }
+
+  private async record(taskId: string, jobId: string): Promise<void> {
+    const { store, logger } = this.ctx;
+    try {
+      const bytes = await this.usage.request(jobId);
+      if (bytes === undefined) return;
+      const record = await store.get(taskId);
+      if (!record?.logs?.[0]) return;
+      const metadata = { ...(record.logs[0].metadata ?? {}), max_rss_bytes: String(bytes) };
+      await store.setLogs(taskId, withLog(record.logs, { metadata }));
+    } catch (err) {
+      logger.warn({ err, taskId, jobId }, 'job memory usage unavailable');
+    }
   }
 }
