@@ -4,6 +4,7 @@ import { benchData } from './data.js';
 import { benchLifecycle } from './lifecycle.js';
 import { benchSoak } from './soak.js';
 import { benchRunAsUser } from './run-as-user.js';
+import { benchScale } from './scale.js';
 import { printTable, type Row } from './table.js';
 
 /**
@@ -17,6 +18,7 @@ const SECTIONS: Record<string, (rows: Row[]) => Promise<void>> = {
   data: benchData,
   lifecycle: benchLifecycle,
   'run-as-user': benchRunAsUser,
+  scale: benchScale,
   soak: benchSoak,
 };
 

@@ -9,6 +9,7 @@ import { createLogger } from '../src/logger.js';
 import { SlurmDriver } from '../src/compute/slurm/slurm-driver.js';
 import { dropPrefix } from '../src/store/drop-prefix.js';
 import { waitForJobs } from './wait-for-jobs.js';
+import { cancelGatewayJobs } from './slurm-cleanup.js';
 import { fmt, percentile, type Row } from './table.js';
 
 const run = promisify(execFile);
@@ -193,6 +194,9 @@ export async function benchSlurm(rows: Row[]): Promise<void> {
       verdict: perCycle <= 1 ? 'met' : 'missed',
     });
   } finally {
+    // A run that failed half way leaves no job of its tasks queued on the cluster.
+    await cancelGatewayJobs(redis, gateway.store.keys);
+    await run('scancel', ['--name=bench-plain']).catch(() => undefined);
     await gateway.close();
     await dropPrefix(redis, prefix);
     redis.disconnect();
