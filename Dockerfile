@@ -59,13 +59,14 @@ RUN userdel --remove node \
 
 WORKDIR /app
 ENV NODE_ENV=production
-# Owned by root: the gateway's own user cannot change its code. The app finds spec/ and libexec/
-# next to package.json at run time.
+# Owned by root: the gateway's own user cannot change its code. The app finds spec/, libexec/ and
+# ui/ (the dashboard's files) next to package.json at run time.
 COPY --from=build /src/package.json ./package.json
 COPY --from=build /src/node_modules ./node_modules
 COPY --from=build /src/dist ./dist
 COPY spec ./spec
 COPY libexec ./libexec
+COPY ui ./ui
 RUN printf '#!/bin/sh\nexec node /app/dist/src/main.js "$@"\n' > /usr/local/bin/tes-gateway \
     && chmod 0755 /usr/local/bin/tes-gateway libexec/apptainer-bwrap
 
@@ -74,12 +75,16 @@ USER ${TESGW_UID}:${TESGW_GID}
 # container's own interface for the published port to reach it. This variable wins over server.host
 # in the YAML file: set it to another address to change that.
 ENV TES_GATEWAY_HOST=0.0.0.0
-EXPOSE 8000
+# A worker's listener for /healthz, /readyz and /metrics (worker.http), on the same terms: these two
+# win over worker.http in the YAML file.
+ENV TES_GATEWAY_WORKER_HTTP_HOST=0.0.0.0 TES_GATEWAY_WORKER_HTTP_PORT=9464
+EXPOSE 8000 9464
 
-# A worker has no HTTP server, so the check passes for it; for serve and api it asks the API on the
-# port TES_GATEWAY_PORT names (8000 when the port is set only in the YAML file).
+# Liveness, without I/O: /healthz of the API (serve, api) on the port TES_GATEWAY_PORT names (8000
+# when the port is set only in the YAML file), or of a worker's listener on the port
+# TES_GATEWAY_WORKER_HTTP_PORT names.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
-    CMD ["node", "-e", "const a=require('fs').readFileSync('/proc/1/cmdline','utf8').split('\\0');if(a.includes('worker'))process.exit(0);require('http').get({host:'127.0.0.1',port:Number(process.env.TES_GATEWAY_PORT||8000),path:'/ga4gh/tes/v1/service-info',timeout:4000},r=>process.exit(r.statusCode===200?0:1)).on('error',()=>process.exit(1)).on('timeout',()=>process.exit(1))"]
+    CMD ["node", "-e", "const a=require('fs').readFileSync('/proc/1/cmdline','utf8').split('\\0');const e=process.env;const port=a.includes('worker')?e.TES_GATEWAY_WORKER_HTTP_PORT||9464:e.TES_GATEWAY_PORT||8000;require('http').get({host:'127.0.0.1',port:Number(port),path:'/healthz',timeout:4000},r=>process.exit(r.statusCode===200?0:1)).on('error',()=>process.exit(1)).on('timeout',()=>process.exit(1))"]
 
 ENTRYPOINT ["node", "/app/dist/src/main.js"]
 CMD ["serve"]

@@ -14,6 +14,22 @@ const below = (dir, ...higher) => ({
 });
 const composition = ['main.ts', 'gateway.ts', 'app.ts'];
 const layerZones = [
+  // The TES client (cli/) knows TES over HTTP only, so it works against any server, not only this one.
+  below(
+    'cli',
+    'api',
+    'reconciler',
+    'queue',
+    'compute',
+    'staging',
+    'apptainer',
+    'identity',
+    'store',
+    'tes',
+    'config',
+    'run-as',
+    ...composition,
+  ),
   below('api', 'compute', 'reconciler', 'queue/processors', ...composition),
   below('reconciler', 'api', ...composition),
   below('queue', 'api', 'reconciler', ...composition),
@@ -82,7 +98,17 @@ const processWrappers = [
 ];
 
 export default tseslint.config(
-  { ignores: ['dist/**', 'node_modules/**', 'src/api/generated/**', 'coverage/**', '**/*.js', '**/*.mjs'] },
+  {
+    ignores: [
+      'dist/**',
+      'node_modules/**',
+      'src/api/generated/**',
+      'coverage/**',
+      '**/*.js',
+      '**/*.mjs',
+      '!ui/*.js',
+    ],
+  },
   ...tseslint.configs.recommendedTypeChecked,
   {
     languageOptions: { parserOptions: { projectService: true, tsconfigRootDir: import.meta.dirname } },
@@ -119,6 +145,47 @@ export default tseslint.config(
     },
   },
   { files: processWrappers, rules: { 'no-restricted-imports': 'off' } },
+  // The dashboard (ui/): plain ES modules for the browser, with no build step and so no types.
+  {
+    files: ['ui/*.js'],
+    ...tseslint.configs.disableTypeChecked,
+    languageOptions: {
+      ...tseslint.configs.disableTypeChecked.languageOptions,
+      sourceType: 'module',
+      globals: Object.fromEntries(
+        [
+          'AbortController',
+          'document',
+          'FormData',
+          'fetch',
+          'location',
+          'sessionStorage',
+          'setTimeout',
+          'clearTimeout',
+          'URL',
+          'URLSearchParams',
+          'window',
+        ].map((name) => [name, 'readonly']),
+      ),
+    },
+    rules: {
+      ...tseslint.configs.disableTypeChecked.rules,
+      'no-undef': 'error',
+      eqeqeq: 'error',
+      // Task fields are hostile: text goes in as text nodes (ui/dom.js), never as markup.
+      'no-restricted-properties': [
+        'error',
+        ...['innerHTML', 'outerHTML', 'insertAdjacentHTML', 'write', 'writeln'].map((property) => ({
+          property,
+          message: 'build elements with h() from ui/dom.js: task fields must never become markup',
+        })),
+      ],
+      'no-restricted-globals': [
+        'error',
+        { name: 'localStorage', message: 'the token is kept in sessionStorage only' },
+      ],
+    },
+  },
   {
     files: ['test/**/*.ts', 'bench/**/*.ts'],
     rules: {

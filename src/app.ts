@@ -18,6 +18,8 @@ import { packageVersion, projectRoot } from './version.js';
 import { authenticate, type JwtVerifier, type TokenVerifier } from './api/authenticate.js';
 import { createAudit } from './api/audit.js';
 import { policyFor, type Policy } from './identity/policy.js';
+import { httpMetrics, opsRoutes, type OpsDeps } from './observability/ops-routes.js';
+import { dashboard, DASHBOARD_PATH } from './api/dashboard.js';
 
 export const BASE_PATHS = ['/ga4gh/tes/v1', '/v1'] as const;
 
@@ -36,6 +38,8 @@ export interface AppDeps {
   };
   /** Check every response against the spec too (tests switch this on). */
   validateResponses?: boolean;
+  /** /healthz, /readyz and /metrics, and the metrics requests and tasks are recorded in. */
+  observability?: OpsDeps;
 }
 
 export function specPath(): string {
@@ -55,6 +59,7 @@ export function createApp(deps: AppDeps): Express {
     queues: deps.queues,
     rules,
     listPageMaxBytes: config.limits.listPageMaxBytes,
+    onCreated: deps.observability && ((user) => deps.observability!.metrics.taskCreated(user)),
   });
   const info = buildServiceInfo(config, {
     storage: deps.storage,
@@ -67,8 +72,15 @@ export function createApp(deps: AppDeps): Express {
   app.disable('x-powered-by');
   app.set('etag', false);
   app.set('query parser', parseQuery);
+  // Probes and scrapes: before logging, authentication and the validator, none of which they need.
+  if (deps.observability) {
+    app.use(opsRoutes(deps.observability));
+    app.use(httpMetrics(deps.observability.metrics));
+  }
   app.use(requestContext(deps.logger, [config.auth.apiKeyParamName]));
   app.use(checkRequestTarget);
+  // The dashboard's files are public and static; the data it shows comes through the API below.
+  if (config.server.dashboard) app.use(DASHBOARD_PATH, dashboard(join(projectRoot(), 'ui')));
   // Credentials are checked before a body is read: a caller without them costs no parsing.
   if (config.auth.mode !== 'none') {
     app.use(

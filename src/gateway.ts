@@ -33,6 +33,15 @@ import type { TaskOwner } from './tes/types.js';
 import { TaskRetention } from './task-retention.js';
 import { UserHelper } from './run-as/user-helper.js';
 import { LEDGERS_DIR } from './tes/task-directory.js';
+import { GatewayMetrics } from './observability/metrics.js';
+import {
+  cachedCheck,
+  Readiness,
+  redisCheck,
+  workRootCheck,
+  type ReadinessCheck,
+} from './observability/readiness.js';
+import { startOpsServer } from './observability/ops-routes.js';
 import { chmod, lstat, mkdir } from 'node:fs/promises';
 import { posix } from 'node:path';
 
@@ -51,8 +60,14 @@ export interface Gateway {
   reconciler?: Reconciler;
   workers?: TaskWorkers;
   images?: ImageResolver;
+  /** This process's metrics (its own registry). */
+  metrics: GatewayMetrics;
+  readiness: Readiness;
   /** The port the API listens on (useful when the configured port is 0). */
   port?: number;
+  /** A worker's listener for probes and metrics (worker.http), and its port. */
+  opsServer?: Server;
+  opsPort?: number;
   close(): Promise<void>;
 }
 
@@ -65,17 +80,18 @@ export function userHelperOf(config: Config): UserHelper | undefined {
   return new UserHelper(config.identity.helper);
 }
 
-/** Submissions a worker runs at once (worker.submitConcurrency, or its default for the mode). */
-export function submitConcurrencyOf(config: Config): number {
-  return config.worker.submitConcurrency ?? (config.identity.runAs === 'user' ? 256 : 64);
-}
-
 /** The exhaustive choice of launcher. */
-export function buildDriver(config: Config, logger: Logger, runAs?: UserHelper): ComputeDriver {
+export function buildDriver(
+  config: Config,
+  logger: Logger,
+  runAs?: UserHelper,
+  metrics?: GatewayMetrics,
+): ComputeDriver {
   switch (config.backend) {
     case 'slurm':
       return new SlurmDriver({
         runAs,
+        metrics,
         binDir: config.slurm.binDir,
         timeoutMs: config.slurm.commandTimeoutMs,
         maxConcurrentCalls: config.slurm.maxConcurrentCalls,
@@ -119,6 +135,7 @@ export function buildImageResolver(
   redis: Redis,
   store: RedisTaskStore,
   logger: Logger,
+  metrics?: GatewayMetrics,
 ): ImageResolver {
   if (config.container.runtime === 'bwrap-host') return new DirectImages();
   const c = config.container;
@@ -133,6 +150,7 @@ export function buildImageResolver(
     maxBytes: c.imageCacheMaxBytes,
     policy: { imageRoots: c.imageRoots, allowedSchemes: c.allowedImageSchemes },
     logger,
+    metrics,
     // Images of tasks not yet finished stay, whatever their age: those with a job, and the oldest
     // waiting ones (being submitted). Only their images are read, never their requests.
     inUse: async () => {
@@ -194,18 +212,26 @@ export async function startGateway(
   const runAs = userHelperOf(config);
   // Run as their owners, users make their task directories in the work root (sticky, 1733).
   if (runAs && roles.worker) await makeSharedWorkRoot(config.workRoot);
-  const driver = buildDriver(config, logger, runAs);
+  const metrics = new GatewayMetrics({
+    sources: { taskStates: () => store.countByState(), queues: () => queues.depth() },
+    cacheMs: config.metrics.cacheMs,
+    userLabels: config.auth.mode === 'none' ? 0 : config.metrics.userLabels,
+  });
+  const driver = buildDriver(config, logger, runAs, metrics);
   const roots = new AllowedRoots(config.storage.allowedRoots);
   const policy = policyFor(config);
   const s3 = new S3Storage(config.storage.s3);
   const http = new HttpFetcher(config.storage.http);
   const fetchers = [http, s3];
-  const outputs = new OutputDeliverer(roots, [s3]);
+  const outputs = new OutputDeliverer(roots, [s3], metrics);
+  const readiness = new Readiness(readinessChecks(config, roles, redis, driver));
   const gateway: Gateway = {
     config,
     store,
     queues,
     driver,
+    metrics,
+    readiness,
     close: async () => {
       const deadline = Date.now() + config.server.shutdownTimeoutMs;
       const left = (): number => Math.max(0, deadline - Date.now());
@@ -227,12 +253,18 @@ export async function startGateway(
       await driver.close();
       s3.close();
       http.close();
+      // Last: the probes and metrics of a worker stay while it finishes its queue jobs.
+      if (gateway.opsServer) {
+        const opsClosed = new Promise<void>((resolve) => gateway.opsServer!.close(() => resolve()));
+        gateway.opsServer.closeAllConnections();
+        await opsClosed;
+      }
       redis.disconnect();
     },
   };
 
   if (roles.worker) {
-    const images = buildImageResolver(config, redis, store, logger);
+    const images = buildImageResolver(config, redis, store, logger, metrics);
     gateway.images = images;
     const prepare: PrepareDeps = {
       workRoot: config.workRoot,
@@ -247,6 +279,7 @@ export async function startGateway(
           maxDownloadBytes: config.storage.maxTaskDownloadBytes,
           maxListedObjects: config.storage.s3.maxListedObjects,
         },
+        metrics,
       },
       images,
       forOwner: ownerSettings(policy, roots),
@@ -267,8 +300,9 @@ export async function startGateway(
         endStates: { preempted: config.slurm.preempted },
         taskLease: (work, taskId) =>
           new TaskLease(redis, store.keys.lock(`${work}:${taskId}`), TASK_LEASE_MS),
+        metrics,
       },
-      { ...config.worker, submitConcurrency: submitConcurrencyOf(config) },
+      config.worker,
     );
     gateway.reconciler = new Reconciler({
       store,
@@ -282,8 +316,28 @@ export async function startGateway(
       missingGraceMs: config.slurm.missingGraceMs,
       housekeeping: retentionOf(config, redis, queues, logger, runAs),
       housekeepingIntervalMs: config.retention.intervalMs,
+      metrics,
     });
     gateway.reconciler.start();
+    const listener = config.worker.http;
+    if (!roles.api && listener.port !== undefined) {
+      try {
+        gateway.opsServer = await startOpsServer(
+          { metrics, readiness, metricsToken: config.metrics.token },
+          listener.host,
+          listener.port,
+          logger,
+        );
+      } catch (err) {
+        await gateway.close();
+        throw new Error(
+          `the worker's listener could not listen on ${listener.host}:${listener.port} (worker.http): ` +
+            (err as Error).message,
+        );
+      }
+      const address = gateway.opsServer.address();
+      if (address && typeof address === 'object') gateway.opsPort = address.port;
+    }
   }
 
   if (roles.api) {
@@ -295,6 +349,7 @@ export async function startGateway(
       backendParameters: driver.supportedBackendParameters,
       identity: { ...identitySetup(config, redis, store.keys.tokens), policy },
       storage: [...new Set([...inputSchemes(fetchers), ...outputs.schemes])],
+      observability: { metrics, readiness, metricsToken: config.metrics.token },
     });
     gateway.app = app;
     await new Promise<void>((resolve, reject) => {
@@ -316,6 +371,25 @@ export async function startGateway(
     }
   }
   return gateway;
+}
+
+/**
+ * What this process needs to do its work: Redis always; a worker also the Slurm controller (asked at
+ * most every 5 s: `scontrol ping`) and a work root it can write in.
+ */
+function readinessChecks(
+  config: Config,
+  roles: Roles,
+  redis: Redis,
+  driver: ComputeDriver,
+): ReadinessCheck[] {
+  const checks = [redisCheck(redis)];
+  if (!roles.worker) return checks;
+  if (driver instanceof SlurmDriver) {
+    checks.push(cachedCheck({ name: 'slurm', run: () => driver.cli.ping() }, 5000));
+  }
+  checks.push(workRootCheck(config.workRoot));
+  return checks;
 }
 
 /**

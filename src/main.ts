@@ -10,6 +10,7 @@ import type { Config } from './config/schema.js';
 import { RedisTaskStore } from './store/redis-task-store.js';
 import { runTokenCommand } from './token-command.js';
 import { runGcCommand } from './gc-command.js';
+import { runTaskCommand } from './cli/task-command.js';
 import { createLogger, type Logger } from './logger.js';
 import {
   PidFileError,
@@ -27,6 +28,13 @@ const USAGE = `usage: tes-gateway <serve|api|worker> [--config FILE] [--pid-file
        tes-gateway token create --user NAME [--name LABEL] [--expires DURATION] [--config FILE]
        tes-gateway token list [--user NAME] [--json] [--config FILE]
        tes-gateway token revoke ID [--config FILE]
+       tes-gateway task create FILE|- [--url URL] [--token TOKEN] [--json]
+       tes-gateway task list [--state STATE] [--name-prefix PREFIX] [--tag KEY[=VALUE]]...
+                 [--view VIEW] [--page-size N] [--page-token TOKEN] [--all] [--url ...] [--json]
+       tes-gateway task get ID [--view MINIMAL|BASIC|FULL] [--url ...] [--json]
+       tes-gateway task cancel ID... [--url ...] [--json]
+       tes-gateway task wait ID... [--timeout DURATION] [--url ...] [--json]
+       tes-gateway task logs ID [--follow] [--url ...] [--json]
 
   serve    the API, the queue workers and the reconciler in one process (the default)
   api      only the HTTP API (scale it out behind a load balancer)
@@ -42,6 +50,19 @@ const USAGE = `usage: tes-gateway <serve|api|worker> [--config FILE] [--pid-file
            auth.tokens.defaultLifetime, or --expires: 30m, 12h, 90d, 2w; at most
            auth.tokens.maxLifetime); list shows tokens without their secrets; revoke ends one, in
            running gateways within auth.tokens.cacheTtlMs
+  task     a client of any TES 1.1 server, this gateway or another: create a task from a JSON
+           file (- reads standard input) and print its id; list tasks, newest first (BASIC view;
+           --all follows next_page_token, at most 100 pages); get one (BASIC view unless --view);
+           cancel; wait until tasks end (redrawn lines on a terminal, state changes elsewhere);
+           logs prints each executor's stdout and stderr tails and the system logs (--follow:
+           what is new, until the task ends). Text by default, JSON with --json.
+           --url, or TES_URL (default http://127.0.0.1:8000/ga4gh/tes/v1): a path ending in /v1
+           is the API's base; another URL is tried as given, then with /ga4gh/tes/v1 added.
+           --token, or TES_TOKEN (which keeps it out of the process list): sent as a bearer token.
+           Exit codes: 0 done (wait and logs --follow: every task COMPLETE), 1 EXECUTOR_ERROR,
+           2 SYSTEM_ERROR, 3 CANCELED or PREEMPTED (wait: the largest code of its tasks), 4 the
+           server answered an error, 5 the server could not be reached, 6 wait --timeout ran out
+           (DURATION: 90 seconds, 500ms, 30s, 10m, 2h), 64 usage, 70 an internal failure
 
 --pid-file FILE: serve, api and worker write their process id there as they start, and remove it
 when they stop; they refuse to start while it names a gateway that still runs.
@@ -50,7 +71,8 @@ Configuration: a YAML file (--config or TES_GATEWAY_CONFIG), checked at start. T
 variables override it: TES_GATEWAY_PORT, TES_GATEWAY_HOST, TES_GATEWAY_REDIS_URL,
 TES_GATEWAY_REDIS_PREFIX, TES_GATEWAY_BACKEND, TES_GATEWAY_WORK_ROOT, TES_GATEWAY_APPTAINER,
 TES_GATEWAY_CONTAINER_RUNTIME, TES_GATEWAY_LOG_LEVEL, TES_GATEWAY_POLL_INTERVAL_MS,
-TES_GATEWAY_S3_ACCESS_KEY_ID and TES_GATEWAY_S3_SECRET_ACCESS_KEY.`;
+TES_GATEWAY_WORKER_HTTP_HOST, TES_GATEWAY_WORKER_HTTP_PORT, TES_GATEWAY_S3_ACCESS_KEY_ID and
+TES_GATEWAY_S3_SECRET_ACCESS_KEY.`;
 
 const ROLES: Record<string, Roles> = {
   serve: { api: true, worker: true },
@@ -73,7 +95,11 @@ async function main(argv: string[]): Promise<void> {
   }
   if (line.kind === 'usage-error') {
     process.stderr.write(`tes-gateway: ${line.message}\n${USAGE}\n`);
-    process.exit(2);
+    process.exit(line.exitCode ?? 2);
+  }
+  if (line.kind === 'task') {
+    process.exitCode = await runTaskCommand(line.task, line.server, line.json);
+    return;
   }
   if (line.kind === 'token') {
     process.exitCode = await token(line.token, line.configPath);
@@ -142,6 +168,7 @@ async function main(argv: string[]): Promise<void> {
     {
       role: command,
       port: gateway.port,
+      ...(gateway.opsPort !== undefined ? { probePort: gateway.opsPort } : {}),
       backend: config.backend,
       workRoot: config.workRoot,
       redisPrefix: config.redis.prefix,

@@ -14,6 +14,7 @@ import { cacheFileName, checkReference, toCanonicalRef } from './image-refs.js';
 import { evictionOrder, listImages, readCacheDir, readLastUse } from './image-eviction.js';
 import { SingleFlight } from './single-flight.js';
 import { isPermanentPullFailure, summarize } from './pull-failures.js';
+import type { ImageMetrics } from '../observability/metrics.js';
 
 /**
  * The shared SIF cache on the gateway host. Compute nodes often have no route to a registry, so every
@@ -61,6 +62,8 @@ export interface ImageCacheOptions {
    * counts as active, its image is protected by nothing else.
    */
   evictMinIdleMs?: number | undefined;
+  /** Hits, pulls, failures and pulled bytes. */
+  metrics?: ImageMetrics | undefined;
 }
 
 /** An executor's image cannot be provided; `permanent` says a retry will not help. */
@@ -281,13 +284,19 @@ export class ImageCache implements ImageResolver {
     const path = join(cacheDir, name);
     const deadline = Date.now() + this.maxWaitMs;
     for (;;) {
-      if (await this.useIfPresent(path)) return path;
+      if (await this.useIfPresent(path)) {
+        this.options.metrics?.imageLookup('hit');
+        return path;
+      }
       await this.throwIfFailedRecently(name);
       const lock = new LeaderLock(redis, keys.imagePull(name), this.lockTtlMs);
       if (await lock.acquire()) {
         try {
           // the previous holder may have finished between our look and the lease
-          if (await this.useIfPresent(path)) return path;
+          if (await this.useIfPresent(path)) {
+            this.options.metrics?.imageLookup('hit');
+            return path;
+          }
           await this.throwIfFailedRecently(name);
           return await this.pullHolding(ref, path, lock);
         } finally {
@@ -358,6 +367,7 @@ export class ImageCache implements ImageResolver {
         }
         const failed = (err as RetryGaveUp).error;
         if (!(failed instanceof FailedPull)) throw failed;
+        this.options.metrics?.imagePullFailed(failed.permanent);
         if (failed.permanent) {
           const reason = `cannot pull ${ref}: ${failed.detail}`;
           await redis.set(keys.imageFailure(cacheFileName(ref)), reason, 'PX', this.failureTtlMs);
@@ -372,6 +382,14 @@ export class ImageCache implements ImageResolver {
     }
     await this.options.redis.zadd(keys.imageLastUse, Date.now(), path);
     logger.info({ image: ref, path, ms: Date.now() - started }, 'image pulled into the cache');
+    const metrics = this.options.metrics;
+    if (metrics) {
+      metrics.imageLookup('miss');
+      const bytes = await stat(path)
+        .then((st) => st.size)
+        .catch(() => 0);
+      metrics.imagePulled(bytes);
+    }
     if (this.options.maxBytes !== undefined) await this.evictAfterPull(path);
     return path;
   }

@@ -25,6 +25,8 @@ const ENV_OVERRIDES: ReadonlyArray<{ name: string; path: string[]; kind: 'string
   { name: 'TES_GATEWAY_APPTAINER', path: ['container', 'executable'], kind: 'string' },
   { name: 'TES_GATEWAY_CONTAINER_RUNTIME', path: ['container', 'runtime'], kind: 'string' },
   { name: 'TES_GATEWAY_POLL_INTERVAL_MS', path: ['reconciler', 'pollIntervalMs'], kind: 'int' },
+  { name: 'TES_GATEWAY_WORKER_HTTP_PORT', path: ['worker', 'http', 'port'], kind: 'int' },
+  { name: 'TES_GATEWAY_WORKER_HTTP_HOST', path: ['worker', 'http', 'host'], kind: 'string' },
   { name: 'TES_GATEWAY_S3_ACCESS_KEY_ID', path: ['storage', 's3', 'accessKeyId'], kind: 'string' },
   { name: 'TES_GATEWAY_S3_SECRET_ACCESS_KEY', path: ['storage', 's3', 'secretAccessKey'], kind: 'string' },
 ];

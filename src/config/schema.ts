@@ -217,6 +217,8 @@ export const configSchema = z
         shutdownTimeoutMs: z.number().int().min(0).default(25_000),
         /** Processes serving the API on one port (`tes-gateway api` only): reads scale with cores. */
         processes: z.number().int().positive().max(64).default(1),
+        /** The read-only web dashboard at /ui (docs/operations.md, "Dashboard"). */
+        dashboard: z.boolean().default(true),
         serviceInfo: z
           .object({
             id: z.string().min(1).default('org.ga4gh.tes-slurm-gateway'),
@@ -374,14 +376,44 @@ export const configSchema = z
       .object({
         /**
          * Submissions mostly wait (files, Redis, sbatch); sbatch itself is capped by
-         * slurm.maxConcurrentCalls. Unset: 64, or 256 when tasks run as their owners, whose bursts
-         * wait longer (one helper call through sudo each) and so should gather more tasks at once.
+         * slurm.maxConcurrentCalls. A burst goes to Slurm in waves of this many tasks,
+         * each wave one array per request: fewer, larger waves hand a burst over sooner.
          */
-        submitConcurrency: z.number().int().positive().optional(),
+        submitConcurrency: z.number().int().positive().default(256),
         finalizeConcurrency: z.number().int().positive().default(32),
         // Exponential backoff: 8 attempts from 5 s ride out about 10 minutes of controller trouble.
         submitAttempts: z.number().int().positive().default(8),
         submitBackoffMs: z.number().int().positive().default(5000),
+        /**
+         * The listener of `tes-gateway worker` for /healthz, /readyz and /metrics (docs/operations.md).
+         * Off unless a port is set: two workers on one host would otherwise fight over it. `serve`
+         * answers those paths on the API's port and never opens this one.
+         */
+        http: z
+          .object({
+            host: z.string().min(1).default('127.0.0.1'),
+            port: z.number().int().min(0).max(65535).optional(),
+          })
+          .strict()
+          .default({}),
+      })
+      .strict()
+      .default({}),
+    /** Prometheus metrics on /metrics (docs/operations.md). */
+    metrics: z
+      .object({
+        /**
+         * When set, /metrics answers only requests with `Authorization: Bearer <token>`; unset, anyone
+         * who reaches the port may scrape (restrict it by network instead).
+         */
+        token: z.string().min(16, 'must be at least 16 characters').optional(),
+        /**
+         * With auth on: tasks created are counted by owner for the first this many users a process
+         * sees, the rest as `other`; 0 leaves the per-user metric out.
+         */
+        userLabels: z.number().int().min(0).max(1000).default(50),
+        /** How long a scrape reuses the task and queue counts it read from Redis. */
+        cacheMs: z.number().int().min(0).max(300_000).default(5000),
       })
       .strict()
       .default({}),

@@ -8,6 +8,10 @@ import {
   type JobKind,
   type JobPayloads,
 } from './jobs.js';
+import type { QueueDepth } from '../observability/metrics.js';
+
+/** The statuses the metrics report (docs/operations.md); completed jobs are only kept for dedupe. */
+const DEPTH_STATUSES = ['waiting', 'active', 'delayed', 'failed'] as const;
 
 export interface QueueTuning {
   submitAttempts: number;
@@ -51,6 +55,23 @@ export class TaskQueues implements Enqueuer {
 
   queue(kind: JobKind): Queue {
     return this.queues[kind];
+  }
+
+  /**
+   * Each queue's jobs by status and the creation time of its oldest waiting job (BullMQ adds at the
+   * head of its wait list and takes from the tail: the tail is the oldest). Two reads per queue.
+   */
+  async depth(): Promise<QueueDepth[]> {
+    return Promise.all(
+      JOB_KINDS.map(async (kind) => {
+        const queue = this.queues[kind];
+        const [counts, [oldest]] = await Promise.all([
+          queue.getJobCounts(...DEPTH_STATUSES),
+          queue.getJobs(['wait'], 0, 0, true),
+        ]);
+        return { queue: kind, counts, oldestWaitingMs: oldest?.timestamp };
+      }),
+    );
   }
 
   async close(): Promise<void> {

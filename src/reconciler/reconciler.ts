@@ -11,6 +11,7 @@ import type { TaskBrief, TaskStore } from '../store/task-store.js';
 import { ledgerDirOf, TASK_FILE, taskDirOf, taskFile, type DirOwner } from '../tes/task-directory.js';
 import { withLog, withSystemLogs } from '../tes/task-logs.js';
 import { LeaseLostError, type LeaderLock } from '../store/leader-lock.js';
+import type { ReconcilerMetrics } from '../observability/metrics.js';
 
 export interface ReconcilerOptions {
   store: TaskStore;
@@ -35,6 +36,8 @@ export interface ReconcilerOptions {
    */
   housekeeping?: ((signal: AbortSignal) => Promise<void>) | undefined;
   housekeepingIntervalMs?: number | undefined;
+  /** Each cycle's duration and the jobs it polled. */
+  metrics?: ReconcilerMetrics | undefined;
 }
 
 /** Task ids read at once by the lost-submission sweep. */
@@ -116,9 +119,14 @@ export class Reconciler {
 
   private async tick(): Promise<void> {
     try {
-      if (!(await this.o.lock.acquire())) return;
+      if (!(await this.o.lock.acquire())) {
+        this.o.metrics?.reconcilerIdle();
+        return;
+      }
       this.startHousekeeping();
-      await this.o.lock.hold(() => this.cycle());
+      const started = performance.now();
+      const report = await this.o.lock.hold(() => this.cycle());
+      this.o.metrics?.reconcilerCycle((performance.now() - started) / 1000, report.active);
       if (++this.ticks % 10 === 0) await this.requeueLostSubmissions();
     } catch (err) {
       if (err instanceof LeaseLostError) {

@@ -8,6 +8,7 @@ import { AllowedRoots } from './allowed-roots.js';
 import { compileGlob, hasWildcard } from './glob.js';
 import { schemeOf } from './stage-inputs.js';
 import { StagingError } from './staging-error.js';
+import type { StagingMetrics } from '../observability/metrics.js';
 
 /** Sends one local file to a remote URL (s3://...). */
 export interface OutputUploader {
@@ -66,6 +67,7 @@ export class OutputDeliverer implements OutputDelivery {
   constructor(
     private readonly roots: AllowedRoots,
     private readonly uploaders: readonly OutputUploader[],
+    private readonly metrics?: StagingMetrics,
   ) {}
 
   get schemes(): string[] {
@@ -93,6 +95,7 @@ export class OutputDeliverer implements OutputDelivery {
           const key = deliveryKey(index, item);
           if (!(await stillDelivered(sent.get(key), item))) {
             const written = await this.send(item, field, roots);
+            this.metrics?.staged('out', schemeOf(item.url), item.stat.size);
             await record.add({ key, source: sourceOf(item), written });
           }
           files.push({ url: item.url, path: item.path, size_bytes: String(item.stat.size) });

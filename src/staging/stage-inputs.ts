@@ -1,4 +1,5 @@
-import { mkdir, stat, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, readdir, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { inputDir, inputFile } from '../tes/task-directory.js';
 import type { StagedInput } from '../apptainer/container-plan.js';
 import type { TesInput } from '../tes/types.js';
@@ -6,6 +7,7 @@ import pLimit from 'p-limit';
 import type { AllowedRoots } from './allowed-roots.js';
 import { DownloadBudget, type DownloadLimits } from './download-budget.js';
 import { StagingError } from './staging-error.js';
+import type { StagingMetrics } from '../observability/metrics.js';
 
 /** Downloads one remote input (a file or a directory tree) to a path on the gateway host. */
 export interface InputFetcher {
@@ -36,6 +38,8 @@ export interface StagingDeps {
    * by the job as the owner (AllowedRoots.locateAsOwner); the gateway does not look at them.
    */
   asOwner?: boolean | undefined;
+  /** Bytes written or downloaded, by scheme (`file://` inputs are bound, never copied: none). */
+  metrics?: StagingMetrics | undefined;
 }
 
 /** The URL schemes a task's inputs may use with these fetchers (for service-info). */
@@ -67,6 +71,7 @@ export async function stageInputs(
         await mkdir(dir, { recursive: true, mode: 0o700 });
         const hostPath = inputFile(workDir, index, 'content');
         await writeFile(hostPath, input.content, { mode: 0o600 });
+        deps.metrics?.staged('in', 'content', Buffer.byteLength(input.content));
         return { ...base, hostPath };
       }
       const url = input.url ?? '';
@@ -103,6 +108,7 @@ export async function stageInputs(
         download = limiter(async () => {
           await mkdir(inputDir(workDir, index), { recursive: true, mode: 0o700 });
           await fetcher.fetch(url, dest, input.type === 'DIRECTORY' ? 'DIRECTORY' : 'FILE', field, budget);
+          if (deps.metrics) deps.metrics.staged('in', scheme, await bytesUnder(dest).catch(() => 0));
           return dest;
         });
         downloads.set(key, download);
@@ -110,6 +116,16 @@ export async function stageInputs(
       return { ...base, hostPath: await download };
     }),
   );
+}
+
+/** Bytes of the regular files at or under `path`, links not followed. */
+async function bytesUnder(path: string): Promise<number> {
+  const st = await lstat(path);
+  if (st.isFile()) return st.size;
+  if (!st.isDirectory()) return 0;
+  let total = 0;
+  for (const entry of await readdir(path)) total += await bytesUnder(join(path, entry));
+  return total;
 }
 
 /** `file` for bare absolute paths, else the URL's scheme in lower case. */

@@ -1,6 +1,6 @@
 import type { Redis } from 'ioredis';
 import { newTaskId } from '../tes/task-id.js';
-import { isTerminal, sourcesFor, type TesState } from '../tes/state.js';
+import { isTerminal, sourcesFor, TES_STATES, type TesState } from '../tes/state.js';
 import type { RunInfo, TaskOwner, TaskRecord, TaskRequest, TesTaskLog } from '../tes/types.js';
 import { BacklogFullError } from '../errors.js';
 import { Keys } from './keys.js';
@@ -263,6 +263,20 @@ export class RedisTaskStore implements TaskStore {
 
   async countInState(state: TesState): Promise<number> {
     return this.redis.zcard(this.keys.state(state));
+  }
+
+  /** Tasks in every state: one ZCARD of each state index, in one pipeline. */
+  async countByState(): Promise<Record<TesState, number>> {
+    const pipeline = this.redis.pipeline();
+    for (const state of TES_STATES) pipeline.zcard(this.keys.state(state));
+    const replies = (await pipeline.exec()) ?? [];
+    const counts = {} as Record<TesState, number>;
+    TES_STATES.forEach((state, i) => {
+      const [err, n] = replies[i] ?? [new Error('no reply')];
+      if (err) throw err;
+      counts[state] = Number(n);
+    });
+    return counts;
   }
 
   async idsInState(state: TesState, limit: number, after?: string): Promise<string[]> {

@@ -20,11 +20,21 @@ export interface TaskHandlerDeps {
   /** What each user may use; checked at creation when the request carries an identity. */
   policy: Policy;
   audit: Audit;
+  /** Told the owner of each task created with an identity (per-user metrics). */
+  onCreated?: ((user: string) => void) | undefined;
 }
 
 const DEFAULT_PAGE_SIZE = 256;
 
-export function taskHandlers({ store, queues, rules, listPageMaxBytes, policy, audit }: TaskHandlerDeps) {
+export function taskHandlers({
+  store,
+  queues,
+  rules,
+  listPageMaxBytes,
+  policy,
+  audit,
+  onCreated,
+}: TaskHandlerDeps) {
   return {
     create: async (req: Request, res: Response): Promise<void> => {
       const check = checkTaskRules(req.body, rules);
@@ -59,7 +69,10 @@ export function taskHandlers({ store, queues, rules, listPageMaxBytes, policy, a
       await queues.enqueue('submit', { taskId: record.id });
       // Accepted only once a failover can no longer take the task back (a 503 asks to try again).
       await store.awaitReplicas();
-      if (who) audit(req, 'task created', { taskId: record.id });
+      if (who) {
+        audit(req, 'task created', { taskId: record.id });
+        onCreated?.(who.user);
+      }
       res.json({ id: record.id });
     },
 

@@ -3,17 +3,20 @@ import { join } from 'node:path';
 import { userInfo } from 'node:os';
 import { CommandError } from '../../errors.js';
 import pLimit, { type LimitFunction } from 'p-limit';
+import type { SlurmErrorKind, SlurmMetrics } from '../../observability/metrics.js';
 
 /**
  * The only place that runs Slurm's programs. Every call has a timeout, keeps stderr for the error,
- * and controller-facing calls share one concurrency cap.
+ * and controller-facing calls share one concurrency cap (all but the readiness probe's `scontrol
+ * ping`, which must answer while the cap is taken). Every call is counted and timed here.
  */
-export type SlurmTool = 'sbatch' | 'sacct' | 'squeue' | 'scancel' | 'sinfo';
+export type SlurmTool = 'sbatch' | 'sacct' | 'squeue' | 'scancel' | 'sinfo' | 'scontrol';
 
 export interface SlurmCliOptions {
   binDir?: string | undefined;
   timeoutMs: number;
   maxConcurrentCalls: number;
+  metrics?: SlurmMetrics | undefined;
 }
 
 export interface SlurmCallCounts {
@@ -22,6 +25,7 @@ export interface SlurmCallCounts {
   squeue: number;
   scancel: number;
   sinfo: number;
+  scontrol: number;
 }
 
 /**
@@ -45,7 +49,7 @@ export function submitEnvironment(env: NodeJS.ProcessEnv = process.env): Record<
 
 export class SlurmCli {
   private readonly limiter: LimitFunction;
-  readonly calls: SlurmCallCounts = { sbatch: 0, sacct: 0, squeue: 0, scancel: 0, sinfo: 0 };
+  readonly calls: SlurmCallCounts = { sbatch: 0, sacct: 0, squeue: 0, scancel: 0, sinfo: 0, scontrol: 0 };
 
   private readonly submitEnv = submitEnvironment();
 
@@ -56,7 +60,8 @@ export class SlurmCli {
   async run(tool: SlurmTool, args: readonly string[], what: string): Promise<string> {
     const file = this.options.binDir ? join(this.options.binDir, tool) : tool;
     this.calls[tool]++;
-    return this.limiter(async () => {
+    const call = async (): Promise<string> => {
+      const started = performance.now();
       const result = await execa(file, args, {
         timeout: this.options.timeoutMs,
         reject: false,
@@ -66,6 +71,7 @@ export class SlurmCli {
           : { env: { SLURM_TIME_FORMAT: '%s' } }),
         maxBuffer: 256 * 1024 * 1024,
       });
+      this.options.metrics?.slurmCall(tool, (performance.now() - started) / 1000, errorKindOf(result));
       if (result.failed) {
         const exitCode = typeof result.exitCode === 'number' ? result.exitCode : undefined;
         const stderr =
@@ -73,6 +79,41 @@ export class SlurmCli {
         throw new CommandError(tool, args, exitCode, stderr, Boolean(result.timedOut), what);
       }
       return String(result.stdout);
-    });
+    };
+    return tool === 'scontrol' ? call() : this.limiter(call);
   }
+
+  /**
+   * Whether the controller answers (`scontrol ping`): resolves when it is UP, throws naming the
+   * controller that is not.
+   */
+  async ping(): Promise<void> {
+    const out = await this.run('scontrol', ['ping'], 'failed to ping the Slurm controller');
+    const problem = controllerProblem(out);
+    if (problem) throw new Error(problem);
+  }
+}
+
+/**
+ * What `scontrol ping` says is wrong, if anything: the cluster answers while one controller (of a
+ * primary and its backups) is UP.
+ */
+export function controllerProblem(pingOutput: string): string | undefined {
+  const lines = pingOutput
+    .split('\n')
+    .map((line) => line.trim())
+    .filter(Boolean);
+  if (lines.some((line) => /\bUP\b/.test(line))) return undefined;
+  return `no Slurm controller is up: ${lines.join('; ') || 'scontrol ping printed nothing'}`;
+}
+
+/** What kind of failure a finished command was, if any. */
+function errorKindOf(result: {
+  failed: boolean;
+  timedOut?: boolean;
+  exitCode?: number | undefined;
+}): SlurmErrorKind | undefined {
+  if (!result.failed) return undefined;
+  if (result.timedOut) return 'timeout';
+  return typeof result.exitCode === 'number' ? 'exit' : 'spawn';
 }

@@ -161,6 +161,7 @@ export class SlurmDriver implements ComputeDriver {
 
   private async submitOne(request: LaunchRequest): Promise<string> {
     const what = `task ${request.taskId}`;
+    this.options.metrics?.submission(1);
     const helper = this.options.runAs;
     const user = request.user;
     if (helper && user) {
@@ -216,6 +217,7 @@ export class SlurmDriver implements ComputeDriver {
       await this.submitOne(one!.request).then(one!.resolve, one!.reject);
       return;
     }
+    this.options.metrics?.submission(burst.length);
     try {
       const batchId = randomBytes(6).toString('hex');
       const name = arrayJobName(batchId);

@@ -6,6 +6,7 @@ import type { TaskLease } from '../../store/task-lease.js';
 import type { TaskStore } from '../../store/task-store.js';
 import type { Enqueuer } from '../jobs.js';
 import type { OutputDelivery } from '../../staging/deliver-outputs.js';
+import type { FinalizeMetrics } from '../../observability/metrics.js';
 
 /** What every queue processor works with. */
 export interface ProcessorContext {
@@ -27,6 +28,8 @@ export interface ProcessorContext {
    * at once, or deliver its outputs twice.
    */
   taskLease?: ((work: 'submit' | 'finalize', taskId: string) => TaskLease) | undefined;
+  /** The lag from a job's end to its task's terminal state. */
+  metrics?: FinalizeMetrics | undefined;
 }
 
 /** Which attempt this is, so a processor can tell a retry from the last try. */

@@ -180,6 +180,7 @@ async function finalize(
       logs,
     });
     if (t.outcome === 'ok' || t.outcome === 'same') {
+      if (t.outcome === 'ok' && status.endTime) ctx.metrics?.taskEnded(Date.now() / 1000 - status.endTime);
       ctx.logger.info({ taskId, state, jobId: status.jobId }, 'task finished');
       peaks?.lookUp(taskId, status);
       return;
