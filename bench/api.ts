@@ -207,11 +207,12 @@ export async function benchApi(rows: Row[]): Promise<void> {
       value: `${rates(offRuns.reads)} / ${rates(onRuns.reads)} / ${rates(bareReads)}`,
     });
 
-    // Fill the auth-off store to 100,000 tasks: 1% carry the tag the list asks for.
+    // Fill the auth-off store to 100,000 tasks: 1% of those added carry the tag the list asks for.
     const store = off.store;
     const base = off.base;
     const storeMemStart = await usedMemory(redis);
-    const toAdd = Math.max(0, STORED - (await store.countInState('QUEUED')));
+    // At least 100 tasks for each of the 100 tags the list asks for, however many the load made.
+    const toAdd = Math.max(10_000, STORED - (await store.countInState('QUEUED')));
     const inFlight = new Set<Promise<unknown>>();
     for (let i = 0; i < toAdd; i++) {
       const p = store
