@@ -376,10 +376,12 @@ export const configSchema = z
       .object({
         /**
          * Submissions mostly wait (files, Redis, sbatch); sbatch itself is capped by
-         * slurm.maxConcurrentCalls. A burst goes to Slurm in waves of this many tasks,
-         * each wave one array per request: fewer, larger waves hand a burst over sooner.
+         * slurm.maxConcurrentCalls. Unset: 64, or 256 when tasks run as their owners, whose bursts
+         * wait longer (one helper call through sudo each) and so should gather more tasks at once.
+         * A burst goes to Slurm in waves of this many tasks; larger waves hand it over sooner, but
+         * leave more queue jobs active when a Redis failover strikes (docs/deployment.md).
          */
-        submitConcurrency: z.number().int().positive().default(256),
+        submitConcurrency: z.number().int().positive().optional(),
         finalizeConcurrency: z.number().int().positive().default(32),
         // Exponential backoff: 8 attempts from 5 s ride out about 10 minutes of controller trouble.
         submitAttempts: z.number().int().positive().default(8),
