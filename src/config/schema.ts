@@ -378,8 +378,7 @@ export const configSchema = z
          * Submissions mostly wait (files, Redis, sbatch); sbatch itself is capped by
          * slurm.maxConcurrentCalls. Unset: 64, or 256 when tasks run as their owners, whose bursts
          * wait longer (one helper call through sudo each) and so should gather more tasks at once.
-         * A burst goes to Slurm in waves of this many tasks; larger waves hand it over sooner, but
-         * leave more queue jobs active when a Redis failover strikes (docs/deployment.md).
+         * A burst goes to Slurm in waves of this many tasks; larger waves hand it over sooner.
          */
         submitConcurrency: z.number().int().positive().optional(),
         finalizeConcurrency: z.number().int().positive().default(32),
