@@ -4,6 +4,8 @@
  * empty), so absent fields stay absent and the renderers say so.
  */
 
+import { STATUS_CODES } from 'node:http';
+
 export const TASK_VIEWS = ['MINIMAL', 'BASIC', 'FULL'] as const;
 export type TaskView = (typeof TASK_VIEWS)[number];
 
@@ -276,22 +278,10 @@ function excerpt(text: string): string {
   return line.length > 300 ? `${line.slice(0, 299)}…` : line;
 }
 
+/** The reason phrase of an HTTP status, as Node knows it: ` Not Found`, or nothing. */
 function statusText(status: number): string {
-  const known: Record<number, string> = {
-    400: 'Bad Request',
-    401: 'Unauthorized',
-    403: 'Forbidden',
-    404: 'Not Found',
-    409: 'Conflict',
-    413: 'Payload Too Large',
-    429: 'Too Many Requests',
-    500: 'Internal Server Error',
-    501: 'Not Implemented',
-    502: 'Bad Gateway',
-    503: 'Service Unavailable',
-    504: 'Gateway Timeout',
-  };
-  return known[status] ? ` ${known[status]}` : '';
+  const phrase = STATUS_CODES[status];
+  return phrase ? ` ${phrase}` : '';
 }
 
 /** What fetch's `TypeError: fetch failed` hides in its cause: `connect ECONNREFUSED 127.0.0.1:1`. */
