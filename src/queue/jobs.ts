@@ -18,7 +18,8 @@ export interface JobPayloads {
 
 /** What hands work to the queues; the HTTP handlers, the processors and the reconciler see only this. */
 export interface Enqueuer {
-  enqueue<K extends JobKind>(kind: K, payload: JobPayloads[K], options?: EnqueueOptions): Promise<void>;
+  /** Queues the work; true when it replaced a finished job of the same id (`replaceFinished`). */
+  enqueue<K extends JobKind>(kind: K, payload: JobPayloads[K], options?: EnqueueOptions): Promise<boolean>;
 }
 
 export interface EnqueueOptions {

@@ -35,13 +35,17 @@ export class TaskQueues implements Enqueuer {
     kind: K,
     payload: JobPayloads[K],
     options?: EnqueueOptions,
-  ): Promise<void> {
+  ): Promise<boolean> {
     const transient = kind !== 'finalize';
     const jobId = jobIdFor(kind, payload.taskId);
+    let replaced = false;
     if (options?.replaceFinished) {
       const done = await this.queues[kind].getJob(jobId);
       const state = await done?.getState();
-      if (state === 'completed' || state === 'failed') await done!.remove();
+      if (state === 'completed' || state === 'failed') {
+        await done!.remove();
+        replaced = true;
+      }
     }
     await this.queues[kind].add(kind, payload, {
       jobId,
@@ -51,6 +55,7 @@ export class TaskQueues implements Enqueuer {
       removeOnComplete: { age: 3600, count: 20_000 },
       removeOnFail: { age: 7 * 24 * 3600, count: 20_000 },
     });
+    return replaced;
   }
 
   queue(kind: JobKind): Queue {

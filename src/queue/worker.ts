@@ -20,6 +20,16 @@ export function forQueue(err: unknown): unknown {
   return unrecoverable;
 }
 
+/**
+ * A queue job's lock lasts this long unless its worker renews it (every half of it). A job left
+ * active without a lock (its worker died, or a Redis failover lost the write that finished it) is
+ * found by a stall check every STALLED_CHECK_MS and runs again: within LOCK_MS plus two checks,
+ * instead of BullMQ's default of 30 s plus two 30 s checks. Running a job again is safe: each
+ * processor holds its task's lease and finds done work done.
+ */
+const LOCK_MS = 15_000;
+const STALLED_CHECK_MS = 5_000;
+
 export interface WorkerTuning {
   submitConcurrency: number;
   finalizeConcurrency: number;
@@ -51,7 +61,13 @@ export class TaskWorkers {
             throw forQueue(err);
           }
         },
-        { connection: this.connect(connection), prefix, concurrency },
+        {
+          connection: this.connect(connection),
+          prefix,
+          concurrency,
+          lockDuration: LOCK_MS,
+          stalledInterval: STALLED_CHECK_MS,
+        },
       );
     this.workers = [
       make('submit', tuning.submitConcurrency, (job) =>

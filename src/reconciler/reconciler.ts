@@ -30,6 +30,11 @@ export interface ReconcilerOptions {
   /** How long a job may be missing from accounting before the scheduler is asked whether it exists. */
   missingGraceMs: number;
   /**
+   * How long a task whose job ended may stay active before its finalization is queued again,
+   * replacing a finished queue job (FINALIZE_AGAIN_MS by default).
+   */
+  finalizeAgainMs?: number | undefined;
+  /**
    * Leader-only upkeep (expiring finished tasks), started from a leader's tick at most once per
    * housekeepingIntervalMs. It runs beside the cycles, never delaying them; stop() aborts it and
    * waits for it.
@@ -45,6 +50,19 @@ const LOST_PAGE = 500;
 
 /** How soon to look again after a job script was seen to end: accounting shows it within ~0.2 s. */
 const FOLLOW_UP_MS = 300;
+
+/**
+ * Age after which a task waiting without a job is queued for submission again by the sweep. Far
+ * beyond the instant between storing a task and enqueueing it; the enqueue is idempotent anyway.
+ */
+const LOST_SUBMISSION_MS = 10_000;
+
+/**
+ * How long a task whose job ended may stay active before its finalization is queued again, replacing
+ * a finished queue job: after a Redis failover a finalization can be on record as done while the
+ * task's terminal write, made on the old master, was lost with it. Finalization is repeatable.
+ */
+const FINALIZE_AGAIN_MS = 30_000;
 
 export interface CycleReport {
   active: number;
@@ -86,6 +104,8 @@ export class Reconciler {
    * job, and a record under another name (the id given out again later) is checked afresh.
    */
   private readonly ownJobs = new Map<string, string>();
+  /** When each task's job was last sent to finalization, to send again one that stays active. */
+  private readonly finalizing = new Map<string, number>();
   private housekeepingRun: Promise<void> | undefined;
   private housekeepingStartedAt = -Infinity;
   private readonly housekeepingAbort = new AbortController();
@@ -200,9 +220,25 @@ export class Reconciler {
       }
     }
 
+    const now = Date.now();
+    for (const id of this.finalizing.keys()) if (!active.has(id)) this.finalizing.delete(id);
     for (const { record, status } of ended) {
       this.assertLeader();
-      await this.o.queues.enqueue('finalize', { taskId: record.id, status });
+      const since = this.finalizing.get(record.id);
+      const again = since !== undefined && now - since > (this.o.finalizeAgainMs ?? FINALIZE_AGAIN_MS);
+      const replaced = await this.o.queues.enqueue(
+        'finalize',
+        { taskId: record.id, status },
+        { replaceFinished: again },
+      );
+      if (replaced) {
+        this.o.logger.warn(
+          { taskId: record.id, jobId: status.jobId },
+          'a task whose job ended stayed active after its finalization finished (a write lost in a ' +
+            'Redis failover?); it is finalized again',
+        );
+      }
+      if (since === undefined || again) this.finalizing.set(record.id, now);
       this.forget(record.id);
     }
     for (const record of reused) await this.onReused(record, active.get(record.id)!, poll.jobs);
@@ -356,15 +392,16 @@ export class Reconciler {
   }
 
   /**
-   * A task waiting without a job, a minute after its creation, is queued for submission again: the API
-   * process died between storing and enqueueing it, or a worker died mid-staging often enough that its
-   * queue job failed as stalled. QUEUED and INITIALIZING (a submission an older gateway began) are both
+   * A task waiting without a job, LOST_SUBMISSION_MS after its creation, is queued for submission
+   * again: the API process died between storing and enqueueing it, a worker died mid-staging often
+   * enough that its queue job failed as stalled, or a Redis failover kept the finished queue job but
+   * lost the write that recorded the job. QUEUED and INITIALIZING (a submission an older gateway began) are both
    * walked whole, in pages of LOST_PAGE ids. Enqueueing is idempotent while a submission is queued or
    * running, and a finished one is replaced; the submit processor skips tasks that have a job and
    * holds the task's lease while it submits. Runs every tenth cycle; public so tests can drive it.
    */
   async requeueLostSubmissions(): Promise<void> {
-    const cutoff = Date.now() - 60_000;
+    const cutoff = Date.now() - LOST_SUBMISSION_MS;
     for (const state of ['QUEUED', 'INITIALIZING'] as const) {
       let after: string | undefined;
       for (;;) {

@@ -30,6 +30,7 @@ describe('the reconciler as one leader', () => {
   const queues: Enqueuer = {
     enqueue: async (kind, payload) => {
       if (kind === 'finalize' && 'status' in payload) enqueued.push(payload);
+      return false;
     },
   };
 

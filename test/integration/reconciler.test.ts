@@ -2,11 +2,13 @@ import { jest } from '@jest/globals';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Redis } from 'ioredis';
+import { Worker } from 'bullmq';
 import type { ComputeDriver } from '../../src/compute/driver.js';
 import { decideEndState, phaseOf, type JobStatus, type SlurmState } from '../../src/compute/job-end.js';
 import { createLogger } from '../../src/logger.js';
 import { LeaderLock } from '../../src/store/leader-lock.js';
 import { Reconciler } from '../../src/reconciler/reconciler.js';
+import { TaskQueues } from '../../src/queue/producer.js';
 import { RedisTaskStore } from '../../src/store/redis-task-store.js';
 import type { TesState } from '../../src/tes/state.js';
 import { createTask, startTestGateway, waitFor } from '../helpers/gateway.js';
@@ -63,6 +65,7 @@ describe('the reconciler', () => {
         enqueue: async (kind, payload) => {
           enqueued.push(`${kind}:${payload.taskId}`);
           if ('status' in payload) finalizing.set(payload.taskId, payload.status);
+          return false;
         },
       },
       lock: new LeaderLock(redis, store.keys.lock('reconciler'), 15_000),
@@ -223,6 +226,67 @@ describe('the reconciler', () => {
     ]);
     // A cancel asked for before it vanished still wins.
     expect(decideEndState(status, [], true).state).toBe('CANCELED');
+  });
+
+  it('finalizes again a task whose finalization finished but whose terminal write was lost', async () => {
+    // A real queue and a worker that finishes each finalization without writing anything, as when
+    // a Redis failover kept the finished queue job but lost the task's terminal write.
+    const queues = new TaskQueues(redis, store.keys.bullPrefix, { submitAttempts: 1, submitBackoffMs: 100 });
+    const runs: string[] = [];
+    // Other tests' tasks are in the same store; only this one's finalizations count.
+    let id = '';
+    const ofTask = (): string[] => runs.filter((r) => r === id);
+    const connection = redis.duplicate({ maxRetriesPerRequest: null });
+    const worker = new Worker<{ taskId: string }>(
+      'finalize',
+      async (job) => void runs.push(job.data.taskId),
+      {
+        connection,
+        prefix: store.keys.bullPrefix,
+      },
+    );
+    const reconcilerAfter = (finalizeAgainMs: number): Reconciler =>
+      new Reconciler({
+        store,
+        driver: fakeDriver(jobs, gone),
+        queues,
+        lock: new LeaderLock(redis, store.keys.lock('reconciler-again'), 15_000),
+        logger: createLogger('silent'),
+        workRoot,
+        pollIntervalMs: 1000,
+        missingGraceMs: 60_000,
+        finalizeAgainMs,
+      });
+    const finished = async (n: number): Promise<void> => {
+      for (let i = 0; i < 100 && ofTask().length < n; i++) await new Promise((r) => setTimeout(r, 50));
+      // The queue records the job as completed just after the processor returns.
+      await new Promise((r) => setTimeout(r, 200));
+    };
+    try {
+      id = await taskIn('RUNNING', 'job-lost-end');
+      jobs.set('job-lost-end', { state: 'COMPLETED' });
+      // Within the grace, a finished finalization stands: the cycle's enqueue is a no-op.
+      const patient = reconcilerAfter(60_000);
+      await patient.cycle();
+      await finished(1);
+      await patient.cycle();
+      await new Promise((r) => setTimeout(r, 300));
+      expect(ofTask()).toEqual([id]);
+      expect(await queues.queue('finalize').getJobState(`finalize-${id}`)).toBe('completed');
+
+      // Past it, the task still active after its job ended is finalized again.
+      const prompt = reconcilerAfter(0);
+      await prompt.cycle();
+      await new Promise((r) => setTimeout(r, 5));
+      await prompt.cycle();
+      await finished(2);
+      expect(ofTask()).toEqual([id, id]);
+      jobs.delete('job-lost-end');
+    } finally {
+      await worker.close();
+      connection.disconnect();
+      await queues.close();
+    }
   });
 
   it('queues again a task stored a while ago but never handed to the queue', async () => {

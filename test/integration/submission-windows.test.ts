@@ -63,6 +63,7 @@ describe('the lost-submission sweep', () => {
     await reconcilerWith({
       enqueue: async (kind, payload) => {
         enqueued.add(`${kind}:${payload.taskId}`);
+        return false;
       },
     }).requeueLostSubmissions();
     for (const id of [...queued, ...initializing]) expect(enqueued).toContain(`submit:${id}`);

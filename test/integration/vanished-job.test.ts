@@ -105,6 +105,7 @@ describe('a task whose job vanished', () => {
         enqueue: async (kind, payload) => {
           if (kind === 'finalize' && 'status' in payload && payload.taskId === id)
             statuses.push(payload.status);
+          return false;
         },
       },
       lock: new LeaderLock(redis, store.keys.lock('reconciler'), 10_000),
