@@ -20,6 +20,8 @@ import { posix } from 'node:path';
  * | `job.sh`                    | prepare-job (render-job-script.ts)            | sbatch, the local launcher, a dispatcher  |
  * | `sbatch-command`            | prepare-job: the exact sbatch command         | people (what was sent, quoted)            |
  * | `submit-attempted`          | the submit processor, just before sbatch      | the submit processor (look for a job)     |
+ * | `prepare-notes`             | the submit processor, just before sbatch:     | the submit processor, when a retry adopts |
+ * |                             | prepare-job's notes, one per line             | the job (the notes still go to the logs)  |
  * | `array-element`             | the Slurm driver, before an array's sbatch    | the Slurm driver (find the job again)     |
  * | `job_id`                    | the submit processor, after sbatch            | people                                    |
  * | `job-end`                   | the job script's EXIT trap                    | reconciler (look again soon)              |
@@ -55,6 +57,7 @@ export const TASK_FILE = {
   jobScript: 'job.sh',
   sbatchCommand: 'sbatch-command',
   submitAttempted: 'submit-attempted',
+  prepareNotes: 'prepare-notes',
   arrayElement: 'array-element',
   jobId: 'job_id',
   jobEnd: 'job-end',

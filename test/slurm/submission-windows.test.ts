@@ -119,16 +119,22 @@ describe('submission windows', () => {
     const g = await apiOnly('adopt');
     const id = await newTask(g);
     const record = (await g.gateway.store.get(id))!;
-    const orphan = await launch(
-      { driver: g.gateway.driver } as ProcessorContext,
-      record,
-      await prepareJob(record, prepareDeps(g)),
-    );
+    const prepared = await prepareJob(record, prepareDeps(g));
+    // A note of the first preparation (a clamped request, say) reaches the logs through the adoption.
+    prepared.warnings.push('resources.cpu_cores asks for 64 CPUs: clamped to 4');
+    const orphan = await launch({ driver: g.gateway.driver } as ProcessorContext, record, prepared);
     const script = taskFile(join(g.workRoot, id), TASK_FILE.jobScript);
     const before = statSync(script).mtimeMs;
     await new Promise((r) => setTimeout(r, 50));
     await processSubmit(id, { number: 2, of: 8 }, workerContext(g, redis));
-    expect((await g.gateway.store.get(id))!.run?.jobId).toBe(orphan);
+    const adopted = (await g.gateway.store.get(id))!;
+    expect(adopted.run?.jobId).toBe(orphan);
+    expect(adopted.logs?.[0]?.system_logs).toEqual(
+      expect.arrayContaining([
+        'resources.cpu_cores asks for 64 CPUs: clamped to 4',
+        `submitted as slurm job ${orphan}`,
+      ]),
+    );
     expect(statSync(script).mtimeMs).toBe(before);
     expect(jobsNamed(id)).toHaveLength(1);
   });

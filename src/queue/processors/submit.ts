@@ -1,4 +1,4 @@
-import { access, writeFile } from 'node:fs/promises';
+import { access, readFile, writeFile } from 'node:fs/promises';
 import { ledgerOf, prepareJob, runAsUser, type PreparedJob } from './prepare-job.js';
 import { isPermanent } from '../../errors.js';
 import { LeaseBusyError, underLease, type HeldLease } from './held-lease.js';
@@ -10,12 +10,20 @@ import type { Attempt, ProcessorContext } from './context.js';
 /** Written just before sbatch: its presence means a job may exist although Redis has none. */
 const SUBMIT_MARKER = TASK_FILE.submitAttempted;
 
-/** Marks the attempt, then submits. A worker that dies after this leaves a job the next one finds. */
+/**
+ * Marks the attempt, then submits. A worker that dies after this leaves a job the next one finds,
+ * and the notes of the preparation that made it, for the task's logs.
+ */
 export async function launch(
   ctx: ProcessorContext,
   record: TaskRecord,
   prepared: PreparedJob,
 ): Promise<string> {
+  // Notes are single lines (prepare-job writes them so); a line break would split one in two.
+  const notes = prepared.warnings.map((w) => w.replace(/[\r\n]+/g, ' '));
+  await writeFile(taskFile(prepared.ledgerDir, TASK_FILE.prepareNotes), notes.map((n) => `${n}\n`).join(''), {
+    mode: 0o600,
+  });
   await writeFile(taskFile(prepared.ledgerDir, SUBMIT_MARKER), `${new Date().toISOString()}\n`, {
     mode: 0o600,
   });
@@ -28,6 +36,12 @@ export async function launch(
     args: prepared.args,
     since: new Date(record.creationTime),
   });
+}
+
+/** The notes of the preparation that made the job a retry adopts (none from an older gateway). */
+async function preparedNotes(ledgerDir: string): Promise<string[]> {
+  const text = await readFile(taskFile(ledgerDir, TASK_FILE.prepareNotes), 'utf8').catch(() => '');
+  return text.split('\n').filter(Boolean);
 }
 
 async function exists(path: string): Promise<boolean> {
@@ -80,6 +94,7 @@ async function submit(
       : undefined;
     if (earlier) {
       jobId = earlier;
+      warnings = await preparedNotes(ledgerDir);
     } else {
       const prepared = await prepareJob(record, ctx.prepare);
       warnings = prepared.warnings;
