@@ -95,6 +95,7 @@ const processWrappers = [
   'src/compute/slurm/slurm-cli.ts',
   'src/compute/local/local-driver.ts',
   'src/run-as/user-helper.ts',
+  'src/run-as/user-names.ts',
 ];
 
 export default tseslint.config(

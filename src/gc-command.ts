@@ -90,6 +90,12 @@ export function renderGcReport(
       `job array files in .arrays/: ${tally.arrayFiles} (${tally.arrayBytes} bytes)${context.dryRun ? '' : ' removed'}`,
     );
   }
+  if (tally.orphanDirs > 0) {
+    lines.push(
+      `task directories no task record points to: ${tally.orphanDirs} (${tally.orphanBytes} bytes)` +
+        (context.dryRun ? '' : ' removed'),
+    );
+  }
   if (tally.failed > 0) {
     lines.push(`${tally.failed} could not be removed (each is named above); the next sweep tries them again`);
   }

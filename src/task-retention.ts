@@ -6,8 +6,10 @@ import type { Logger } from './logger.js';
 import { JOB_KINDS, jobIdFor, type JobKind } from './queue/jobs.js';
 import { RetentionStore, type ExpiredTask } from './store/retention.js';
 import type { TesState } from './tes/state.js';
-import { ARRAYS_DIR, ledgerDirOf, taskDirOf } from './tes/task-directory.js';
+import { ARRAYS_DIR, LEDGERS_DIR, ledgerDirOf, taskDirOf } from './tes/task-directory.js';
 import type { UserHelper } from './run-as/user-helper.js';
+import { userNameOf } from './run-as/user-names.js';
+import { Keys } from './store/keys.js';
 import { lstat, opendir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { isTaskId } from './tes/task-id.js';
@@ -26,10 +28,14 @@ const DAY_MS = 24 * 3600 * 1000;
 const PARALLEL_REMOVALS = 16;
 
 /**
- * How often the leader looks through `<work root>/.arrays/` (a folder listing, not Redis): the files
- * of job arrays submitted as the service account (slurm-driver.ts), which belong to no one task.
+ * How often the leader looks through the work root's folders (listings, and one Redis look-up per
+ * old task directory): `.arrays/`, the files of job arrays submitted as the service account
+ * (slurm-driver.ts), which belong to no one task; and task directories that no record points to.
  */
-const ARRAYS_PRUNE_EVERY_MS = 3600_000;
+const FOLDERS_PRUNE_EVERY_MS = 3600_000;
+
+/** Task records looked up at once (one pipeline of EXISTS) for directories found in the work root. */
+const ORPHAN_LOOKUP_BATCH = 500;
 
 /** The names the launcher gives them: `<batch>.sh`, `<batch>.sbatch-command`, `<batch>_<i>.out|err`. */
 const ARRAY_FILE = /^[0-9a-f]{12}(\.sh|\.sbatch-command|_\d+\.(out|err))$/;
@@ -70,6 +76,12 @@ export interface ExpiryTally {
   /** Files of job arrays in `.arrays/` older than the retention, and their bytes. */
   arrayFiles: number;
   arrayBytes: number;
+  /**
+   * Task directories (and, run as owners, the gateway's ledgers of tasks) that no task record points
+   * to, last changed before the cutoff, and their bytes.
+   */
+  orphanDirs: number;
+  orphanBytes: number;
 }
 
 export interface PassReport {
@@ -79,7 +91,16 @@ export interface PassReport {
 }
 
 export function emptyTally(): ExpiryTally {
-  return { count: 0, byState: {}, bytes: 0, failed: 0, arrayFiles: 0, arrayBytes: 0 };
+  return {
+    count: 0,
+    byState: {},
+    bytes: 0,
+    failed: 0,
+    arrayFiles: 0,
+    arrayBytes: 0,
+    orphanDirs: 0,
+    orphanBytes: 0,
+  };
 }
 
 function addTo(tally: ExpiryTally, task: ExpiredTask, bytes: number): void {
@@ -103,12 +124,23 @@ function merge(into: ExpiryTally, from: ExpiryTally): void {
   into.failed += from.failed;
   into.arrayFiles += from.arrayFiles;
   into.arrayBytes += from.arrayBytes;
+  into.orphanDirs += from.orphanDirs;
+  into.orphanBytes += from.orphanBytes;
+}
+
+/** A folder of the work root named as a task, and who it belongs to. */
+interface FoundDir {
+  taskId: string;
+  path: string;
+  /** A ledger of the gateway's (`.gateway/<id>`), as opposed to the task directory itself. */
+  ledger: boolean;
+  uid: number;
 }
 
 export class TaskRetention {
   /** The leader's walk: its cursors carry over from one run to the next. */
   private readonly store: RetentionStore;
-  private lastArraysPruneMs = -Infinity;
+  private lastFoldersPruneMs = -Infinity;
 
   constructor(private readonly o: TaskRetentionOptions) {
     this.store = new RetentionStore(o.redis, o.prefix);
@@ -228,17 +260,19 @@ export class TaskRetention {
       if (report.sweepDone || Date.now() - started >= budgetMs) break;
     }
     const now = Date.now();
-    if (this.enabled && !signal?.aborted && now - this.lastArraysPruneMs >= ARRAYS_PRUNE_EVERY_MS) {
-      this.lastArraysPruneMs = now;
+    if (this.enabled && !signal?.aborted && now - this.lastFoldersPruneMs >= FOLDERS_PRUNE_EVERY_MS) {
+      this.lastFoldersPruneMs = now;
       await this.pruneArrays(now, total, false);
+      await this.pruneOrphans(now, total, false);
     }
-    if (total.count > 0 || total.failed > 0 || total.arrayFiles > 0) {
+    if (total.count > 0 || total.failed > 0 || total.arrayFiles > 0 || total.orphanDirs > 0) {
       this.o.logger?.info(
         {
           expired: total.count,
           byState: total.byState,
           failed: total.failed,
           arrayFiles: total.arrayFiles,
+          orphanDirs: total.orphanDirs,
         },
         'finished tasks past retention.terminalTasksDays expired',
       );
@@ -254,7 +288,10 @@ export class TaskRetention {
       merge(total, report.tally);
       if (report.sweepDone) break;
     }
-    if (this.enabled) await this.pruneArrays(nowMs, total, false);
+    if (this.enabled) {
+      await this.pruneArrays(nowMs, total, false);
+      await this.pruneOrphans(nowMs, total, false);
+    }
     return total;
   }
 
@@ -300,7 +337,80 @@ export class TaskRetention {
       if (batch.sweepDone) break;
     }
     await this.pruneArrays(nowMs, total, true);
+    await this.pruneOrphans(nowMs, total, true);
     return total;
+  }
+
+  /**
+   * Removes (or, for a survey, counts) the task directories of the work root that no task record
+   * points to and that were last changed before the cutoff: left by a task whose record was lost (a
+   * Redis failover or restore, a record deleted by hand). A record is always stored before its task's
+   * directory is made, and expiry removes the directory before the record, so a directory without a
+   * record is no task's. Run as owners, the gateway's ledgers of such tasks go too, and an owner's
+   * task directory is removed by the helper as the user who owns it. The work root must be this
+   * gateway's alone (one Redis prefix): another's task directories have no record here.
+   */
+  private async pruneOrphans(nowMs: number, tally: ExpiryTally, dryRun: boolean): Promise<void> {
+    const cutoffMs = this.cutoffAt(nowMs);
+    const found = await this.oldTaskDirs(this.o.workRoot, false, cutoffMs);
+    if (this.o.runAs)
+      found.push(...(await this.oldTaskDirs(join(this.o.workRoot, LEDGERS_DIR), true, cutoffMs)));
+    const keys = new Keys(this.o.prefix);
+    for (let i = 0; i < found.length; i += ORPHAN_LOOKUP_BATCH) {
+      const batch = found.slice(i, i + ORPHAN_LOOKUP_BATCH);
+      const pipeline = this.o.redis.pipeline();
+      for (const dir of batch) pipeline.exists(keys.task(dir.taskId));
+      const replies = (await pipeline.exec()) ?? [];
+      for (const [k, dir] of batch.entries()) {
+        const [err, exists] = replies[k] ?? [new Error('no reply'), undefined];
+        if (err) throw err;
+        if (exists !== 0) continue;
+        try {
+          const bytes = await taskDirBytes(dir.path);
+          if (!dryRun) await this.removeOrphan(dir);
+          tally.orphanDirs++;
+          tally.orphanBytes += bytes;
+        } catch (e) {
+          tally.failed++;
+          this.o.onFailure?.(dir.taskId, e);
+          this.o.logger?.warn(
+            { err: e, taskId: dir.taskId, path: dir.path },
+            'could not remove a task directory that no task record points to; the next sweep tries again',
+          );
+        }
+      }
+    }
+  }
+
+  /** The folders in `parent` named as tasks and last changed before the cutoff. */
+  private async oldTaskDirs(parent: string, ledger: boolean, cutoffMs: number): Promise<FoundDir[]> {
+    let listing;
+    try {
+      listing = await opendir(parent);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw err;
+    }
+    const found: FoundDir[] = [];
+    for await (const entry of listing) {
+      if (!isTaskId(entry.name)) continue;
+      const path = join(parent, entry.name);
+      const st = await lstat(path).catch(() => undefined);
+      if (!st || st.mtimeMs >= cutoffMs) continue;
+      found.push({ taskId: entry.name, path, ledger, uid: st.uid });
+    }
+    return found;
+  }
+
+  private async removeOrphan(dir: FoundDir): Promise<void> {
+    const helper = this.o.runAs;
+    if (!helper || dir.ledger || dir.uid === process.getuid?.()) {
+      await removeTaskDir(dir.path);
+      return;
+    }
+    const user = await userNameOf(dir.uid);
+    if (!user) throw new Error(`${dir.path} belongs to uid ${dir.uid}, which has no user entry`);
+    await helper.remove(user, dir.path);
   }
 }
 

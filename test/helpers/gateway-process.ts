@@ -16,6 +16,8 @@ export interface GatewayProcess {
   workRoot: string;
   prefix: string;
   pid: number;
+  /** The configuration file it was started with, for other commands of the same gateway. */
+  configFile: string;
   /** The process's stderr so far (its last 16 KiB), for failure messages. */
   stderr(): string;
   /** How the process ended (`exit code 1`, `signal SIGKILL`), or undefined while it runs. */
@@ -23,8 +25,8 @@ export interface GatewayProcess {
   close(): Promise<void>;
 }
 
-const REGISTER = join(ROOT, 'test', 'helpers', 'ts-register.mjs');
-const MAIN = join(ROOT, 'src', 'main.ts');
+export const REGISTER = join(ROOT, 'test', 'helpers', 'ts-register.mjs');
+export const MAIN = join(ROOT, 'src', 'main.ts');
 const START_TIMEOUT_MS = 60_000;
 
 export async function startGatewayProcess(
@@ -88,6 +90,7 @@ export async function startGatewayProcess(
     base: `${url}/ga4gh/tes/v1`,
     workRoot,
     prefix,
+    configFile: file,
     pid: child.pid!,
     stderr: () => stderr,
     exitStatus: () =>

@@ -23,6 +23,7 @@ import { RedisTaskStore } from '../../src/store/redis-task-store.js';
 import { TaskRetention } from '../../src/task-retention.js';
 import { TERMINAL_STATES, type TesState } from '../../src/tes/state.js';
 import { taskDirOf } from '../../src/tes/task-directory.js';
+import { newTaskId } from '../../src/tes/task-id.js';
 import type { TaskRequest } from '../../src/tes/types.js';
 import { startTestGateway } from '../helpers/gateway.js';
 import { seedOldTask } from '../helpers/old-tasks.js';
@@ -329,6 +330,31 @@ describe('retention of finished tasks', () => {
 
     expect(await retention().sweep(later)).toMatchObject({ arrayFiles: 4, arrayBytes: 4 });
     expect(readdirSync(arrays).sort()).toEqual(['ba9876543210_3.out', 'notes.txt']);
+  });
+
+  it('removes old task directories that no task record points to, and only those', async () => {
+    // A task whose record is gone (lost in a failover, say): its directory is no task's.
+    const lost = newTaskId(Date.now() - 50 * DAY_MS);
+    mkdirSync(join(taskDirOf(workRoot, lost), 'exec-0'), { recursive: true });
+    writeFileSync(join(taskDirOf(workRoot, lost), 'exec-0', 'stdout'), 'x'.repeat(10));
+    // A task still running: old, but its record is there.
+    const running = await finished('RUNNING');
+    // Lost too, but changed lately; and a folder not named as a task.
+    const fresh = newTaskId();
+    mkdirSync(taskDirOf(workRoot, fresh));
+    const later = LATER();
+    utimesSync(taskDirOf(workRoot, fresh), later / 1000, later / 1000);
+    mkdirSync(join(workRoot, 'notes'));
+
+    const survey = await retention().survey(later);
+    expect(survey).toMatchObject({ orphanDirs: 1, orphanBytes: 10, count: 0 });
+    expect(existsSync(taskDirOf(workRoot, lost))).toBe(true);
+
+    expect(await retention().sweep(later)).toMatchObject({ orphanDirs: 1, orphanBytes: 10, failed: 0 });
+    expect(existsSync(taskDirOf(workRoot, lost))).toBe(false);
+    for (const dir of [taskDirOf(workRoot, running), taskDirOf(workRoot, fresh), join(workRoot, 'notes')]) {
+      expect(existsSync(dir)).toBe(true);
+    }
   });
 
   it('unlinks a task directory that is a link, and links inside one, never what they point to', async () => {

@@ -9,13 +9,14 @@ import {
   readFileSync,
   rmSync,
   statSync,
+  utimesSync,
   writeFileSync,
 } from 'node:fs';
 import { join } from 'node:path';
 import { TokenStore } from '../../src/identity/tokens.js';
 import { Keys } from '../../src/store/keys.js';
 import { getTask, requireSlurm, testImages, waitFor } from '../helpers/gateway.js';
-import { startGatewayProcess, type GatewayProcess } from '../helpers/gateway-process.js';
+import { MAIN, REGISTER, startGatewayProcess, type GatewayProcess } from '../helpers/gateway-process.js';
 import { connect, testPrefix } from '../helpers/redis.js';
 import { RUN_AS, runAsUserSettings, runAsUserSetup, unixUser } from '../helpers/run-as-user.js';
 
@@ -261,6 +262,41 @@ describe('tasks run as their owners', () => {
     const logs = (task.logs[0].system_logs ?? []).join('\n');
     expect(logs).toMatch(/could not be read as the task's owner: the helper refused to /);
     expect(logs).toContain(join(RUN_AS.workRoot, id));
+  });
+});
+
+describe('task directories that no task record points to', () => {
+  it("are removed by gc, the owner's as its owner and the gateway's ledger as the gateway", async () => {
+    const id = await create(bob, { executors: [sh('echo left > out.txt')] });
+    await waitFor(gw.base, id, ['COMPLETE'], 180_000, auth[bob]);
+    const dir = join(RUN_AS.workRoot, id);
+    const ledger = join(RUN_AS.workRoot, '.gateway', id);
+    expect(statSync(dir).uid).toBe(unixUser(bob).uid);
+    expect(existsSync(ledger)).toBe(true);
+    // The record is lost (a Redis restored from an old copy, say), and the folders are old.
+    const redis = connect();
+    try {
+      await redis.del(new Keys(gw.prefix).task(id));
+    } finally {
+      redis.disconnect();
+    }
+    const old = (Date.now() - 40 * 24 * 3600_000) / 1000;
+    for (const path of [dir, ledger]) utimesSync(path, old, old);
+
+    const service = unixUser(RUN_AS.serviceUser);
+    const gc = (...args: string[]): string =>
+      execFileSync(process.execPath, ['--import', REGISTER, MAIN, 'gc', ...args, '--config', gw.configFile], {
+        encoding: 'utf8',
+        stdio: 'pipe',
+        uid: service.uid,
+        gid: service.gid,
+        env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: '/tmp' },
+      });
+    expect(gc('--dry-run')).toMatch(/task directories no task record points to: 2 \(\d+ bytes\)\n/);
+    expect(existsSync(dir)).toBe(true);
+    expect(gc()).toMatch(/task directories no task record points to: 2 \(\d+ bytes\) removed/);
+    expect(existsSync(dir)).toBe(false);
+    expect(existsSync(ledger)).toBe(false);
   });
 });
 
