@@ -163,6 +163,31 @@ const sentinelAddress = z.unknown().transform((value, ctx): z.output<typeof sent
 });
 
 /**
+ * TLS to Redis: the files (PEM) that check the servers' certificates and, where the servers ask for
+ * client certificates (`tls-auth-clients yes`), present the gateway's. Read once at start.
+ */
+const redisTls = z
+  .object({
+    /** The CA that signed the servers' certificates; without it, the system's CAs. */
+    ca: absolutePath.optional(),
+    /** The gateway's client certificate and its key, both or neither. */
+    cert: absolutePath.optional(),
+    key: absolutePath.optional(),
+    /** The name the servers' certificates are checked against, when not the host connected to. */
+    servername: z.string().min(1).optional(),
+  })
+  .strict()
+  .superRefine((tls, ctx) => {
+    if ((tls.cert === undefined) !== (tls.key === undefined)) {
+      ctx.addIssue({
+        code: z.ZodIssueCode.custom,
+        path: [tls.cert === undefined ? 'cert' : 'key'],
+        message: 'a client certificate needs both cert and key',
+      });
+    }
+  });
+
+/**
  * Redis behind Sentinel: the gateway asks the sentinels which server is the master of `name`, and asks
  * again whenever a connection drops or a failover is announced, so every connection follows the master.
  */
@@ -178,6 +203,8 @@ const redisSentinel = z
     sentinelUsername: z.string().min(1).optional(),
     sentinelPassword: z.string().min(1).optional(),
     db: z.number().int().min(0).default(0),
+    /** The sentinels speak TLS too, checked with the files of redis.tls. */
+    tls: z.boolean().default(false),
     /**
      * Replicas that must hold a new task before the API accepts it. Replication is asynchronous: a
      * task written to a master just before a failover is lost unless a replica holds it, so with
@@ -297,6 +324,8 @@ export const configSchema = z
       .object({
         url: z.string().url().optional(),
         sentinel: redisSentinel.optional(),
+        /** TLS to the Redis servers (a `rediss://` url uses TLS with the system's CAs without it). */
+        tls: redisTls.optional(),
         prefix: z
           .string()
           .min(1)
@@ -305,6 +334,13 @@ export const configSchema = z
       })
       .strict()
       .superRefine((redis, ctx) => {
+        if (redis.sentinel?.tls && redis.tls === undefined) {
+          ctx.addIssue({
+            code: z.ZodIssueCode.custom,
+            path: ['sentinel', 'tls'],
+            message: 'TLS to the sentinels needs redis.tls (at least `{}` for the system CAs)',
+          });
+        }
         if (redis.url !== undefined && redis.sentinel !== undefined) {
           ctx.addIssue({
             code: z.ZodIssueCode.custom,
@@ -314,8 +350,8 @@ export const configSchema = z
           });
         }
       })
-      .transform(({ url, sentinel, prefix }) =>
-        sentinel ? { sentinel, prefix } : { url: url ?? DEFAULT_REDIS_URL, prefix },
+      .transform(({ url, sentinel, tls, prefix }) =>
+        sentinel ? { sentinel, tls, prefix } : { url: url ?? DEFAULT_REDIS_URL, tls, prefix },
       )
       .default({}),
     backend: z.enum(['slurm', 'local']).default('slurm'),

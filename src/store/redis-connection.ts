@@ -1,8 +1,22 @@
+import { readFileSync } from 'node:fs';
+import type { ConnectionOptions } from 'node:tls';
 import { Redis, type RedisOptions } from 'ioredis';
 
-/** Where Redis is, as config.redis says it: one server by url, or the master behind Sentinel. */
-export type RedisTarget =
-  { url: string; sentinel?: undefined } | { url?: undefined; sentinel: SentinelTarget };
+/**
+ * Where Redis is, as config.redis says it: one server by url, or the master behind Sentinel; with
+ * `tls`, reached over TLS.
+ */
+export type RedisTarget = (
+  { url: string; sentinel?: undefined } | { url?: undefined; sentinel: SentinelTarget }
+) & { tls?: TlsFiles | undefined };
+
+/** config.redis.tls: PEM files, by path. */
+export interface TlsFiles {
+  ca?: string | undefined;
+  cert?: string | undefined;
+  key?: string | undefined;
+  servername?: string | undefined;
+}
 
 export interface SentinelTarget {
   name: string;
@@ -12,6 +26,8 @@ export interface SentinelTarget {
   sentinelUsername?: string | undefined;
   sentinelPassword?: string | undefined;
   db: number;
+  /** The sentinels speak TLS, with the same files. */
+  tls?: boolean | undefined;
 }
 
 /**
@@ -21,11 +37,20 @@ export interface SentinelTarget {
  */
 export function redisOptions(redis: RedisTarget): RedisOptions {
   // Fail a command quickly when Redis is away, so the API answers 503 instead of hanging.
-  const common: RedisOptions = { maxRetriesPerRequest: 1, connectTimeout: 5000, lazyConnect: false };
+  const tls = redis.tls && tlsOptions(redis.tls);
+  const common: RedisOptions = {
+    maxRetriesPerRequest: 1,
+    connectTimeout: 5000,
+    lazyConnect: false,
+    ...(tls && { tls }),
+  };
   const sentinel = redis.sentinel;
   if (!sentinel) return common;
   return {
     ...common,
+    // ioredis leaves `tls` to the master unused behind Sentinel unless told.
+    ...(tls && { enableTLSForSentinelMode: true }),
+    ...(tls && sentinel.tls && { sentinelTLS: tls }),
     name: sentinel.name,
     sentinels: sentinel.sentinels,
     role: 'master',
@@ -47,4 +72,26 @@ export function redisOptions(redis: RedisTarget): RedisOptions {
 export function openRedis(redis: RedisTarget): Redis {
   const options = redisOptions(redis);
   return redis.sentinel ? new Redis(options) : new Redis(redis.url, options);
+}
+
+/** The TLS options for node:tls from the files; a file that cannot be read stops the start, named. */
+export function tlsOptions(files: TlsFiles): ConnectionOptions {
+  const read = (field: 'ca' | 'cert' | 'key'): Buffer | undefined => {
+    const path = files[field];
+    if (path === undefined) return undefined;
+    try {
+      return readFileSync(path);
+    } catch (err) {
+      throw new Error(`redis.tls.${field}: cannot read ${path}: ${(err as Error).message}`, { cause: err });
+    }
+  };
+  const ca = read('ca');
+  const cert = read('cert');
+  const key = read('key');
+  return {
+    ...(ca && { ca }),
+    ...(cert && { cert }),
+    ...(key && { key }),
+    ...(files.servername !== undefined && { servername: files.servername }),
+  };
 }
