@@ -7,7 +7,8 @@ import { jobNameFor } from '../compute/slurm/sbatch-args.js';
 import { heldAdvice, meaningfulReason, phaseOf, vanishedJob, type JobStatus } from '../compute/job-end.js';
 import type { Logger } from '../logger.js';
 import type { Enqueuer } from '../queue/jobs.js';
-import type { TaskBrief, TaskStore } from '../store/task-store.js';
+import type { TaskBrief, TaskStore, TransitionOptions, TransitionOutcome } from '../store/task-store.js';
+import type { TesState } from '../tes/state.js';
 import { ledgerDirOf, TASK_FILE, taskDirOf, taskFile, type DirOwner } from '../tes/task-directory.js';
 import { withLog, withSystemLogs } from '../tes/task-logs.js';
 import { LeaseLostError, type LeaderLock } from '../store/leader-lock.js';
@@ -145,7 +146,7 @@ export class Reconciler {
       }
       this.startHousekeeping();
       const started = performance.now();
-      const report = await this.o.lock.hold(() => this.cycle());
+      const report = await this.o.lock.hold(() => this.pass());
       this.o.metrics?.reconcilerCycle((performance.now() - started) / 1000, report.active);
       if (++this.ticks % 10 === 0) await this.requeueLostSubmissions();
     } catch (err) {
@@ -178,8 +179,32 @@ export class Reconciler {
     if (this.o.lock.lost) throw new LeaseLostError('reconciler');
   }
 
-  /** One pass over every active job. Public so tests and the benchmark can drive it. */
+  /**
+   * A state change fenced by the leader's lease: made only if this process still leads when Redis
+   * makes it. A leader paused past its lease (assertLeader passed just before the pause) thus never
+   * writes over a new leader's work; its cycle stops instead.
+   */
+  private async write(
+    taskId: string,
+    to: TesState,
+    options: TransitionOptions,
+  ): Promise<{ outcome: TransitionOutcome }> {
+    const t = await this.o.store.transition(taskId, to, { ...options, fence: this.o.lock.fence });
+    if (t.outcome === 'fenced') throw new LeaseLostError('reconciler');
+    return t;
+  }
+
+  /**
+   * One cycle as the leader, taking (or renewing) the lease first, as each tick does. Public so tests
+   * and the benchmark can drive it; fails with LeaseLostError when another process leads.
+   */
   async cycle(): Promise<CycleReport> {
+    if (!(await this.o.lock.acquire())) throw new LeaseLostError('reconciler');
+    return this.o.lock.hold(() => this.pass());
+  }
+
+  /** One pass over every active job, holding the lease. */
+  private async pass(): Promise<CycleReport> {
     const { store, driver } = this.o;
     const active = await store.activeJobs();
     this.endingSoon = false;
@@ -328,7 +353,7 @@ export class Reconciler {
     if (!fresh) return 0;
     // A change to the same state writes the logs, unless the state changed meanwhile.
     this.assertLeader();
-    await this.o.store.transition(record.id, record.state, {
+    await this.write(record.id, record.state, {
       from: [record.state],
       logs: withSystemLogs(record.logs, [note]),
     });
@@ -346,7 +371,7 @@ export class Reconciler {
       `Slurm requeued job ${status.jobId}: now ${status.rawState}${reason ? ` (${reason})` : ''}` +
       (advice ? `; ${advice}` : '');
     this.assertLeader();
-    const t = await this.o.store.transition(record.id, 'QUEUED', {
+    const t = await this.write(record.id, 'QUEUED', {
       path: 'requeue',
       from: [record.state],
       logs: withSystemLogs(record.logs, [note]),
@@ -370,7 +395,7 @@ export class Reconciler {
       : logs;
     this.assertLeader();
     // Only from the state read: a move made meanwhile (a requeue, a cancel) is not overwritten.
-    const t = await this.o.store.transition(record.id, to, { from: [record.state], logs: withNode });
+    const t = await this.write(record.id, to, { from: [record.state], logs: withNode });
     return t.outcome === 'ok' ? 1 : 0;
   }
 

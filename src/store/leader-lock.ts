@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
+import type { Fence } from './task-store.js';
 
 const ACQUIRE = `
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -56,6 +57,11 @@ export class LeaderLock {
     private readonly key: string,
     private readonly ttlMs: number,
   ) {}
+
+  /** What fences the holder's writes (TransitionOptions.fence): they land only while it leads. */
+  get fence(): Fence {
+    return { key: this.key, owner: this.owner };
+  }
 
   async acquire(): Promise<boolean> {
     const asked = Date.now();

@@ -49,7 +49,7 @@ export class RedisTaskStore implements TaskStore {
   ) {
     this.keys = new Keys(options.prefix);
     redis.defineCommand('tesCreate', { lua: CREATE_TASK });
-    redis.defineCommand('tesTransition', { lua: TRANSITION, numberOfKeys: 2 });
+    redis.defineCommand('tesTransition', { lua: TRANSITION });
     redis.defineCommand('tesList', { lua: LIST_PAGE });
     this.r = redis as ScriptedRedis;
     const replicas = options.replicas;
@@ -222,15 +222,18 @@ export class RedisTaskStore implements TaskStore {
     const fields: string[] = [];
     if (options.logs) fields.push('logs', JSON.stringify(options.logs));
     if (options.run) fields.push('run', JSON.stringify(options.run));
+    const fence = options.fence;
+    const keys = [this.keys.task(taskId), this.keys.jobs, ...(fence ? [fence.key] : [])];
     const [outcome, previous] = await this.r.tesTransition(
-      this.keys.task(taskId),
-      this.keys.jobs,
+      keys.length,
+      ...keys,
       taskId,
       to,
       from.join(','),
       this.keys.statePrefix,
       `${isTerminal(to) ? 't' : ''}${options.onlyWithoutJob ? 'n' : ''}`,
       options.job ?? '',
+      fence?.owner ?? '',
       ...fields,
     );
     return previous ? { outcome, previous: previous as TesState } : { outcome };

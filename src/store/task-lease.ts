@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { EXTEND, RELEASE } from './leader-lock.js';
+import type { Fence } from './task-store.js';
 
 const TAKE = `return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0`;
 
@@ -19,6 +20,11 @@ export class TaskLease {
     readonly key: string,
     readonly ttlMs: number,
   ) {}
+
+  /** What fences the holder's writes (TransitionOptions.fence): they land only while it holds this. */
+  get fence(): Fence {
+    return { key: this.key, owner: this.owner };
+  }
 
   /** Takes the lease if nobody holds it. */
   async take(): Promise<boolean> {

@@ -31,7 +31,18 @@ export interface ListPage {
   nextCursor?: string;
 }
 
-export type TransitionOutcome = 'ok' | 'same' | 'illegal' | 'missing';
+export type TransitionOutcome = 'ok' | 'same' | 'illegal' | 'missing' | 'fenced';
+
+/**
+ * A lease in Redis (store/leader-lock.ts, store/task-lease.ts) and its holder: a change fenced by it
+ * is made only while the holder still has the lease, checked in the same atomic step as the change.
+ * A holder paused for longer than its lease (a stalled event loop, a slow sbatch) then cannot write
+ * after another process took the lease over.
+ */
+export interface Fence {
+  key: string;
+  owner: string;
+}
 
 export interface TransitionOptions {
   /**
@@ -54,6 +65,8 @@ export interface TransitionOptions {
    * if the change is made (a task cancelled meanwhile gets no job to poll).
    */
   job?: string;
+  /** Made only while this lease is its holder's; outcome `fenced`, with nothing written, otherwise. */
+  fence?: Fence | undefined;
 }
 
 export interface CreateOptions {

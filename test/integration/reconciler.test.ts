@@ -6,7 +6,7 @@ import { Worker } from 'bullmq';
 import type { ComputeDriver } from '../../src/compute/driver.js';
 import { decideEndState, phaseOf, type JobStatus, type SlurmState } from '../../src/compute/job-end.js';
 import { createLogger } from '../../src/logger.js';
-import { LeaderLock } from '../../src/store/leader-lock.js';
+import { LeaderLock, LeaseLostError } from '../../src/store/leader-lock.js';
 import { Reconciler } from '../../src/reconciler/reconciler.js';
 import { TaskQueues } from '../../src/queue/producer.js';
 import { RedisTaskStore } from '../../src/store/redis-task-store.js';
@@ -245,12 +245,14 @@ describe('the reconciler', () => {
         prefix: store.keys.bullPrefix,
       },
     );
+    // One leader's lease, taken in turn by the two reconcilers below.
+    const lock = new LeaderLock(redis, store.keys.lock('reconciler-again'), 15_000);
     const reconcilerAfter = (finalizeAgainMs: number): Reconciler =>
       new Reconciler({
         store,
         driver: fakeDriver(jobs, gone),
         queues,
-        lock: new LeaderLock(redis, store.keys.lock('reconciler-again'), 15_000),
+        lock,
         logger: createLogger('silent'),
         workRoot,
         pollIntervalMs: 1000,
@@ -287,6 +289,36 @@ describe('the reconciler', () => {
       connection.disconnect();
       await queues.close();
     }
+  });
+
+  it('stops a cycle, writing nothing, when another leader took the lease during it', async () => {
+    const id = await taskIn('QUEUED', 'job-fenced');
+    const lockKey = store.keys.lock('reconciler-fenced');
+    const lock = new LeaderLock(redis, lockKey, 15_000);
+    expect(await lock.acquire()).toBe(true);
+    // The lease goes to another gateway while sacct runs (this leader paused past it, say): this
+    // leader still counts it as its own, so only the fence can stop its write.
+    const driver = fakeDriver(jobs, gone);
+    const poll = driver.poll.bind(driver);
+    driver.poll = async (ids) => {
+      await redis.set(lockKey, 'another leader', 'PX', 15_000);
+      return poll(ids);
+    };
+    jobs.set('job-fenced', { state: 'RUNNING' });
+    const paused = new Reconciler({
+      store,
+      driver,
+      queues: { enqueue: async () => false },
+      lock,
+      logger: createLogger('silent'),
+      workRoot,
+      pollIntervalMs: 1000,
+      missingGraceMs: 60_000,
+    });
+    await expect(paused.cycle()).rejects.toThrow(LeaseLostError);
+    expect(await store.getState(id)).toBe('QUEUED');
+    jobs.delete('job-fenced');
+    await redis.del(lockKey);
   });
 
   it('queues again a task stored a while ago but never handed to the queue', async () => {

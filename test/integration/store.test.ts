@@ -132,6 +132,33 @@ describe('RedisTaskStore', () => {
     expect((await storeA.get(cancelled.id))?.run).toBeUndefined();
   });
 
+  it("makes a fenced change only while the lease is its holder's, and writes nothing otherwise", async () => {
+    const lease = new LeaderLock(a, storeA.keys.lock('fence-test'), 15_000);
+    const t = await storeA.create(TASK);
+    const run = { workDir: '/w', jobId: '44' };
+    const fenced = { from: ['QUEUED' as const], run, job: '44', fence: lease.fence };
+    // Nobody holds the lease, then another process does: refused, with nothing written.
+    expect(await storeA.transition(t.id, 'QUEUED', fenced)).toEqual({
+      outcome: 'fenced',
+      previous: 'QUEUED',
+    });
+    await a.set(storeA.keys.lock('fence-test'), 'another holder', 'PX', 15_000);
+    expect(await storeA.transition(t.id, 'RUNNING', { fence: lease.fence })).toEqual({
+      outcome: 'fenced',
+      previous: 'QUEUED',
+    });
+    expect((await storeA.get(t.id))?.state).toBe('QUEUED');
+    expect((await storeA.get(t.id))?.run).toBeUndefined();
+    expect((await storeA.activeJobs()).has(t.id)).toBe(false);
+    expect(await a.zscore(storeA.keys.state('RUNNING'), t.id)).toBeNull();
+    // Its holder's: made.
+    await a.del(storeA.keys.lock('fence-test'));
+    expect(await lease.acquire()).toBe(true);
+    expect(await storeA.transition(t.id, 'QUEUED', fenced)).toEqual({ outcome: 'same', previous: 'QUEUED' });
+    expect((await storeA.activeJobs()).get(t.id)).toBe('44');
+    await lease.release();
+  });
+
   it('reads tasks for the sweeps without their requests', async () => {
     const t = await storeA.create({
       executors: [

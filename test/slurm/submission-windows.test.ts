@@ -139,6 +139,36 @@ describe('submission windows', () => {
     expect(jobsNamed(id)).toHaveLength(1);
   });
 
+  it('records no job over another worker once its lease went between its check and the write', async () => {
+    const g = await apiOnly('fenced', { arrayWindowMs: 0 });
+    const id = await newTask(g);
+    const store = g.gateway.store;
+    const leaseKey = store.keys.lock(`submit:${id}`);
+    // Just before this worker records its job, its lease has gone to another worker (this one was
+    // paused past the lease), which recorded a job of its own.
+    let overtaken = false;
+    const slowStore = Object.create(store) as typeof store;
+    slowStore.transition = async (taskId, to, options) => {
+      if (!overtaken && options?.job) {
+        overtaken = true;
+        await redis.set(leaseKey, 'another worker', 'PX', 1500);
+        await store.transition(id, 'QUEUED', {
+          from: ['QUEUED'],
+          run: { jobId: 'job-of-another-worker' },
+          job: 'job-of-another-worker',
+        });
+      }
+      return store.transition(taskId, to, options);
+    };
+    await processSubmit(id, { number: 1, of: 8 }, { ...workerContext(g, redis), store: slowStore });
+    expect(overtaken).toBe(true);
+    expect((await store.get(id))!.run?.jobId).toBe('job-of-another-worker');
+    // Its own job is not the task's: it goes through the cancel queue.
+    const ownJob = jobsNamed(id)[0]!.split(' ')[0]!;
+    const cancel = await g.gateway.queues.queue('cancel').getJob(`cancel-${id}`);
+    expect(cancel?.data).toEqual({ taskId: id, jobId: ownJob });
+  });
+
   it('makes exactly one job when two workers submit the same task at once', async () => {
     const g = await apiOnly('race', { arrayWindowMs: 0 });
     const id = await newTask(g);

@@ -1,6 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from '../../logger.js';
 import type { TaskLease } from '../../store/task-lease.js';
+import type { Fence } from '../../store/task-store.js';
 
 /**
  * Work on one task that only one worker may do at a time (its submission, its finalization) runs
@@ -53,6 +54,11 @@ export class HeldLease {
       // A failed renewal is retried at the next tick; the lease lapses only if they all fail.
       this.logger.warn({ taskId: this.taskId, err }, 'could not renew a task lease');
     }
+  }
+
+  /** Fences a write: it lands only while this process still holds the lease. */
+  get fence(): Fence {
+    return this.lease.fence;
   }
 
   /** Whether this process still holds the lease (and, if so, for a whole lease period more). */

@@ -125,25 +125,44 @@ async function submit(
   }
 
   await writeFile(taskFile(ledgerDir, TASK_FILE.jobId), `${jobId}\n`, { mode: 0o600 });
-  if (held && !(await held.check())) {
-    // The lease lapsed during sbatch: another worker may have looked for a job (and adopted this one)
-    // or submitted its own. Whichever it recorded stands; this job goes unless it is that one.
-    logger.warn({ taskId, jobId }, 'submission lease lost during sbatch; settling with the new holder');
-    await held.regain();
-    const now = await store.get(taskId);
-    if (now?.run?.jobId === jobId) return;
-    if (now?.run?.jobId || (now?.state !== 'QUEUED' && now?.state !== 'INITIALIZING')) {
-      await cancelOrphan(ctx, taskId, jobId, 'another worker submitted the task meanwhile');
-      return;
-    }
-  }
   const run = { workDir, submittedAt: new Date().toISOString(), jobId };
   const logs = withSystemLogs(record.logs, [...warnings, `submitted as ${driver.kind} job ${jobId}`]);
-  // The job, its run and these logs are recorded in one change, and only while the task still waits:
-  // the reconciler cannot see the job (and move the task on) before the submission's logs are in.
-  const t = await store.transition(taskId, waiting, { from: [waiting], logs, run, job: jobId });
-  if (t.outcome === 'illegal' || t.outcome === 'missing') {
-    await cancelOrphan(ctx, taskId, jobId, 'the task was cancelled during submission');
+  let from = waiting;
+  for (let round = 0; ; round++) {
+    if (held && (round > 0 || !(await held.check()))) {
+      // The lease lapsed during sbatch, or between its check and the write (which the fence then
+      // refused): another worker may have looked for a job (and adopted this one) or submitted its
+      // own. Whichever it recorded stands; this job goes unless it is that one.
+      if (round >= 3) {
+        throw new LeaseBusyError(
+          `task ${taskId} keeps losing its submission lease; job ${jobId} is adopted by the retry`,
+        );
+      }
+      logger.warn({ taskId, jobId }, 'submission lease lost after sbatch; settling with the new holder');
+      await held.regain();
+      const now = await store.get(taskId);
+      if (now?.run?.jobId === jobId) return;
+      if (now?.run?.jobId || (now?.state !== 'QUEUED' && now?.state !== 'INITIALIZING')) {
+        await cancelOrphan(ctx, taskId, jobId, 'another worker submitted the task meanwhile');
+        return;
+      }
+      from = now.state;
+    }
+    // The job, its run and these logs are recorded in one change, and only while the task still waits
+    // and this worker holds the lease: the reconciler cannot see the job (and move the task on) before
+    // the submission's logs are in.
+    const t = await store.transition(taskId, from, {
+      from: [from],
+      logs,
+      run,
+      job: jobId,
+      fence: held?.fence,
+    });
+    if (t.outcome === 'fenced') continue;
+    if (t.outcome === 'illegal' || t.outcome === 'missing') {
+      await cancelOrphan(ctx, taskId, jobId, 'the task was cancelled during submission');
+    }
+    return;
   }
 }
 
