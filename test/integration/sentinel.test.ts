@@ -17,7 +17,9 @@ import { freePort } from '../helpers/free-port.js';
  * once a third of the tasks are in. Every task the API accepted ends COMPLETE and ran once; clients
  * saw at most 503 during the switch. Every process started here is killed at the end.
  */
-jest.setTimeout(110_000);
+// Above the sum of the test's own bounds (creations retried for at most a minute, tasks awaited for
+// another), so that a slow phase fails with its own message rather than jest's timeout.
+jest.setTimeout(180_000);
 
 const MASTER_NAME = 'mymaster';
 const TASKS = 100;
@@ -180,8 +182,12 @@ interface Attempt {
   id?: string;
 }
 
-/** Creates one task, again after each 503 as a client would, for as long as the test lasts. */
+/** How long a client keeps trying a creation answered 503, as a patient workflow engine would. */
+const RETRY_FOR_MS = 60_000;
+
+/** Creates one task, again after each 503 as a client would, for up to RETRY_FOR_MS. */
 async function createWithRetry(base: string, n: number, statuses: number[]): Promise<Attempt> {
+  const deadline = Date.now() + RETRY_FOR_MS;
   const body = JSON.stringify({
     name: `burst ${n}`,
     // Each run of the job leaves a line in the task's own /tmp: two lines mean it ran twice.
@@ -196,6 +202,9 @@ async function createWithRetry(base: string, n: number, statuses: number[]): Pro
     statuses.push(res.status);
     const json = (await res.json()) as { id?: string };
     if (res.status !== 503) return { status: res.status, ...(json.id !== undefined && { id: json.id }) };
+    if (Date.now() > deadline) {
+      throw new Error(`creation ${n} still answered 503 after ${RETRY_FOR_MS} ms: ${JSON.stringify(json)}`);
+    }
     await new Promise((r) => setTimeout(r, 250));
   }
 }
