@@ -146,7 +146,8 @@ export class Reconciler {
       }
       this.startHousekeeping();
       const started = performance.now();
-      const report = await this.o.lock.hold(() => this.pass());
+      // cycle() renews the lease just taken: one more short script, and the benchmark can time it.
+      const report = await this.cycle();
       this.o.metrics?.reconcilerCycle((performance.now() - started) / 1000, report.active);
       if (++this.ticks % 10 === 0) await this.requeueLostSubmissions();
     } catch (err) {
