@@ -9,6 +9,7 @@ import { openRedis, tlsOptions } from '../../src/store/redis-connection.js';
 import { createTask, startTestGateway, waitFor, type TestGateway } from '../helpers/gateway.js';
 import { testPrefix } from '../helpers/redis.js';
 import { freePort } from '../helpers/free-port.js';
+import { until } from '../helpers/until.js';
 
 /**
  * Redis over TLS only, with client certificates required (`tls-auth-clients yes`): one server reached
@@ -110,23 +111,6 @@ function start(program: string, lines: string[], label: string): void {
 /** A client of the test's own, over TLS with the same certificate. */
 function client(port: number): Redis {
   return new Redis({ host: '127.0.0.1', port, maxRetriesPerRequest: 1, tls: tlsOptions(pem) });
-}
-
-async function until<T>(what: string, timeoutMs: number, probe: () => Promise<T | undefined>): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  while (Date.now() < deadline) {
-    try {
-      const value = await probe();
-      if (value !== undefined) return value;
-    } catch (err) {
-      last = err;
-    }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(
-    `${what} did not happen in ${timeoutMs} ms${last instanceof Error ? `: ${last.message}` : ''}`,
-  );
 }
 
 async function ask<T>(port: number, run: (r: Redis) => Promise<T>): Promise<T> {

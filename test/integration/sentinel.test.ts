@@ -9,6 +9,7 @@ import { TASK_FILE, WRITABLE_DIR, taskDirOf } from '../../src/tes/task-directory
 import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
 import { testPrefix } from '../helpers/redis.js';
 import { freePort } from '../helpers/free-port.js';
+import { until } from '../helpers/until.js';
 
 /**
  * Redis behind Sentinel, with a failover in the middle of a burst of task creations: private
@@ -54,23 +55,6 @@ function start(program: string, args: string[], label: string): ChildProcess {
 
 function client(port: number): Redis {
   return new Redis({ host: '127.0.0.1', port, maxRetriesPerRequest: 1, lazyConnect: false });
-}
-
-async function until<T>(what: string, timeoutMs: number, probe: () => Promise<T | undefined>): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  while (Date.now() < deadline) {
-    try {
-      const value = await probe();
-      if (value !== undefined) return value;
-    } catch (err) {
-      last = err;
-    }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(
-    `${what} did not happen in ${timeoutMs} ms${last instanceof Error ? `: ${last.message}` : ''}`,
-  );
 }
 
 /** The port the sentinels name as the master, once they all agree. */
