@@ -260,8 +260,8 @@ export class Reconciler {
       if (replaced) {
         this.o.logger.warn(
           { taskId: record.id, jobId: status.jobId },
-          'a task whose job ended stayed active after its finalization finished (a write lost in a ' +
-            'Redis failover?); it is finalized again',
+          'a task whose job ended stayed active after its finalization ended (it failed every attempt, ' +
+            'or its terminal write was lost in a Redis failover); it is finalized again',
         );
       }
       if (since === undefined || again) this.finalizing.set(record.id, now);

@@ -37,6 +37,7 @@ describe('redis.sentinel', () => {
         { host: 'c', port: 26379 },
       ],
       db: 0,
+      tls: false,
       acceptReplicas: 1,
       acceptTimeoutMs: 1000,
     });
