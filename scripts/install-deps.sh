@@ -2,11 +2,15 @@
 # What the gateway and its tests need, each installed only when missing: the Debian packages
 # bubblewrap (the bwrap-host runtime and the test Apptainer stand-in), squashfs-tools, busybox-static
 # and bash-static (test images), shellcheck (job script tests), curl (quick start), chromium (the
-# dashboard's browser tests) and redis-sentinel (the failover test); Node.js 22; and the locked npm packages. Callers then source scripts/node-env.sh to run on that Node.js.
+# dashboard's browser tests), openssl (the Redis TLS test's certificates), Go with the sprig and yaml
+# sources (the Helm chart's renderer, test/helm/render) and redis-sentinel (the failover test);
+# Node.js 22; and the locked npm packages. Callers then source scripts/node-env.sh to run on that
+# Node.js.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(bubblewrap squashfs-tools busybox-static bash-static shellcheck curl ca-certificates chromium)
+packages=(bubblewrap squashfs-tools busybox-static bash-static shellcheck curl ca-certificates chromium openssl
+  golang-go golang-github-masterminds-sprig-dev golang-gopkg-yaml.v2-dev)
 bash scripts/apt-install.sh deps "${packages[@]}"
 # redis-sentinel: the Sentinel failover test starts private sentinels of its own. The package's
 # system service (a sentinel on 26379) is not wanted here: stopped and disabled if installing
