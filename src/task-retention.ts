@@ -262,8 +262,8 @@ export class TaskRetention {
     const now = Date.now();
     if (this.enabled && !signal?.aborted && now - this.lastFoldersPruneMs >= FOLDERS_PRUNE_EVERY_MS) {
       this.lastFoldersPruneMs = now;
-      await this.pruneArrays(now, total, false);
-      await this.pruneOrphans(now, total, false);
+      await this.pruneArrays(now, total, false, signal);
+      await this.pruneOrphans(now, total, false, signal);
     }
     if (total.count > 0 || total.failed > 0 || total.arrayFiles > 0 || total.orphanDirs > 0) {
       this.o.logger?.info(
@@ -300,7 +300,12 @@ export class TaskRetention {
    * is needed by a job any more, even by an element still pending: Slurm keeps its own copy of a
    * submitted script, and writes an element's output file anew when it starts.
    */
-  private async pruneArrays(nowMs: number, tally: ExpiryTally, dryRun: boolean): Promise<void> {
+  private async pruneArrays(
+    nowMs: number,
+    tally: ExpiryTally,
+    dryRun: boolean,
+    signal?: AbortSignal,
+  ): Promise<void> {
     const dir = join(this.o.workRoot, ARRAYS_DIR);
     const cutoffMs = this.cutoffAt(nowMs);
     let listing;
@@ -311,6 +316,7 @@ export class TaskRetention {
       throw err;
     }
     for await (const entry of listing) {
+      if (signal?.aborted) break;
       if (!entry.isFile() || !ARRAY_FILE.test(entry.name)) continue;
       const path = join(dir, entry.name);
       const st = await lstat(path).catch(() => undefined);
@@ -350,13 +356,19 @@ export class TaskRetention {
    * task directory is removed by the helper as the user who owns it. The work root must be this
    * gateway's alone (one Redis prefix): another's task directories have no record here.
    */
-  private async pruneOrphans(nowMs: number, tally: ExpiryTally, dryRun: boolean): Promise<void> {
+  private async pruneOrphans(
+    nowMs: number,
+    tally: ExpiryTally,
+    dryRun: boolean,
+    signal?: AbortSignal,
+  ): Promise<void> {
     const cutoffMs = this.cutoffAt(nowMs);
-    const found = await this.oldTaskDirs(this.o.workRoot, false, cutoffMs);
-    if (this.o.runAs)
-      found.push(...(await this.oldTaskDirs(join(this.o.workRoot, LEDGERS_DIR), true, cutoffMs)));
+    const found = await this.oldTaskDirs(this.o.workRoot, false, cutoffMs, signal);
+    if (this.o.runAs) {
+      found.push(...(await this.oldTaskDirs(join(this.o.workRoot, LEDGERS_DIR), true, cutoffMs, signal)));
+    }
     const keys = new Keys(this.o.prefix);
-    for (let i = 0; i < found.length; i += ORPHAN_LOOKUP_BATCH) {
+    for (let i = 0; i < found.length && !signal?.aborted; i += ORPHAN_LOOKUP_BATCH) {
       const batch = found.slice(i, i + ORPHAN_LOOKUP_BATCH);
       const pipeline = this.o.redis.pipeline();
       for (const dir of batch) pipeline.exists(keys.task(dir.taskId));
@@ -383,7 +395,12 @@ export class TaskRetention {
   }
 
   /** The folders in `parent` named as tasks and last changed before the cutoff. */
-  private async oldTaskDirs(parent: string, ledger: boolean, cutoffMs: number): Promise<FoundDir[]> {
+  private async oldTaskDirs(
+    parent: string,
+    ledger: boolean,
+    cutoffMs: number,
+    signal?: AbortSignal,
+  ): Promise<FoundDir[]> {
     let listing;
     try {
       listing = await opendir(parent);
@@ -393,6 +410,8 @@ export class TaskRetention {
     }
     const found: FoundDir[] = [];
     for await (const entry of listing) {
+      // A shutdown stops the walk; the next one starts over.
+      if (signal?.aborted) break;
       if (!isTaskId(entry.name)) continue;
       const path = join(parent, entry.name);
       const st = await lstat(path).catch(() => undefined);
