@@ -53,10 +53,15 @@ export interface SuiteOptions {
 
 /** A task that ran must end within this; the slowest attack needs a few seconds. */
 const RUN_TIMEOUT_MS = 90_000;
-/** The one timed assertion of the suite: a GET of another task while the bomb is finalised. */
-const GET_BUDGET_MS = 1_000;
+/**
+ * A GET of another task must be answered within this while the bomb runs and is finalised. It tells
+ * a gateway that goes on serving from one whose event loop the pattern holds: a backtracking matcher
+ * tries on the order of n^14 ways, minutes of work. It is not a latency goal (the bench measures
+ * latency): on a loaded 2-core host a GET of a serving gateway has taken up to 3 s while tasks start.
+ */
+const GET_BUDGET_MS = 5_000;
 /** A GET with no answer after this is given up on: the gateway is frozen. */
-const GET_GIVE_UP_MS = 5_000;
+const GET_GIVE_UP_MS = 10_000;
 /** The image every executor runs: busybox, through the stand-in's registry (an allowed scheme). */
 const IMAGE = 'alpine';
 
