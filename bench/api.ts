@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { EventEmitter } from 'node:events';
+import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import autocannon, { type Result } from 'autocannon';
@@ -9,6 +10,8 @@ import { loadConfig } from '../src/config/load-config.js';
 import { TokenStore } from '../src/identity/tokens.js';
 import { RedisTaskStore } from '../src/store/redis-task-store.js';
 import { dropPrefix } from '../src/store/drop-prefix.js';
+import { GatewayMetrics } from '../src/observability/metrics.js';
+import { httpMetrics } from '../src/observability/ops-routes.js';
 import { fmt, percentile, type Row } from './table.js';
 
 /**
@@ -22,11 +25,16 @@ import { fmt, percentile, type Row } from './table.js';
  * Each side reports its median round (BENCH_ROUNDS, 3 by default). Each round also reads the auth-off
  * gateway's tasks through a bare server (bare-server.ts), the ceiling of this stack on this host, and
  * the gateway's GET rate is reported as a share of it.
+ *
+ * What metrics cost on creates is measured the same way, against a third gateway with
+ * `metrics.enabled: false` whose creates run right after the auth-off gateway's in each round; the
+ * cost is the median of the rounds' ratios, each of two runs next to each other in time.
  */
 const STORED = 100_000;
 const LOAD_SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const CONNECTIONS = 50;
+const WARM_UP_SECONDS = 3;
 /** The owner of every task the auth-on gateway stores. */
 const BENCH_USER = 'benchuser';
 
@@ -36,6 +44,8 @@ interface Target {
   base: string;
   headers: Record<string, string>;
   store: RedisTaskStore;
+  /** The API process (and the processes it forks), for the CPU its requests cost. */
+  pid?: number | undefined;
 }
 
 /** The rounds of one target, as measured. */
@@ -66,6 +76,12 @@ export async function benchApi(rows: Row[]): Promise<void> {
     redis: { prefix: authPrefix },
     auth: { mode: 'tokens' },
   };
+  const noMetricsOverrides = {
+    ...overrides,
+    server: { ...overrides.server, port: port + 3 },
+    redis: { prefix: `${prefix}nometrics:` },
+    metrics: { enabled: false },
+  };
   const config = loadConfig({ env: {}, overrides });
   const authConfig = loadConfig({ env: {}, overrides: authOverrides });
   const configDir = mkdtempSync(join(tmpdir(), 'tesgw-bench-'));
@@ -77,12 +93,13 @@ export async function benchApi(rows: Row[]): Promise<void> {
       const configFile = join(configDir, `${label}.yaml`);
       writeFileSync(configFile, JSON.stringify(settings));
       const base = `http://127.0.0.1:${settings.server.port}/ga4gh/tes/v1`;
-      started.push(await startApiProcess(configFile, `${base}/service-info`));
+      const child = await startApiProcess(configFile, `${base}/service-info`);
+      started.push(child);
       const store = new RedisTaskStore(redis, {
         prefix: settings.redis.prefix,
         maxBacklog: config.server.maxBacklog,
       });
-      return { label, base, headers: {}, store };
+      return { label, base, headers: {}, store, pid: child.pid };
     };
     const off = await startTarget('auth-off', overrides);
     const bareBase = `http://127.0.0.1:${port + 2}/ga4gh/tes/v1`;
@@ -100,6 +117,10 @@ export async function benchApi(rows: Row[]): Promise<void> {
     );
     const bare: Target = { label: 'bare', base: bareBase, headers: {}, store: off.store };
     const on = await startTarget('auth-on', authOverrides);
+    const noMetrics = await startTarget('metrics-off', noMetricsOverrides);
+    if ((await fetch(`http://127.0.0.1:${port + 3}/metrics`)).status !== 404) {
+      throw new Error('the gateway with metrics.enabled: false still serves /metrics');
+    }
     const tokens = new TokenStore(redis, on.store.keys.tokens, {
       cacheTtlMs: authConfig.auth.tokens.cacheTtlMs,
     });
@@ -121,16 +142,40 @@ export async function benchApi(rows: Row[]): Promise<void> {
     const offRuns: Runs = { creates: [], reads: [] };
     const onRuns: Runs = { creates: [], reads: [] };
     const bareReads: Result[] = [];
+    const noMetricsCreates: Result[] = [];
+    /** API CPU milliseconds per create, metrics on (the auth-off gateway) and off, by round. */
+    const cpuPerCreate = { on: [] as number[], off: [] as number[] };
     let offMemory = 0;
     let offCreated = 0;
+    // Unmeasured first load of each gateway: the first seconds of a process run before its hot paths
+    // are compiled, and would count against whichever side a round happens to start with.
+    for (const target of [off, noMetrics, on]) await loadCreates(target, body, WARM_UP_SECONDS);
+    for (const target of [off, on, bare]) {
+      await loadReads(target, await target.store.idsInState('QUEUED', 10_000), WARM_UP_SECONDS);
+    }
     for (let round = 0; round < ROUNDS; round++) {
-      // Memory per created task is measured on the auth-off side only, as before token auth existed.
-      const memBefore = await usedMemory(redis);
-      const countBefore = await off.store.countInState('QUEUED');
-      offRuns.creates.push(await loadCreates(off, body));
-      offMemory += (await usedMemory(redis)) - memBefore;
-      offCreated += (await off.store.countInState('QUEUED')) - countBefore;
-      onRuns.creates.push(await loadCreates(on, body));
+      // The auth-off gateway runs between the two it is compared with, and the order turns every
+      // round (metrics off, auth off, auth on; then back), so that drift favours neither side.
+      const offCreates = async (): Promise<void> => {
+        // Memory per created task is measured on the auth-off side only, as before token auth existed.
+        const memBefore = await usedMemory(redis);
+        const countBefore = await off.store.countInState('QUEUED');
+        const run = await timedCreates(off, body);
+        offRuns.creates.push(run.result);
+        cpuPerCreate.on.push(run.cpuMsPerCreate);
+        offMemory += (await usedMemory(redis)) - memBefore;
+        offCreated += (await off.store.countInState('QUEUED')) - countBefore;
+      };
+      const noMetricsRun = async (): Promise<void> => {
+        const run = await timedCreates(noMetrics, body);
+        noMetricsCreates.push(run.result);
+        cpuPerCreate.off.push(run.cpuMsPerCreate);
+      };
+      const onCreates = async (): Promise<void> => {
+        onRuns.creates.push(await loadCreates(on, body));
+      };
+      const order = [noMetricsRun, offCreates, onCreates];
+      for (const run of round % 2 === 0 ? order : order.reverse()) await run();
       offRuns.reads.push(await loadReads(off, await off.store.idsInState('QUEUED', 10_000)));
       onRuns.reads.push(await loadReads(on, await on.store.idsInState('QUEUED', 10_000)));
       bareReads.push(await loadReads(bare, await off.store.idsInState('QUEUED', 10_000)));
@@ -150,6 +195,39 @@ export async function benchApi(rows: Row[]): Promise<void> {
       value: `${created.latency.p50} / ${created.latency.p99}`,
     });
     pushErrors(rows, 'create errors', offRuns.creates);
+    pushErrors(rows, 'create errors, metrics off', noMetricsCreates);
+    // Each round's pair ran back to back: their ratio leaves out the host's drift between rounds.
+    const metricsCost =
+      1 - median(offRuns.creates.map((r, i) => r.requests.average / noMetricsCreates[i]!.requests.average));
+    rows.push({
+      section: 'api',
+      metric: 'cost of metrics on the create rate: 1 - (on / off), median of the rounds',
+      value: `${fmt(metricsCost * 100, 1)}%`,
+      goal: '< 5%',
+      verdict: metricsCost < 0.05 ? 'met' : 'missed',
+    });
+    rows.push({
+      section: 'api',
+      metric: `rounds of ${LOAD_SECONDS} s, creates per second: metrics on / off`,
+      value: `${rates(offRuns.creates)} / ${rates(noMetricsCreates)}`,
+    });
+    // CPU per request drifts far less than a rate on a shared 2-core host: the steadier reading.
+    rows.push({
+      section: 'api',
+      metric: 'API CPU per create (ms), median of the rounds: metrics on / off',
+      value: `${fmt(median(cpuPerCreate.on), 3)} / ${fmt(median(cpuPerCreate.off), 3)}`,
+    });
+    const perCreateUs = metricsWorkPerCreateUs();
+    rows.push({
+      section: 'api',
+      metric: "metrics' own work per create, timed alone (us): share of the API CPU per create",
+      value: `${fmt(perCreateUs, 2)}: ${fmt((perCreateUs / 1000 / median(cpuPerCreate.off)) * 100, 2)}%`,
+    });
+    rows.push({
+      section: 'api',
+      metric: 'rounds, API CPU per create (ms): metrics on / off',
+      value: `${cpuPerCreate.on.map((v) => fmt(v, 3)).join(', ')} / ${cpuPerCreate.off.map((v) => fmt(v, 3)).join(', ')}`,
+    });
     const read = medianRun(offRuns.reads);
     rows.push({
       section: 'api',
@@ -276,20 +354,90 @@ export async function benchApi(rows: Row[]): Promise<void> {
   }
 }
 
+/** POST /tasks under load, with the CPU time the API's processes spent per created task. */
+async function timedCreates(
+  target: Target,
+  body: string,
+): Promise<{ result: Result; cpuMsPerCreate: number }> {
+  if (target.pid === undefined) throw new Error(`the ${target.label} gateway has no process id`);
+  const before = treeCpuMs(target.pid);
+  const result = await loadCreates(target, body);
+  const spent = treeCpuMs(target.pid) - before;
+  return { result, cpuMsPerCreate: spent / Math.max(1, result['2xx']) };
+}
+
+/**
+ * What recording one create costs, timed in this process alone, free of the host's noise: the
+ * request's pass through the real HTTP metrics middleware to its histogram observation, and the
+ * per-user count of created tasks (with users named, as with auth on).
+ */
+function metricsWorkPerCreateUs(): number {
+  const metrics = new GatewayMetrics({ userLabels: 50, processMetrics: false });
+  const middleware = httpMetrics(metrics);
+  const req = { method: 'POST', openapi: { openApiRoute: '/ga4gh/tes/v1/tasks' } };
+  const res = Object.assign(new EventEmitter(), { req, statusCode: 200 });
+  const next = (): void => undefined;
+  const run = (n: number): void => {
+    for (let i = 0; i < n; i++) {
+      middleware(req as never, res as never, next);
+      res.emit('finish');
+      metrics.taskCreated(`user${i % 10}`);
+    }
+  };
+  run(100_000);
+  const n = 1_000_000;
+  const started = performance.now();
+  run(n);
+  return ((performance.now() - started) * 1000) / n;
+}
+
+/** User and system CPU time, in ms, of a process and every process under it (Linux /proc). */
+function treeCpuMs(pid: number): number {
+  const ticksPerMs = 100 / 1000; // USER_HZ: 100 on Linux for every architecture it reports to
+  let ticks = 0;
+  const pending = [pid];
+  while (pending.length > 0) {
+    const p = pending.pop()!;
+    let stat: string;
+    try {
+      stat = readFileSync(`/proc/${p}/stat`, 'utf8');
+    } catch {
+      continue; // gone since it was listed
+    }
+    // The fields after the command's closing parenthesis; utime and stime are the 12th and 13th.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    ticks += Number(fields[11]) + Number(fields[12]);
+    try {
+      for (const task of readdirSync(`/proc/${p}/task`)) {
+        const children = readFileSync(`/proc/${p}/task/${task}/children`, 'utf8').trim();
+        if (children) pending.push(...children.split(' ').map(Number));
+      }
+    } catch {
+      // it or a thread of it ended while being read: its time so far is counted
+    }
+  }
+  return ticks / ticksPerMs;
+}
+
+function median(values: readonly number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor((sorted.length - 1) / 2)]!;
+}
+
 /** POST /tasks under load for LOAD_SECONDS. */
-function loadCreates(target: Target, body: string): Promise<Result> {
+function loadCreates(target: Target, body: string, seconds = LOAD_SECONDS): Promise<Result> {
   return autocannon({
     url: `${target.base}/tasks`,
     method: 'POST',
     headers: { ...target.headers, 'content-type': 'application/json' },
     body,
     connections: CONNECTIONS,
-    duration: LOAD_SECONDS,
+    duration: seconds,
   });
 }
 
 /** GET /tasks/{id} (MINIMAL) under load for LOAD_SECONDS, cycling through `ids`. */
-function loadReads(target: Target, ids: readonly string[]): Promise<Result> {
+function loadReads(target: Target, ids: readonly string[], seconds = LOAD_SECONDS): Promise<Result> {
   if (ids.length === 0) throw new Error(`the ${target.label} gateway stored no task to read`);
   let next = 0;
   const path = new URL(target.base).pathname;
@@ -297,7 +445,7 @@ function loadReads(target: Target, ids: readonly string[]): Promise<Result> {
     url: target.base,
     headers: target.headers,
     connections: CONNECTIONS,
-    duration: LOAD_SECONDS,
+    duration: seconds,
     requests: [
       {
         method: 'GET',

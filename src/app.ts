@@ -52,6 +52,7 @@ export function createApp(deps: AppDeps): Express {
   const rules = taskRulesFor(config, deps.backendParameters);
   const audit = createAudit(deps.logger);
   const policy = deps.identity?.policy ?? policyFor(config);
+  const metrics = deps.observability?.metrics;
   const tasks = taskHandlers({
     policy,
     audit,
@@ -59,7 +60,7 @@ export function createApp(deps: AppDeps): Express {
     queues: deps.queues,
     rules,
     listPageMaxBytes: config.limits.listPageMaxBytes,
-    onCreated: deps.observability && ((user) => deps.observability!.metrics.taskCreated(user)),
+    onCreated: metrics && ((user) => metrics.taskCreated(user)),
   });
   const info = buildServiceInfo(config, {
     storage: deps.storage,
@@ -75,7 +76,7 @@ export function createApp(deps: AppDeps): Express {
   // Probes and scrapes: before logging, authentication and the validator, none of which they need.
   if (deps.observability) {
     app.use(opsRoutes(deps.observability));
-    app.use(httpMetrics(deps.observability.metrics));
+    if (metrics) app.use(httpMetrics(metrics));
   }
   app.use(requestContext(deps.logger, [config.auth.apiKeyParamName]));
   app.use(checkRequestTarget);

@@ -60,8 +60,8 @@ export interface Gateway {
   reconciler?: Reconciler;
   workers?: TaskWorkers;
   images?: ImageResolver;
-  /** This process's metrics (its own registry). */
-  metrics: GatewayMetrics;
+  /** This process's metrics (its own registry); absent with `metrics.enabled: false`. */
+  metrics: GatewayMetrics | undefined;
   readiness: Readiness;
   /** The port the API listens on (useful when the configured port is 0). */
   port?: number;
@@ -217,11 +217,13 @@ export async function startGateway(
   const runAs = userHelperOf(config);
   // Run as their owners, users make their task directories in the work root (sticky, 1733).
   if (runAs && roles.worker) await makeSharedWorkRoot(config.workRoot);
-  const metrics = new GatewayMetrics({
-    sources: { taskStates: () => store.countByState(), queues: () => queues.depth() },
-    cacheMs: config.metrics.cacheMs,
-    userLabels: config.auth.mode === 'none' ? 0 : config.metrics.userLabels,
-  });
+  const metrics = config.metrics.enabled
+    ? new GatewayMetrics({
+        sources: { taskStates: () => store.countByState(), queues: () => queues.depth() },
+        cacheMs: config.metrics.cacheMs,
+        userLabels: config.auth.mode === 'none' ? 0 : config.metrics.userLabels,
+      })
+    : undefined;
   const driver = buildDriver(config, logger, runAs, metrics);
   const roots = new AllowedRoots(config.storage.allowedRoots);
   const policy = policyFor(config);

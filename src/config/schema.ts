@@ -440,6 +440,11 @@ export const configSchema = z
     metrics: z
       .object({
         /**
+         * false: no process records metrics or serves /metrics (it answers 404 saying so); the probes
+         * stay. For sites that do not scrape, and for the bench's measure of what metrics cost.
+         */
+        enabled: z.boolean().default(true),
+        /**
          * When set, /metrics answers only requests with `Authorization: Bearer <token>`; unset, anyone
          * who reaches the port may scrape (restrict it by network instead).
          */

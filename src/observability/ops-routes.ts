@@ -16,7 +16,8 @@ import type { Readiness } from './readiness.js';
 export const OPS_PATHS = ['/healthz', '/readyz', '/metrics'] as const;
 
 export interface OpsDeps {
-  metrics: GatewayMetrics;
+  /** Absent with `metrics.enabled: false`: /metrics then answers 404 saying so. */
+  metrics?: GatewayMetrics | undefined;
   readiness: Readiness;
   /** Required on /metrics as `Authorization: Bearer <token>` when set. */
   metricsToken?: string | undefined;
@@ -38,6 +39,11 @@ export function opsRoutes(deps: OpsDeps): RequestHandler {
     }, next);
   };
   const metrics = (req: Request, res: Response, next: NextFunction): void => {
+    const registry = deps.metrics;
+    if (!registry) {
+      res.status(404).json({ message: 'metrics are off on this gateway (metrics.enabled: false)' });
+      return;
+    }
     if (token && !sameSecret(req.get('authorization'), token)) {
       res
         .status(401)
@@ -45,8 +51,8 @@ export function opsRoutes(deps: OpsDeps): RequestHandler {
         .json({ message: 'metrics need the bearer token that metrics.token sets' });
       return;
     }
-    deps.metrics.metrics().then((text) => {
-      res.set('content-type', deps.metrics.contentType).set('cache-control', 'no-store').send(text);
+    registry.metrics().then((text) => {
+      res.set('content-type', registry.contentType).set('cache-control', 'no-store').send(text);
     }, next);
   };
   // One comparison of the path for every API request that passes by, rather than a router's

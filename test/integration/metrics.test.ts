@@ -218,6 +218,26 @@ describe('with authentication on', () => {
   });
 });
 
+describe('with metrics.enabled: false', () => {
+  it('serves no /metrics, saying why, and keeps the probes and the API', async () => {
+    const gw = await startTestGateway('metrics-off', { metrics: { enabled: false } }, API_ONLY);
+    try {
+      expect(gw.gateway.metrics).toBeUndefined();
+      const id = await createTask(gw.base, TASK);
+      expect((await fetch(`${gw.base}/tasks/${id}`)).status).toBe(200);
+      const res = await fetch(`${gw.url}/metrics`);
+      expect(res.status).toBe(404);
+      expect(await res.json()).toEqual({
+        message: 'metrics are off on this gateway (metrics.enabled: false)',
+      });
+      expect((await fetch(`${gw.url}/healthz`)).status).toBe(200);
+      expect((await fetch(`${gw.url}/readyz`)).status).toBe(200);
+    } finally {
+      await gw.close();
+    }
+  });
+});
+
 describe('/readyz with Redis gone', () => {
   it('answers 503 naming redis and its error', async () => {
     // Its socket to nowhere never closes: disconnecting waits disconnectTimeout for it.

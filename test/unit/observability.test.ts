@@ -208,10 +208,10 @@ describe('GatewayMetrics', () => {
 });
 
 describe('the metrics and listener settings', () => {
-  it('default to no worker listener, open metrics and 50 user labels', () => {
+  it('default to no worker listener, open metrics on, and 50 user labels', () => {
     const config = loadConfig({ env: {} });
     expect(config.worker.http).toEqual({ host: '127.0.0.1' });
-    expect(config.metrics).toEqual({ userLabels: 50, cacheMs: 5000 });
+    expect(config.metrics).toEqual({ enabled: true, userLabels: 50, cacheMs: 5000 });
   });
 
   it('take the worker listener from the environment', () => {
