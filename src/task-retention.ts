@@ -6,7 +6,7 @@ import type { Logger } from './logger.js';
 import { JOB_KINDS, jobIdFor, type JobKind } from './queue/jobs.js';
 import { RetentionStore, type ExpiredTask } from './store/retention.js';
 import type { TesState } from './tes/state.js';
-import { ARRAYS_DIR, LEDGERS_DIR, ledgerDirOf, taskDirOf } from './tes/task-directory.js';
+import { ARRAYS_DIR, HANDOVER_PREFIX, LEDGERS_DIR, ledgerDirOf, taskDirOf } from './tes/task-directory.js';
 import type { UserHelper } from './run-as/user-helper.js';
 import { userNameOf } from './run-as/user-names.js';
 import { Keys } from './store/keys.js';
@@ -365,7 +365,9 @@ export class TaskRetention {
     const cutoffMs = this.cutoffAt(nowMs);
     const found = await this.oldTaskDirs(this.o.workRoot, false, cutoffMs, signal);
     if (this.o.runAs) {
-      found.push(...(await this.oldTaskDirs(join(this.o.workRoot, LEDGERS_DIR), true, cutoffMs, signal)));
+      const ledgers = join(this.o.workRoot, LEDGERS_DIR);
+      found.push(...(await this.oldTaskDirs(ledgers, true, cutoffMs, signal)));
+      if (!dryRun) await dropOldHandovers(ledgers, cutoffMs, signal);
     }
     const keys = new Keys(this.o.prefix);
     for (let i = 0; i < found.length && !signal?.aborted; i += ORPHAN_LOOKUP_BATCH) {
@@ -430,6 +432,24 @@ export class TaskRetention {
     const user = await userNameOf(dir.uid);
     if (!user) throw new Error(`${dir.path} belongs to uid ${dir.uid}, which has no user entry`);
     await helper.remove(user, dir.path);
+  }
+}
+
+/** Archives for the helper that a crash left behind (tes/task-directory.ts, HANDOVER_PREFIX). */
+async function dropOldHandovers(ledgers: string, cutoffMs: number, signal?: AbortSignal): Promise<void> {
+  let listing;
+  try {
+    listing = await opendir(ledgers);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw err;
+  }
+  for await (const entry of listing) {
+    if (signal?.aborted) break;
+    if (!entry.isFile() || !entry.name.startsWith(HANDOVER_PREFIX)) continue;
+    const path = join(ledgers, entry.name);
+    const st = await lstat(path).catch(() => undefined);
+    if (st && st.mtimeMs < cutoffMs) await rm(path, { force: true });
   }
 }
 

@@ -1,8 +1,10 @@
 import { execa, type Options } from 'execa';
 import pLimit, { type LimitFunction } from 'p-limit';
+import { randomBytes } from 'node:crypto';
+import { rm } from 'node:fs/promises';
 import { posix } from 'node:path';
 import { CommandError, PermanentError } from '../errors.js';
-import { LEDGER_PART } from '../tes/task-directory.js';
+import { HANDOVER_PREFIX, LEDGER_PART } from '../tes/task-directory.js';
 
 /**
  * The only place that acts as a task's owner: `sudo -n -u <user> <helper> <verb> <task dir> ...`, the
@@ -140,6 +142,10 @@ export class UserHelper {
    * Runs `verb` with the prepared directories on the helper's stdin: each `stageDir` is
    * `<ledgers>/<task id>/stage` (tes/task-directory.ts), sent as a folder named by the task id, which
    * the helper unpacks into `taskDir`, `<work root>/<task id>`, before the verb's own work.
+   *
+   * The archive is written to a file in the ledgers (the gateway's own, mode 0700) and that file is
+   * the helper's stdin: the bytes go from disk to the helper without passing through this process,
+   * whose event loop, busy with a burst, would otherwise pace the helper's unpacking.
    */
   private async runWithArchive(
     user: string,
@@ -158,27 +164,35 @@ export class UserHelper {
     });
     return this.limiter(async () => {
       this.calls[verb]++;
-      // `<id>/stage/...` goes as `<id>/...`.
-      const rename = `--transform=s,^\\([^/]*\\)/${LEDGER_PART.stage},\\1,`;
-      const tar = execa('tar', ['-C', ledgers, '-c', '-f', '-', rename, '--', ...members], {
-        timeout: this.options.timeoutMs,
-        reject: false,
-        stdin: 'ignore',
-      });
-      const result = await tar.pipe(this.options.sudo, this.argv(user, verb, args), this.execOptions());
-      const tarResult = await tar;
-      if (tarResult.failed) {
-        throw new CommandError(
-          'tar',
-          tarResult.command.split(' ').slice(1),
-          typeof tarResult.exitCode === 'number' ? tarResult.exitCode : undefined,
-          String(tarResult.stderr ?? ''),
-          Boolean(tarResult.timedOut),
-          `failed to read the prepared task directories in ${ledgers}`,
-        );
+      // Not a task id: the ledgers' walks pass it by.
+      const archive = posix.join(ledgers, `${HANDOVER_PREFIX}${randomBytes(8).toString('hex')}.tar`);
+      try {
+        // `<id>/stage/...` goes as `<id>/...`.
+        const rename = `--transform=s,^\\([^/]*\\)/${LEDGER_PART.stage},\\1,`;
+        const tar = await execa('tar', ['-C', ledgers, '-c', '-f', archive, rename, '--', ...members], {
+          timeout: this.options.timeoutMs,
+          reject: false,
+          stdin: 'ignore',
+        });
+        if (tar.failed) {
+          throw new CommandError(
+            'tar',
+            tar.command.split(' ').slice(1),
+            typeof tar.exitCode === 'number' ? tar.exitCode : undefined,
+            String(tar.stderr ?? ''),
+            Boolean(tar.timedOut),
+            `failed to read the prepared task directories in ${ledgers}`,
+          );
+        }
+        const result = await execa(this.options.sudo, this.argv(user, verb, args), {
+          ...this.execOptions(),
+          stdin: { file: archive },
+        });
+        this.check(result, user, verb, args, what);
+        return String(result.stdout);
+      } finally {
+        await rm(archive, { force: true });
       }
-      this.check(result, user, verb, args, what);
-      return String(result.stdout);
     });
   }
 

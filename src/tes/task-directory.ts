@@ -141,6 +141,12 @@ export function ledgerDirOf(workRoot: string, taskId: string, owner: DirOwner): 
   return owner === 'user' ? posix.join(workRoot, LEDGERS_DIR, taskId) : taskDirOf(workRoot, taskId);
 }
 
+/**
+ * In the ledgers folder: an archive of prepared task directories on its way to the helper, for as
+ * long as one call lasts (run-as/user-helper.ts); one left by a crash goes with the orphan sweep.
+ */
+export const HANDOVER_PREFIX = '.handover-';
+
 /** In a ledger (run as user): the task directory as prepared, and the copy of its results. */
 export const LEDGER_PART = { stage: 'stage', mirror: 'mirror' } as const;
 

@@ -282,6 +282,11 @@ describe('task directories that no task record points to', () => {
     }
     const old = (Date.now() - 40 * 24 * 3600_000) / 1000;
     for (const path of [dir, ledger]) utimesSync(path, old, old);
+    // Archives for the helper that a crash left in the ledgers: an old one goes, a new one stays.
+    const handover = (name: string): string => join(RUN_AS.workRoot, '.gateway', `.handover-${name}.tar`);
+    writeFileSync(handover('old'), 'x');
+    utimesSync(handover('old'), old, old);
+    writeFileSync(handover('new'), 'x');
 
     const service = unixUser(RUN_AS.serviceUser);
     const gc = (...args: string[]): string =>
@@ -294,9 +299,13 @@ describe('task directories that no task record points to', () => {
       });
     expect(gc('--dry-run')).toMatch(/task directories no task record points to: 2 \(\d+ bytes\)\n/);
     expect(existsSync(dir)).toBe(true);
+    expect(existsSync(handover('old'))).toBe(true);
     expect(gc()).toMatch(/task directories no task record points to: 2 \(\d+ bytes\) removed/);
     expect(existsSync(dir)).toBe(false);
     expect(existsSync(ledger)).toBe(false);
+    expect(existsSync(handover('old'))).toBe(false);
+    expect(existsSync(handover('new'))).toBe(true);
+    rmSync(handover('new'));
   });
 });
 
