@@ -15,8 +15,15 @@ import { jsonTextNestingExceeds, MAX_BODY_DEPTH, normalizeTaskBody } from './tes
 import { RequestTargetTooLongError, ValidationError } from './errors.js';
 import { taskRulesFor } from './tes/validate-task.js';
 import { packageVersion, projectRoot } from './version.js';
-import { authenticate, type JwtVerifier, type TokenVerifier } from './api/authenticate.js';
-import { createAudit } from './api/audit.js';
+import {
+  authenticate,
+  requestIdentifier,
+  type AuthenticationDeps,
+  type JwtVerifier,
+  type TokenVerifier,
+} from './api/authenticate.js';
+import { createAudit, type Audit } from './api/audit.js';
+import { fastTaskReads, type FastPath } from './api/fast-reads.js';
 import { policyFor, type Policy } from './identity/policy.js';
 import { httpMetrics, opsRoutes, type OpsDeps } from './observability/ops-routes.js';
 import { dashboard, DASHBOARD_PATH } from './api/dashboard.js';
@@ -83,20 +90,7 @@ export function createApp(deps: AppDeps): Express {
   // The dashboard's files are public and static; the data it shows comes through the API below.
   if (config.server.dashboard) app.use(DASHBOARD_PATH, dashboard(join(projectRoot(), 'ui')));
   // Credentials are checked before a body is read: a caller without them costs no parsing.
-  if (config.auth.mode !== 'none') {
-    app.use(
-      authenticate({
-        realm: config.auth.realm,
-        apiKeyParamName: config.auth.apiKeyParamName,
-        tokens: deps.identity?.tokens,
-        oidc: deps.identity?.oidc,
-        policy,
-        denyUsers: config.identity.denyUsers,
-        audit,
-        publicPaths: BASE_PATHS.flatMap((base) => [`${base}/service-info`, `${base}/tasks/service-info`]),
-      }),
-    );
-  }
+  if (config.auth.mode !== 'none') app.use(authenticate(authenticationOf(deps, policy, audit)));
   app.use(
     express.json({
       limit: config.server.bodyLimitBytes,
@@ -147,6 +141,39 @@ export function createApp(deps: AppDeps): Express {
   app.use(notFoundHandler);
   app.use(errorHandler(rules));
   return app;
+}
+
+/**
+ * GET /tasks/{id} answered before the app (api/fast-reads.ts), with the app's own store, metrics
+ * and, with auth on, the same checks of credentials; what it does not take goes to the app.
+ */
+export function createFastReads(deps: AppDeps): FastPath {
+  const { config } = deps;
+  const policy = deps.identity?.policy ?? policyFor(config);
+  return fastTaskReads({
+    store: deps.store,
+    logger: deps.logger,
+    metrics: deps.observability?.metrics,
+    identify:
+      config.auth.mode === 'none'
+        ? undefined
+        : requestIdentifier(authenticationOf(deps, policy, createAudit(deps.logger))),
+  });
+}
+
+/** Who may use the API, from the configuration: for the app and its fast path alike. */
+function authenticationOf(deps: AppDeps, policy: Policy, audit: Audit): AuthenticationDeps {
+  const { config } = deps;
+  return {
+    realm: config.auth.realm,
+    apiKeyParamName: config.auth.apiKeyParamName,
+    tokens: deps.identity?.tokens,
+    oidc: deps.identity?.oidc,
+    policy,
+    denyUsers: config.identity.denyUsers,
+    audit,
+    publicPaths: BASE_PATHS.flatMap((base) => [`${base}/service-info`, `${base}/tasks/service-info`]),
+  };
 }
 
 /**

@@ -1,7 +1,7 @@
 import type { Server } from 'node:http';
 import type { Redis } from 'ioredis';
 import type { Express } from 'express';
-import { createApp } from './app.js';
+import { createApp, createFastReads, type AppDeps } from './app.js';
 import { createHttpServer } from './api/http-server.js';
 import type { Config } from './config/schema.js';
 import { checkStartup } from './config/startup-checks.js';
@@ -348,7 +348,7 @@ export async function startGateway(
   }
 
   if (roles.api) {
-    const app = createApp({
+    const appDeps: AppDeps = {
       config,
       store,
       queues,
@@ -357,11 +357,16 @@ export async function startGateway(
       identity: { ...identitySetup(config, redis, store.keys.tokens), policy },
       storage: [...new Set([...inputSchemes(fetchers), ...outputs.schemes])],
       observability: { metrics, readiness, metricsToken: config.metrics.token },
-    });
+    };
+    const app = createApp(appDeps);
+    // GET /tasks/{id} before the app: the reads clients poll with (api/fast-reads.ts).
+    const fastReads = createFastReads(appDeps);
     gateway.app = app;
     await new Promise<void>((resolve, reject) => {
-      const server = createHttpServer(app, logger).listen(config.server.port, config.server.host, () =>
-        resolve(),
+      const server = createHttpServer(app, logger, fastReads).listen(
+        config.server.port,
+        config.server.host,
+        () => resolve(),
       );
       server.on('error', reject);
       gateway.server = server;

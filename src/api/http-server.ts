@@ -2,6 +2,7 @@ import { createServer, STATUS_CODES, type IncomingMessage, type Server } from 'n
 import type { Duplex } from 'node:stream';
 import type { Express } from 'express';
 import type { Logger } from '../logger.js';
+import type { FastPath } from './fast-reads.js';
 
 /**
  * The HTTP server around the app. Node answers what it cannot parse itself, before Express sees
@@ -23,8 +24,11 @@ export const MAX_TARGET_BYTES = 8 * 1024;
 /** How long a refused connection may keep sending before it is cut; reading on avoids a reset. */
 const DRAIN_MS = 2000;
 
-export function createHttpServer(app: Express, logger: Logger): Server {
-  const server = createServer({ maxHeaderSize: MAX_HEAD_BYTES }, app);
+export function createHttpServer(app: Express, logger: Logger, fast?: FastPath): Server {
+  const server = createServer(
+    { maxHeaderSize: MAX_HEAD_BYTES },
+    fast ? (req, res) => fast(req, res, () => void app(req, res)) : app,
+  );
   const answered = new WeakSet<Duplex>();
   server.on('clientError', (err: NodeJS.ErrnoException & { rawPacket?: Buffer }, socket: Duplex) => {
     // Node reports further bytes of a refused head again: the first answer stands.

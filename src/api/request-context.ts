@@ -14,6 +14,11 @@ declare module 'express-serve-static-core' {
   }
 }
 
+/** The client's X-Request-Id when it is sane (1 to 128 of A-Z a-z 0-9 _ . -), else a new one. */
+export function requestIdOf(given: string | string[] | undefined): string {
+  return typeof given === 'string' && /^[\w.-]{1,128}$/.test(given) ? given : randomUUID();
+}
+
 /**
  * Gives every request an id (echoed in X-Request-Id) and a logger carrying it. The child logger is
  * made only when something logs: reads are hot (clients poll every task every second) and most log
@@ -21,8 +26,7 @@ declare module 'express-serve-static-core' {
  */
 export function requestContext(logger: Logger, secretParams: readonly string[] = []): RequestHandler {
   return (req, res, next) => {
-    const given = req.headers['x-request-id'];
-    const id = typeof given === 'string' && /^[\w.-]{1,128}$/.test(given) ? given : randomUUID();
+    const id = requestIdOf(req.headers['x-request-id']);
     req.id = id;
     res.setHeader('X-Request-Id', id);
     let child: Logger | undefined;
