@@ -307,23 +307,10 @@ export class TaskRetention {
     signal?: AbortSignal,
   ): Promise<void> {
     const dir = join(this.o.workRoot, ARRAYS_DIR);
-    const cutoffMs = this.cutoffAt(nowMs);
-    let listing;
-    try {
-      listing = await opendir(dir);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
-      throw err;
-    }
-    for await (const entry of listing) {
-      if (signal?.aborted) break;
-      if (!entry.isFile() || !ARRAY_FILE.test(entry.name)) continue;
-      const path = join(dir, entry.name);
-      const st = await lstat(path).catch(() => undefined);
-      if (!st || st.mtimeMs >= cutoffMs) continue;
-      if (!dryRun) await rm(path, { force: true });
+    for await (const file of oldFiles(dir, (name) => ARRAY_FILE.test(name), this.cutoffAt(nowMs), signal)) {
+      if (!dryRun) await rm(file.path, { force: true });
       tally.arrayFiles++;
-      tally.arrayBytes += st.size;
+      tally.arrayBytes += file.bytes;
     }
   }
 
@@ -437,19 +424,32 @@ export class TaskRetention {
 
 /** Archives for the helper that a crash left behind (tes/task-directory.ts, HANDOVER_PREFIX). */
 async function dropOldHandovers(ledgers: string, cutoffMs: number, signal?: AbortSignal): Promise<void> {
+  const isHandover = (name: string): boolean => name.startsWith(HANDOVER_PREFIX);
+  for await (const file of oldFiles(ledgers, isHandover, cutoffMs, signal))
+    await rm(file.path, { force: true });
+}
+
+/** The regular files of `dir` whose names `matches` takes, last changed before the cutoff. */
+async function* oldFiles(
+  dir: string,
+  matches: (name: string) => boolean,
+  cutoffMs: number,
+  signal?: AbortSignal,
+): AsyncGenerator<{ path: string; bytes: number }> {
   let listing;
   try {
-    listing = await opendir(ledgers);
+    listing = await opendir(dir);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
     throw err;
   }
   for await (const entry of listing) {
+    // A shutdown stops the walk; the next one starts over.
     if (signal?.aborted) break;
-    if (!entry.isFile() || !entry.name.startsWith(HANDOVER_PREFIX)) continue;
-    const path = join(ledgers, entry.name);
+    if (!entry.isFile() || !matches(entry.name)) continue;
+    const path = join(dir, entry.name);
     const st = await lstat(path).catch(() => undefined);
-    if (st && st.mtimeMs < cutoffMs) await rm(path, { force: true });
+    if (st && st.mtimeMs < cutoffMs) yield { path, bytes: st.size };
   }
 }
 
