@@ -1,4 +1,14 @@
 import type { JobStatus } from './job-end.js';
+import type { HandoverEntry } from '../run-as/handover-archive.js';
+
+/**
+ * A task directory that the helper makes as the task's owner: its rendered files and layout, and the
+ * stage in the ledger where staging wrote its inputs, when it wrote any.
+ */
+export interface Handover {
+  entries: readonly HandoverEntry[];
+  stageDir?: string | undefined;
+}
 
 /**
  * What the gateway needs from a launcher. Two exist: `slurm` (sbatch/sacct/squeue/scancel) and
@@ -12,10 +22,10 @@ export interface LaunchRequest {
   /** The task's owner, when tasks run as their owners (identity.runAs user): the job is theirs. */
   user?: string | undefined;
   /**
-   * Then: the task directory as prepared in the ledger, which the launcher hands to the helper
-   * (`prepare`, one call for a burst) before it submits.
+   * Then: the task directory as prepared, which the launcher hands to the helper (`prepare`, one call
+   * for a burst) before it submits.
    */
-  stageDir?: string | undefined;
+  handover?: Handover | undefined;
   /** sbatch arguments (the local launcher ignores them). */
   args: readonly string[];
   /** When the task was created: a job for it cannot be older. */

@@ -3,6 +3,7 @@ import { chmod, lstat, mkdir, open, writeFile } from 'node:fs/promises';
 import { dirname, isAbsolute, join, relative, sep } from 'node:path';
 import type { LayoutEntry } from '../apptainer/container-plan.js';
 import { PermanentError } from '../errors.js';
+import type { HandoverEntry } from '../run-as/handover-archive.js';
 
 /**
  * The task directory on disk: private to the gateway's user (0700, files 0600), and laid out without
@@ -64,6 +65,41 @@ export async function makeLayout(entries: readonly LayoutEntry[]): Promise<void>
       else await makeDir(path, checked);
     }
   }
+}
+
+/**
+ * The plan's directories and empty files as entries of a task directory that does not exist yet (one
+ * handed to its owner as an archive), by their paths inside `workDir`: each folder on the way once,
+ * before what it holds. A path the plan needs both as a folder and as a file is refused, as
+ * makeLayout refuses one in the way.
+ */
+export function layoutEntries(entries: readonly LayoutEntry[], workDir: string): HandoverEntry[] {
+  const kinds = new Map<string, 'dir' | 'file'>();
+  const out: HandoverEntry[] = [];
+  const put = (path: string, kind: 'dir' | 'file'): void => {
+    const had = kinds.get(path);
+    if (had === kind) return;
+    if (had)
+      throw new LayoutError(
+        `${join(workDir, path)} is in the way of a ${kind === 'dir' ? 'directory' : 'file'} the task needs`,
+      );
+    kinds.set(path, kind);
+    out.push(kind === 'dir' ? { kind, path } : { kind, path, content: '', mode: 0o600 });
+  };
+  for (const entry of entries) {
+    if (entry.base !== workDir)
+      throw new Error(
+        `${entry.path} is laid out from ${entry.base}, not from the new task directory ${workDir}`,
+      );
+    const rest = relative(workDir, entry.path);
+    if (rest === '') continue;
+    if (rest.startsWith('..') || isAbsolute(rest))
+      throw new Error(`${entry.path} is not below ${entry.base}, where the plan says it is`);
+    const parts = rest.split(sep);
+    for (let i = 1; i < parts.length; i++) put(parts.slice(0, i).join('/'), 'dir');
+    put(parts.join('/'), entry.kind);
+  }
+  return out;
 }
 
 async function makeDir(path: string, checked: Set<string>): Promise<void> {

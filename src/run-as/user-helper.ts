@@ -5,6 +5,7 @@ import { rm } from 'node:fs/promises';
 import { posix } from 'node:path';
 import { CommandError, PermanentError } from '../errors.js';
 import { HANDOVER_PREFIX, LEDGER_PART } from '../tes/task-directory.js';
+import { writeHandoverArchive, type HandoverEntry, type HandoverTask } from './handover-archive.js';
 
 /**
  * The only place that acts as a task's owner: `sudo -n -u <user> <helper> <verb> <task dir> ...`, the
@@ -14,10 +15,17 @@ import { HANDOVER_PREFIX, LEDGER_PART } from '../tes/task-directory.js';
  */
 export type HelperVerb = 'prepare' | 'submit' | 'submit-array' | 'cancel' | 'finish' | 'remove';
 
-/** A task directory to be, and the gateway's prepared copy of it (its stage in the ledger). */
+/**
+ * A task directory to be, `<work root>/<task id>`, and what it will hold: the files and layout
+ * prepared in memory, and the task's stage in its ledger (`<ledgers>/<task id>/stage`) when staging
+ * wrote inputs there.
+ */
 export interface StagedTask {
   taskDir: string;
-  stageDir: string;
+  /** The task's ledger, `<ledgers>/<task id>`. */
+  ledgerDir: string;
+  entries: readonly HandoverEntry[];
+  stageDir?: string | undefined;
 }
 
 export interface UserHelperOptions {
@@ -139,9 +147,9 @@ export class UserHelper {
   }
 
   /**
-   * Runs `verb` with the prepared directories on the helper's stdin: each `stageDir` is
-   * `<ledgers>/<task id>/stage` (tes/task-directory.ts), sent as a folder named by the task id, which
-   * the helper unpacks into `taskDir`, `<work root>/<task id>`, before the verb's own work.
+   * Runs `verb` with the prepared task directories on the helper's stdin, as an archive of one folder
+   * per task named by its task id (run-as/handover-archive.ts), which the helper unpacks into each
+   * `taskDir`, `<work root>/<task id>`, before the verb's own work.
    *
    * The archive is written to a file in the ledgers (the gateway's own, mode 0700) and that file is
    * the helper's stdin: the bytes go from disk to the helper without passing through this process,
@@ -154,34 +162,28 @@ export class UserHelper {
     tasks: readonly StagedTask[],
     what: string,
   ): Promise<string> {
-    const ledgers = posix.dirname(posix.dirname(tasks[0]!.stageDir));
-    const members = tasks.map(({ taskDir, stageDir }) => {
-      const id = posix.basename(taskDir);
-      if (stageDir !== posix.join(ledgers, id, LEDGER_PART.stage)) {
+    const ledgers = posix.dirname(tasks[0]!.ledgerDir);
+    const members: HandoverTask[] = tasks.map(({ taskDir, ledgerDir, stageDir, entries }) => {
+      const taskId = posix.basename(taskDir);
+      if (ledgerDir !== posix.join(ledgers, taskId)) {
+        throw new Error(`${ledgerDir} is not the ledger of ${taskDir} in ${ledgers}`);
+      }
+      if (stageDir !== undefined && stageDir !== posix.join(ledgerDir, LEDGER_PART.stage)) {
         throw new Error(`${stageDir} is not the stage of ${taskDir} in ${ledgers}`);
       }
-      return `${id}/${LEDGER_PART.stage}`;
+      return { taskId, entries, stageDir };
     });
     return this.limiter(async () => {
       this.calls[verb]++;
       // Not a task id: the ledgers' walks pass it by.
       const archive = posix.join(ledgers, `${HANDOVER_PREFIX}${randomBytes(8).toString('hex')}.tar`);
       try {
-        // `<id>/stage/...` goes as `<id>/...`.
-        const rename = `--transform=s,^\\([^/]*\\)/${LEDGER_PART.stage},\\1,`;
-        const tar = await execa('tar', ['-C', ledgers, '-c', '-f', archive, rename, '--', ...members], {
-          timeout: this.options.timeoutMs,
-          reject: false,
-          stdin: 'ignore',
-        });
-        if (tar.failed) {
-          throw new CommandError(
-            'tar',
-            tar.command.split(' ').slice(1),
-            typeof tar.exitCode === 'number' ? tar.exitCode : undefined,
-            String(tar.stderr ?? ''),
-            Boolean(tar.timedOut),
-            `failed to read the prepared task directories in ${ledgers}`,
+        try {
+          await writeHandoverArchive(archive, members);
+        } catch (err) {
+          throw new Error(
+            `failed to write the archive of the prepared task directories in ${ledgers}: ${(err as Error).message}`,
+            { cause: err },
           );
         }
         const result = await execa(this.options.sudo, this.argv(user, verb, args), {

@@ -46,8 +46,9 @@ import { posix } from 'node:path';
  * With `identity.runAs: user` the task directory belongs to the task's owner (made by the helper, 0700)
  * and the gateway cannot read it. The gateway's own files of a task (`submit-attempted`,
  * `array-element`, `job_id`) then live in its ledger, `<work root>/.gateway/<task id>/` (the service
- * account's, 0700), beside `stage/` (the task directory as prepare-job lays it out, before the helper
- * copies it into place) and `mirror/` (what the helper's `finish` sent back: result files, log tails,
+ * account's, 0700), beside `stage/` (what staging wrote for the task, content and downloads, laid out as
+ * in the task directory, until the helper has made the task directory from it and from what prepare-job
+ * rendered; absent when staging wrote nothing) and `mirror/` (what the helper's `finish` sent back: result files, log tails,
  * the sources of remote outputs, laid out as in the task directory). In `service` mode the ledger is the
  * task directory itself.
  */
@@ -147,7 +148,7 @@ export function ledgerDirOf(workRoot: string, taskId: string, owner: DirOwner): 
  */
 export const HANDOVER_PREFIX = '.handover-';
 
-/** In a ledger (run as user): the task directory as prepared, and the copy of its results. */
+/** In a ledger (run as user): the staged inputs on their way to the task directory, and the copy of its results. */
 export const LEDGER_PART = { stage: 'stage', mirror: 'mirror' } as const;
 
 /** `.arrays/` of the work root that holds the task directory `workDir`. */

@@ -189,8 +189,8 @@ export class SlurmDriver implements ComputeDriver {
   }
 
   /**
-   * Submits through the helper, which copies the stages into the user's task directories; then the
-   * stages go. After a submission they go in the background, off the path to the tasks' job ids (a
+   * Submits through the helper, which makes the user's task directories from what was prepared; then
+   * the stages go. After a submission they go in the background, off the path to the tasks' job ids (a
    * removal of a few hundred small folders takes a while on some filesystems); after a failure
    * before the call returns, so that a retry prepares its stage on clean ground.
    */
@@ -362,18 +362,22 @@ export class SlurmDriver implements ComputeDriver {
   async close(): Promise<void> {}
 }
 
-/** The prepared task directories of one user's tasks, which the helper copies into place as it submits. */
+/** The prepared task directories of one user's tasks, which the helper makes as it submits. */
 function stagedTasks(user: string, requests: readonly LaunchRequest[]): StagedTask[] {
   return requests.map((r) => {
-    if (!r.stageDir)
-      throw new Error(`task ${r.taskId} runs as ${user} but was not prepared for it (no stage)`);
-    return { taskDir: r.workDir, stageDir: r.stageDir };
+    if (!r.handover)
+      throw new Error(`task ${r.taskId} runs as ${user} but was not prepared for it (no handover)`);
+    return { taskDir: r.workDir, ledgerDir: r.ledgerDir, ...r.handover };
   });
 }
 
 /** The stages, once the helper has had them: the task directories are the user's now. */
 async function dropStages(tasks: readonly StagedTask[]): Promise<void> {
-  await Promise.all(tasks.map((t) => rm(t.stageDir, { recursive: true, force: true })));
+  await Promise.all(
+    tasks.flatMap((t) =>
+      t.stageDir === undefined ? [] : [rm(t.stageDir, { recursive: true, force: true })],
+    ),
+  );
 }
 
 /** Cancelling a job that has already gone is not an error. */

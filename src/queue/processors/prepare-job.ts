@@ -1,4 +1,4 @@
-import { mkdir, rm } from 'node:fs/promises';
+import { lstat, mkdir, rm } from 'node:fs/promises';
 import { posix } from 'node:path';
 import { planContainer, type LayoutEntry } from '../../apptainer/container-plan.js';
 import type { ImageResolver } from '../../apptainer/images.js';
@@ -9,7 +9,9 @@ import type { AllowedRoots } from '../../staging/allowed-roots.js';
 import { stageInputs, type StagingDeps } from '../../staging/stage-inputs.js';
 import { buildSbatchArgs, needsPartitionDisks, type SbatchPolicy } from '../../compute/slurm/sbatch-args.js';
 import type { PartitionDisks } from '../../compute/slurm/sinfo.js';
-import { makeLayout, makeTaskDir, writePrivateFile } from '../../compute/task-dir.js';
+import { layoutEntries, makeLayout, makeTaskDir, writePrivateFile } from '../../compute/task-dir.js';
+import type { Handover } from '../../compute/driver.js';
+import type { HandoverEntry } from '../../run-as/handover-archive.js';
 import {
   executorDir,
   LEDGER_PART,
@@ -17,6 +19,7 @@ import {
   TASK_FILE,
   taskDirOf,
   taskFile,
+  type TaskFile,
 } from '../../tes/task-directory.js';
 import { PermanentError } from '../../errors.js';
 import type { UserHelper } from '../../run-as/user-helper.js';
@@ -24,6 +27,10 @@ import type { UserHelper } from '../../run-as/user-helper.js';
 /** `path` with its prefix `from` replaced by `to`; a path elsewhere is left as it is. */
 function movedUnder(path: string, from: string, to: string): string {
   return isBelow(path, from) ? posix.join(to, posix.relative(from, path)) : path;
+}
+
+async function isDirectory(path: string): Promise<boolean> {
+  return (await lstat(path).catch(() => undefined))?.isDirectory() ?? false;
 }
 
 function isBelow(path: string, dir: string): boolean {
@@ -68,8 +75,8 @@ export interface PreparedJob {
   ledgerDir: string;
   /** The task's owner, whose job it is, when tasks run as their owners. */
   user?: string | undefined;
-  /** Then: the task directory as laid out in the ledger, for the helper to copy into place. */
-  stageDir?: string | undefined;
+  /** Then: the task directory, for the helper to make from it (run-as/handover-archive.ts). */
+  handover?: Handover | undefined;
   args: string[];
   /** Notes for the task's system logs. */
   warnings: string[];
@@ -99,15 +106,17 @@ export async function prepareJob(record: TaskRecord, deps: PrepareDeps): Promise
   const task = record.request;
   const workDir = taskDirOf(deps.workRoot, record.id);
   const user = deps.runAs ? runAsUser(record) : undefined;
-  // Run as its owner, the task directory is theirs: it is laid out in the gateway's ledger (`stage`),
-  // with every path it holds naming the task directory, and copied into place by the helper when the
-  // task is launched.
+  // Run as its owner, the task directory is theirs, made by the helper from an archive
+  // (run-as/handover-archive.ts): what the gateway renders and lays out goes into it from memory,
+  // and what staging writes (content, downloads) from the task's stage in the gateway's ledger, where
+  // every path it holds names the task directory.
   const stage = user ? posix.join(ledgerDirOf(deps.workRoot, record.id, 'user'), LEDGER_PART.stage) : workDir;
   if (user) {
     await rm(stage, { recursive: true, force: true });
     await mkdir(posix.dirname(stage), { recursive: true, mode: 0o700 });
+  } else {
+    await makeTaskDir(workDir);
   }
-  await makeTaskDir(stage);
   const there = (path: string): string => movedUnder(path, workDir, stage);
 
   const owner = deps.forOwner?.(record.owner);
@@ -120,6 +129,9 @@ export async function prepareJob(record: TaskRecord, deps: PrepareDeps): Promise
     ...input,
     hostPath: movedUnder(input.hostPath, stage, workDir),
   }));
+  // Staging makes the stage when it writes something there.
+  const onDisk = !user || (await isDirectory(stage));
+  if (user && onDisk) await makeTaskDir(stage);
   const images = new Map<string, string>();
   for (const [i, ex] of task.executors.entries()) {
     if (!images.has(ex.image))
@@ -132,17 +144,22 @@ export async function prepareJob(record: TaskRecord, deps: PrepareDeps): Promise
     base: workDir,
   }));
   const warnings: string[] = [];
-  const layout = [...plan.layout, ...execDirs].flatMap((entry): LayoutEntry[] => {
-    if (!user || isBelow(entry.base, workDir))
-      return [{ ...entry, path: there(entry.path), base: there(entry.base) }];
+  const layout = [...plan.layout, ...execDirs].filter((entry) => {
+    if (!user || isBelow(entry.base, workDir)) return true;
     // A mount point inside a folder named by path: the owner's folder, which the gateway does not write.
     warnings.push(
       `${entry.path} is a mount point inside ${entry.base}, a folder named by path; tasks run as their ` +
         'owners, so the gateway does not make it there: it must exist already',
     );
-    return [];
+    return false;
   });
-  await makeLayout(layout);
+  // Without a stage, nothing below the task directory exists yet: only staged inputs are bases there.
+  const entries: HandoverEntry[] = onDisk ? [] : layoutEntries(layout, workDir);
+  if (onDisk) await makeLayout(layout.map((e) => ({ ...e, path: there(e.path), base: there(e.base) })));
+  const put = async (name: TaskFile, text: string, mode = 0o600): Promise<void> => {
+    if (user) entries.push({ kind: 'file', path: name, content: text, mode });
+    else await writePrivateFile(taskFile(workDir, name), text, mode);
+  };
 
   // Without Slurm (the local launcher ignores sbatch arguments) there is no TmpDisk to judge a disk
   // request by, and nothing to note about it.
@@ -161,12 +178,12 @@ export async function prepareJob(record: TaskRecord, deps: PrepareDeps): Promise
     gpus: sbatch.gpus,
     loginEnvironment: policy.loginEnvironment,
   });
-  await writePrivateFile(taskFile(stage, TASK_FILE.jobScript), script, 0o700);
-  await writePrivateFile(taskFile(stage, TASK_FILE.sbatchCommand), `sbatch ${quoteAll(sbatch.args)}\n`);
+  await put(TASK_FILE.jobScript, script, 0o700);
+  await put(TASK_FILE.sbatchCommand, `sbatch ${quoteAll(sbatch.args)}\n`);
   if (user) {
-    // What the helper's `submit` checks option by option, then runs. The launcher hands the stage to
-    // the helper's `prepare` together with the other tasks of its burst (one call for all).
-    await writePrivateFile(taskFile(stage, TASK_FILE.sbatchArgs), sbatch.args.map((a) => `${a}\0`).join(''));
+    // What the helper's `submit` checks option by option, then runs. The launcher hands the task
+    // directory to the helper's `prepare` together with the other tasks of its burst (one call for all).
+    await put(TASK_FILE.sbatchArgs, sbatch.args.map((a) => `${a}\0`).join(''));
   }
 
   warnings.push(...sbatch.warnings);
@@ -179,7 +196,7 @@ export async function prepareJob(record: TaskRecord, deps: PrepareDeps): Promise
   return {
     workDir,
     ledgerDir: ledgerOf(deps, record.id),
-    ...(user ? { user, stageDir: stage } : {}),
+    ...(user ? { user, handover: { entries, ...(onDisk ? { stageDir: stage } : {}) } } : {}),
     args: sbatch.args,
     warnings,
   };

@@ -32,7 +32,7 @@ export async function launch(
     workDir: prepared.workDir,
     ledgerDir: prepared.ledgerDir,
     user: prepared.user,
-    stageDir: prepared.stageDir,
+    handover: prepared.handover,
     args: prepared.args,
     since: new Date(record.creationTime),
   });
