@@ -14,7 +14,7 @@ import { fmt, type Row } from './table.js';
 
 const run = promisify(execFile);
 const TASKS = Number(process.env.BENCH_RUN_AS_TASKS ?? 200);
-const ROUNDS = 2;
+const ROUNDS = 3;
 const ROOT = process.cwd();
 const USERS = ['tes-alice', 'tes-bob'];
 /** Creates N tasks at once over HTTP with a bearer token and prints their ids as JSON. */
