@@ -46,6 +46,9 @@ export interface ReconcilerOptions {
   metrics?: ReconcilerMetrics | undefined;
 }
 
+/** Tasks whose reads and writes a cycle runs at once. */
+const CYCLE_PARALLEL = 32;
+
 /** Task ids read at once by the lost-submission sweep. */
 const LOST_PAGE = 500;
 
@@ -214,63 +217,84 @@ export class Reconciler {
     const poll = await driver.poll([...new Set(active.values())]);
     for (const e of poll.errors) this.o.logger.warn({ record: e }, 'unreadable accounting record skipped');
 
-    const ended: Array<{ record: TaskBrief; status: JobStatus }> = [];
     const started: TaskBrief[] = [];
     const missing: TaskBrief[] = [];
     const reused: TaskBrief[] = [];
     let changed = 0;
-    const records = await store.getBriefs([...active.keys()]);
-    for (const [taskId, jobId] of active) {
-      const record = records.get(taskId);
-      if (!record) continue;
-      const status = poll.jobs.get(jobId);
-      if (!status) {
-        missing.push(record);
-        continue;
-      }
-      if (!(await this.isOwnJob(record, status))) {
-        reused.push(record);
-        continue;
-      }
-      switch (phaseOf(status.state)) {
-        case 'waiting':
-          changed += await this.onWaiting(record, status);
-          break;
-        case 'started':
-          changed += await this.onStarted(record, status);
-          started.push(record);
-          break;
-        case 'ended':
-          ended.push({ record, status });
-          break;
-      }
-    }
-
+    let ended = 0;
     const now = Date.now();
     for (const id of this.finalizing.keys()) if (!active.has(id)) this.finalizing.delete(id);
-    for (const { record, status } of ended) {
-      this.assertLeader();
-      const since = this.finalizing.get(record.id);
-      const again = since !== undefined && now - since > (this.o.finalizeAgainMs ?? FINALIZE_AGAIN_MS);
-      const replaced = await this.o.queues.enqueue(
-        'finalize',
-        { taskId: record.id, status },
-        { replaceFinished: again },
-      );
-      if (replaced) {
-        this.o.logger.warn(
-          { taskId: record.id, jobId: status.jobId },
-          'a task whose job ended stayed active after its finalization ended (it failed every attempt, ' +
-            'or its terminal write was lost in a Redis failover); it is finalized again',
-        );
-      }
-      if (since === undefined || again) this.finalizing.set(record.id, now);
-      this.forget(record.id);
-    }
+    const records = await store.getBriefs([...active.keys()]);
+    // Each task's reads and writes are its own: they run beside the others', a few at a time, ended
+    // jobs first, so that a job's end goes to finalization without waiting for the cycle's other work.
+    const order = { ended: 0, started: 1, waiting: 2 } as const;
+    const work = [...active]
+      .flatMap(([taskId, jobId]) => {
+        const record = records.get(taskId);
+        if (!record) return [];
+        const status = poll.jobs.get(jobId);
+        return [{ record, status, rank: status ? order[phaseOf(status.state)] : 3 }];
+      })
+      .sort((a, b) => a.rank - b.rank);
+    const limiter = pLimit(CYCLE_PARALLEL);
+    const outcomes = await Promise.allSettled(
+      work.map(({ record, status }) =>
+        limiter(async () => {
+          if (!status) {
+            missing.push(record);
+            return;
+          }
+          if (!(await this.isOwnJob(record, status))) {
+            reused.push(record);
+            return;
+          }
+          switch (phaseOf(status.state)) {
+            case 'waiting':
+              changed += await this.onWaiting(record, status);
+              break;
+            case 'started':
+              changed += await this.onStarted(record, status);
+              started.push(record);
+              break;
+            case 'ended':
+              ended++;
+              await this.onEnded(record, status, now);
+              break;
+          }
+        }),
+      ),
+    );
+    // The first failure (a lost lease, Redis away) ends the cycle, once every task's work has settled.
+    const failed = outcomes.find((o): o is PromiseRejectedResult => o.status === 'rejected');
+    if (failed) throw failed.reason;
     for (const record of reused) await this.onReused(record, active.get(record.id)!, poll.jobs);
     if (missing.length > 0) await this.onMissing(missing);
     this.endingSoon = await this.anyScriptEnded(started);
-    return { active: active.size, ended: ended.length, changed };
+    return { active: active.size, ended, changed };
+  }
+
+  /**
+   * An ended job: its task goes to finalization. One whose finalization was queued long ago and which
+   * is still active is queued again, replacing the finished queue job (FINALIZE_AGAIN_MS).
+   */
+  private async onEnded(record: TaskBrief, status: JobStatus, now: number): Promise<void> {
+    this.assertLeader();
+    const since = this.finalizing.get(record.id);
+    const again = since !== undefined && now - since > (this.o.finalizeAgainMs ?? FINALIZE_AGAIN_MS);
+    const replaced = await this.o.queues.enqueue(
+      'finalize',
+      { taskId: record.id, status },
+      { replaceFinished: again },
+    );
+    if (replaced) {
+      this.o.logger.warn(
+        { taskId: record.id, jobId: status.jobId },
+        'a task whose job ended stayed active after its finalization ended (it failed every attempt, ' +
+          'or its terminal write was lost in a Redis failover); it is finalized again',
+      );
+    }
+    if (since === undefined || again) this.finalizing.set(record.id, now);
+    this.forget(record.id);
   }
 
   private forget(taskId: string): void {

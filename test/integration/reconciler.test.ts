@@ -50,6 +50,8 @@ describe('the reconciler', () => {
   const gone = new Set<string>();
   const enqueued: string[] = [];
   const finalizing = new Map<string, JobStatus>();
+  /** Called as each queue job is added. */
+  let onEnqueue: ((taskId: string) => Promise<void>) | undefined;
   let redis: Redis;
   let store: RedisTaskStore;
   let reconciler: Reconciler;
@@ -63,6 +65,7 @@ describe('the reconciler', () => {
       driver: fakeDriver(jobs, gone),
       queues: {
         enqueue: async (kind, payload) => {
+          await onEnqueue?.(payload.taskId);
           enqueued.push(`${kind}:${payload.taskId}`);
           if ('status' in payload) finalizing.set(payload.taskId, payload.status);
           return false;
@@ -195,6 +198,39 @@ describe('the reconciler', () => {
     await reconciler.cycle();
     expect(enqueued).toContain(`finalize:${id}`);
     jobs.delete('job-s');
+  });
+
+  it('sends ended jobs to finalization before it writes the news of waiting ones', async () => {
+    const waiting: string[] = [];
+    for (let i = 0; i < 60; i++) {
+      waiting.push(await taskIn('QUEUED', `job-w${i}`));
+      jobs.set(`job-w${i}`, { state: 'PENDING', reason: 'Priority' });
+    }
+    const ended = [await taskIn('RUNNING', 'job-e0'), await taskIn('RUNNING', 'job-e1')];
+    for (const jobId of ['job-e0', 'job-e1']) jobs.set(jobId, { state: 'COMPLETED' });
+    const written: number[] = [];
+    onEnqueue = async () => {
+      const logs = await Promise.all(waiting.map(systemLogs));
+      written.push(logs.filter((l) => l.length > 0).length);
+    };
+    try {
+      const report = await reconciler.cycle();
+      expect(report.ended).toBe(2);
+    } finally {
+      onEnqueue = undefined;
+      for (let i = 0; i < 60; i++) jobs.delete(`job-w${i}`);
+      for (const jobId of ['job-e0', 'job-e1']) jobs.delete(jobId);
+    }
+    expect(enqueued).toEqual(expect.arrayContaining(ended.map((id) => `finalize:${id}`)));
+    // At most the first few waiting tasks' writes (those running beside the ended ones) are in.
+    expect(written).toHaveLength(2);
+    for (const n of written) expect(n).toBeLessThan(40);
+    for (const id of waiting)
+      expect(await systemLogs(id)).toEqual([
+        'Slurm job job-w' + waiting.indexOf(id) + ' is PENDING: Priority',
+      ]);
+    for (const id of waiting) await store.transition(id, 'SYSTEM_ERROR');
+    for (const id of ended) await store.transition(id, 'COMPLETE');
   });
 
   it("waits out accounting's delay before it asks about a job missing from accounting", async () => {
