@@ -19,6 +19,13 @@ export class Batcher<K, V> {
     });
   }
 
+  /** Sends what has gathered now, without waiting for the window to close (a process stopping). */
+  flushNow(): void {
+    if (this.timer === undefined) return;
+    clearTimeout(this.timer);
+    void this.flush();
+  }
+
   private async flush(): Promise<void> {
     const batch = this.pending;
     this.pending = [];

@@ -30,6 +30,13 @@ export function forQueue(err: unknown): unknown {
 const LOCK_MS = 15_000;
 const STALLED_CHECK_MS = 5_000;
 
+/**
+ * Peak memory lookups of this long are gathered into one sacct. They run after their tasks' terminal
+ * writes, so a wide window costs clients nothing; each sacct is a process started from the event loop,
+ * which waits for it to exec, and on a busy host that wait is what other work queues behind.
+ */
+const USAGE_WINDOW_MS = 2_000;
+
 export interface WorkerTuning {
   submitConcurrency: number;
   finalizeConcurrency: number;
@@ -45,7 +52,7 @@ export class TaskWorkers {
 
   constructor(connection: Redis, prefix: string, ctx: ProcessorContext, tuning: WorkerTuning) {
     const cancels = new Batcher<CancelRequest, void>((jobs) => ctx.driver.cancel(jobs));
-    const usage = new Batcher<string, number>((jobIds) => ctx.driver.usage(jobIds), 250);
+    const usage = new Batcher<string, number>((jobIds) => ctx.driver.usage(jobIds), USAGE_WINDOW_MS);
     this.peaks = new PeakMemory(ctx, usage);
     const make = <K extends JobKind>(
       kind: K,

@@ -215,7 +215,10 @@ export class PeakMemory {
   }
 
   async settle(): Promise<void> {
-    while (this.pending.size > 0) await Promise.all(this.pending);
+    while (this.pending.size > 0) {
+      this.usage.flushNow();
+      await Promise.all(this.pending);
+    }
   }
 
   private async record(taskId: string, jobId: string): Promise<void> {
