@@ -1,8 +1,8 @@
-import { execa } from 'execa';
 import { join } from 'node:path';
 import { userInfo } from 'node:os';
 import { CommandError } from '../../errors.js';
 import pLimit, { type LimitFunction } from 'p-limit';
+import { commandThread, type CommandThread } from '../../exec/command-thread.js';
 import type { SlurmErrorKind, SlurmMetrics } from '../../observability/metrics.js';
 
 /**
@@ -53,7 +53,10 @@ export class SlurmCli {
 
   private readonly submitEnv = submitEnvironment();
 
-  constructor(private readonly options: SlurmCliOptions) {
+  constructor(
+    private readonly options: SlurmCliOptions,
+    private readonly thread: CommandThread = commandThread,
+  ) {
     this.limiter = pLimit(options.maxConcurrentCalls);
   }
 
@@ -62,13 +65,12 @@ export class SlurmCli {
     this.calls[tool]++;
     const call = async (): Promise<string> => {
       const started = performance.now();
-      const result = await execa(file, args, {
-        timeout: this.options.timeoutMs,
-        reject: false,
-        stdin: 'ignore',
-        ...(tool === 'sbatch'
-          ? { env: this.submitEnv, extendEnv: false }
-          : { env: { SLURM_TIME_FORMAT: '%s' } }),
+      // Started off the event loop (exec/command-thread.ts); stdin is /dev/null.
+      const result = await this.thread.run({
+        file,
+        args,
+        env: tool === 'sbatch' ? this.submitEnv : { ...definedOnly(process.env), SLURM_TIME_FORMAT: '%s' },
+        timeoutMs: this.options.timeoutMs,
         maxBuffer: 256 * 1024 * 1024,
       });
       this.options.metrics?.slurmCall(tool, (performance.now() - started) / 1000, errorKindOf(result));
@@ -105,6 +107,10 @@ export function controllerProblem(pingOutput: string): string | undefined {
     .filter(Boolean);
   if (lines.some((line) => /\bUP\b/.test(line))) return undefined;
   return `no Slurm controller is up: ${lines.join('; ') || 'scontrol ping printed nothing'}`;
+}
+
+function definedOnly(env: NodeJS.ProcessEnv): Record<string, string> {
+  return Object.fromEntries(Object.entries(env).filter((e): e is [string, string] => e[1] !== undefined));
 }
 
 /** What kind of failure a finished command was, if any. */
