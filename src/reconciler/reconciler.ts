@@ -49,6 +49,9 @@ export interface ReconcilerOptions {
 /** Tasks whose reads and writes a cycle runs at once. */
 const CYCLE_PARALLEL = 32;
 
+/** Tasks a cycle goes through between two turns of the event loop. */
+const CYCLE_SLICE = 500;
+
 /** Task ids read at once by the lost-submission sweep. */
 const LOST_PAGE = 500;
 
@@ -237,33 +240,38 @@ export class Reconciler {
       })
       .sort((a, b) => a.rank - b.rank);
     const limiter = pLimit(CYCLE_PARALLEL);
-    const outcomes = await Promise.allSettled(
-      work.map(({ record, status }) =>
-        limiter(async () => {
-          if (!status) {
-            missing.push(record);
-            return;
-          }
-          if (!(await this.isOwnJob(record, status))) {
-            reused.push(record);
-            return;
-          }
-          switch (phaseOf(status.state)) {
-            case 'waiting':
-              changed += await this.onWaiting(record, status);
-              break;
-            case 'started':
-              changed += await this.onStarted(record, status);
-              started.push(record);
-              break;
-            case 'ended':
-              ended++;
-              await this.onEnded(record, status, now);
-              break;
-          }
-        }),
-      ),
-    );
+    const handle = async ({ record, status }: (typeof work)[number]): Promise<void> => {
+      if (!status) {
+        missing.push(record);
+        return;
+      }
+      if (!(await this.isOwnJob(record, status))) {
+        reused.push(record);
+        return;
+      }
+      switch (phaseOf(status.state)) {
+        case 'waiting':
+          changed += await this.onWaiting(record, status);
+          break;
+        case 'started':
+          changed += await this.onStarted(record, status);
+          started.push(record);
+          break;
+        case 'ended':
+          ended++;
+          await this.onEnded(record, status, now);
+          break;
+      }
+    };
+    // Most tasks need no I/O in a cycle (a job still waiting, nothing new to say), and promise chains
+    // never give the event loop back: in slices, requests get answered between them.
+    const outcomes: PromiseSettledResult<void>[] = [];
+    for (let i = 0; i < work.length; i += CYCLE_SLICE) {
+      if (i > 0) await new Promise((resolve) => setImmediate(resolve));
+      const slice = work.slice(i, i + CYCLE_SLICE);
+      outcomes.push(...(await Promise.allSettled(slice.map((w) => limiter(() => handle(w))))));
+      if (outcomes.some((o) => o.status === 'rejected')) break;
+    }
     // The first failure (a lost lease, Redis away) ends the cycle, once every task's work has settled.
     const failed = outcomes.find((o): o is PromiseRejectedResult => o.status === 'rejected');
     if (failed) throw failed.reason;
