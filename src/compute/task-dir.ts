@@ -52,13 +52,10 @@ export async function writePrivateFile(path: string, text: string, mode = 0o600)
 export async function makeLayout(entries: readonly LayoutEntry[]): Promise<void> {
   const checked = new Set<string>();
   for (const entry of entries) {
-    const rest = relative(entry.base, entry.path);
-    if (rest === '') continue;
-    if (rest.startsWith('..') || isAbsolute(rest))
-      throw new Error(`${entry.path} is not below ${entry.base}, where the plan says it is`);
+    const parts = stepsBelow(entry);
+    if (parts.length === 0) continue;
     await checkDir(entry.base, checked);
     let path = entry.base;
-    const parts = rest.split(sep);
     for (const [i, part] of parts.entries()) {
       path = join(path, part);
       if (i === parts.length - 1 && entry.kind === 'file') await makeFile(path);
@@ -91,15 +88,20 @@ export function layoutEntries(entries: readonly LayoutEntry[], workDir: string):
       throw new Error(
         `${entry.path} is laid out from ${entry.base}, not from the new task directory ${workDir}`,
       );
-    const rest = relative(workDir, entry.path);
-    if (rest === '') continue;
-    if (rest.startsWith('..') || isAbsolute(rest))
-      throw new Error(`${entry.path} is not below ${entry.base}, where the plan says it is`);
-    const parts = rest.split(sep);
+    const parts = stepsBelow(entry);
     for (let i = 1; i < parts.length; i++) put(parts.slice(0, i).join('/'), 'dir');
     put(parts.join('/'), entry.kind);
   }
   return out;
+}
+
+/** The path's components below its base (none for the base itself); one outside the base is a bug. */
+function stepsBelow(entry: LayoutEntry): string[] {
+  const rest = relative(entry.base, entry.path);
+  if (rest === '') return [];
+  if (rest.startsWith('..') || isAbsolute(rest))
+    throw new Error(`${entry.path} is not below ${entry.base}, where the plan says it is`);
+  return rest.split(sep);
 }
 
 async function makeDir(path: string, checked: Set<string>): Promise<void> {

@@ -236,12 +236,13 @@ export class Reconciler {
         const record = records.get(taskId);
         if (!record) return [];
         const status = poll.jobs.get(jobId);
-        return [{ record, status, rank: status ? order[phaseOf(status.state)] : 3 }];
+        const phase = status && phaseOf(status.state);
+        return [{ record, status, phase, rank: phase ? order[phase] : 3 }];
       })
       .sort((a, b) => a.rank - b.rank);
     const limiter = pLimit(CYCLE_PARALLEL);
-    const handle = async ({ record, status }: (typeof work)[number]): Promise<void> => {
-      if (!status) {
+    const handle = async ({ record, status, phase }: (typeof work)[number]): Promise<void> => {
+      if (!status || !phase) {
         missing.push(record);
         return;
       }
@@ -249,7 +250,7 @@ export class Reconciler {
         reused.push(record);
         return;
       }
-      switch (phaseOf(status.state)) {
+      switch (phase) {
         case 'waiting':
           changed += await this.onWaiting(record, status);
           break;
