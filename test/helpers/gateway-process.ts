@@ -116,10 +116,14 @@ export async function startGatewayProcess(
 function readPort(child: ChildProcess, stderr: () => string): Promise<number> {
   return new Promise((resolve, reject) => {
     let buffer = '';
+    // The log lines before the start line: where a start that never finishes stopped.
+    let seen = '';
     let found = false;
     const fail = (why: string): void => {
       clearTimeout(timer);
-      reject(new Error(`the gateway process did not start: ${why}; stderr: ${stderr()}`));
+      reject(
+        new Error(`the gateway process did not start: ${why}; stdout: ${seen + buffer}; stderr: ${stderr()}`),
+      );
     };
     const timer = setTimeout(() => fail(`no start line in ${START_TIMEOUT_MS} ms`), START_TIMEOUT_MS);
     child.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
@@ -129,6 +133,7 @@ function readPort(child: ChildProcess, stderr: () => string): Promise<number> {
       while ((nl = buffer.indexOf('\n')) >= 0) {
         const line = buffer.slice(0, nl);
         buffer = buffer.slice(nl + 1);
+        seen = (seen + line + '\n').slice(-8_192);
         const port = portOf(line);
         if (port !== undefined) {
           found = true;
