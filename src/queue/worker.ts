@@ -32,8 +32,8 @@ const STALLED_CHECK_MS = 5_000;
 
 /**
  * Peak memory lookups of this long are gathered into one sacct. They run after their tasks' terminal
- * writes, so a wide window costs clients nothing; each sacct is a process started from the event loop,
- * which waits for it to exec, and on a busy host that wait is what other work queues behind.
+ * writes, so a wide window costs clients nothing, and jobs that end together cost one accounting
+ * query instead of several (each a process and a request to slurmdbd, on a host busy with the ends).
  */
 const USAGE_WINDOW_MS = 2_000;
 

@@ -48,9 +48,9 @@ import { posix } from 'node:path';
  * `array-element`, `job_id`) then live in its ledger, `<work root>/.gateway/<task id>/` (the service
  * account's, 0700), beside `stage/` (what staging wrote for the task, content and downloads, laid out as
  * in the task directory, until the helper has made the task directory from it and from what prepare-job
- * rendered; absent when staging wrote nothing) and `mirror/` (what the helper's `finish` sent back: result files, log tails,
- * the sources of remote outputs, laid out as in the task directory). In `service` mode the ledger is the
- * task directory itself.
+ * rendered; absent when staging wrote nothing) and `mirror/` (what the helper's `finish` sent back:
+ * result files, log tails, the sources of remote outputs, laid out as in the task directory). In
+ * `service` mode the ledger is the task directory itself.
  */
 
 /** The files of a task directory, by meaning. */
@@ -148,7 +148,7 @@ export function ledgerDirOf(workRoot: string, taskId: string, owner: DirOwner): 
  */
 export const HANDOVER_PREFIX = '.handover-';
 
-/** In a ledger (run as user): the staged inputs on their way to the task directory, and the copy of its results. */
+/** In a ledger (run as user): staged inputs on their way to the task directory; the copy of its results. */
 export const LEDGER_PART = { stage: 'stage', mirror: 'mirror' } as const;
 
 /** `.arrays/` of the work root that holds the task directory `workDir`. */

@@ -4,8 +4,9 @@
 // Registered by ts-register.mjs; used by gateway-process.ts to run the gateway in its own process.
 //
 // Transpiling the whole gateway costs seconds of CPU per process, and tests start many processes on
-// a busy machine, so each output is kept in node_modules/.cache, named by a hash of its source and
-// of the compiler's version and options: a changed file, or another compiler, misses the cache.
+// a busy machine, so each output is kept in node_modules/.cache, named by a hash of its source, of the
+// compiler's version and of these hooks (which hold the options): a changed file, another compiler or
+// other options miss the cache.
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -16,7 +17,7 @@ const CACHE = join(ROOT, 'node_modules', '.cache', 'ts-hooks');
 const TS_VERSION = JSON.parse(
   readFileSync(join(ROOT, 'node_modules', 'typescript', 'package.json'), 'utf8'),
 ).version;
-const OPTIONS = { module: 'ESNext', target: 'ES2022', inlineSourceMap: true, inlineSources: true };
+const HOOKS = readFileSync(fileURLToPath(import.meta.url), 'utf8');
 
 /** The compiler, loaded on the first cache miss only. */
 let compiler;
@@ -35,7 +36,7 @@ export async function load(url, context, nextLoad) {
   const fileName = fileURLToPath(url);
   const source = readFileSync(fileName, 'utf8');
   const key = createHash('sha256')
-    .update(JSON.stringify([TS_VERSION, OPTIONS, fileName]))
+    .update(JSON.stringify([TS_VERSION, HOOKS, fileName]))
     .update(source)
     .digest('hex');
   const cached = join(CACHE, `${key}.js`);
@@ -47,8 +48,8 @@ export async function load(url, context, nextLoad) {
     compilerOptions: {
       module: compiler.ModuleKind.ESNext,
       target: compiler.ScriptTarget.ES2022,
-      inlineSourceMap: OPTIONS.inlineSourceMap,
-      inlineSources: OPTIONS.inlineSources,
+      inlineSourceMap: true,
+      inlineSources: true,
     },
   });
   // Written aside and renamed into place: processes starting together never read half a file. A
