@@ -50,6 +50,8 @@ export interface JobScriptInput {
   gpus: boolean;
   /** The job has the user's login environment (slurm.loginEnvironment): its PATH is left as it is. */
   loginEnvironment?: boolean | undefined;
+  /** The file the job leaves as it ends, to wake the reconciler (tes/task-directory.ts endMarkerOf). */
+  endMarker?: string | undefined;
 }
 
 /** The PATH of a job that did not load a login environment: the system's programs only. */
@@ -88,8 +90,17 @@ export function renderJobScript(input: JobScriptInput): string {
     'record() { printf \'%s\\n\' "$2" > "$1.tmp" && mv -f -- "$1.tmp" "$1"; }',
     '# A job Slurm requeued runs this script again: what an earlier run left must not pass for its results.',
     `rm -rf -- ${JOB_END} ${SYSTEM_ERROR} ${execDirs}`,
-    '# The end of the script, however it ends: the reconciler then looks for the job in accounting soon.',
-    `trap 'record ${JOB_END} "$(stamp)"' EXIT`,
+    ...(input.endMarker
+      ? [
+          '# The end of the script, however it ends: the reconciler, woken by the end marker, then looks',
+          '# for the job in accounting.',
+          `end_marker=${quote(input.endMarker)}`,
+          `trap 'record ${JOB_END} "$(stamp)"; : 2> /dev/null > "$end_marker"' EXIT`,
+        ]
+      : [
+          '# The end of the script, however it ends: the reconciler then looks for the job in accounting soon.',
+          `trap 'record ${JOB_END} "$(stamp)"' EXIT`,
+        ]),
     '',
     'if ! command -v -- "$runtime" > /dev/null 2>&1; then',
     `  record ${SYSTEM_ERROR} "the container runtime $runtime was not found on $(hostname); install it or set container.executable"`,

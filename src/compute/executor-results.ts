@@ -60,16 +60,6 @@ export async function firstExecutorStarted(workDir: string): Promise<boolean> {
   }
 }
 
-/** Has the job script finished (its EXIT trap wrote `job-end`)? */
-export async function jobScriptEnded(workDir: string): Promise<boolean> {
-  try {
-    await stat(taskFile(workDir, TASK_FILE.jobEnd));
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 export async function readSystemError(workDir: string): Promise<string | undefined> {
   return readSmall(taskFile(workDir, TASK_FILE.systemError));
 }

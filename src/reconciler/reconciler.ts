@@ -1,6 +1,7 @@
-import { readFile } from 'node:fs/promises';
+import { watch, type FSWatcher } from 'node:fs';
+import { lstat, mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import type { ComputeDriver } from '../compute/driver.js';
-import { firstExecutorStarted, jobScriptEnded } from '../compute/executor-results.js';
+import { firstExecutorStarted } from '../compute/executor-results.js';
 import pLimit from 'p-limit';
 import { arrayJobName } from '../compute/slurm/job-arrays.js';
 import { jobNameFor } from '../compute/slurm/sbatch-args.js';
@@ -9,7 +10,15 @@ import type { Logger } from '../logger.js';
 import type { Enqueuer } from '../queue/jobs.js';
 import type { TaskBrief, TaskStore, TransitionOptions, TransitionOutcome } from '../store/task-store.js';
 import type { TesState } from '../tes/state.js';
-import { ledgerDirOf, TASK_FILE, taskDirOf, taskFile, type DirOwner } from '../tes/task-directory.js';
+import {
+  endMarkerOf,
+  endsDirOf,
+  ledgerDirOf,
+  TASK_FILE,
+  taskDirOf,
+  taskFile,
+  type DirOwner,
+} from '../tes/task-directory.js';
 import { withLog, withSystemLogs } from '../tes/task-logs.js';
 import { LeaseLostError, type LeaderLock } from '../store/leader-lock.js';
 import type { ReconcilerMetrics } from '../observability/metrics.js';
@@ -52,10 +61,19 @@ const CYCLE_PARALLEL = 32;
 /** Tasks a cycle goes through between two turns of the event loop. */
 const CYCLE_SLICE = 500;
 
+/**
+ * A quiet task (below) is still read at least once in this many cycles, a share of them in each: what
+ * a cycle skips is never older than that, even after a Redis failover lost a write it relied on.
+ */
+const REREAD_CYCLES = 10;
+
 /** Task ids read at once by the lost-submission sweep. */
 const LOST_PAGE = 500;
 
-/** How soon to look again after a job script was seen to end: accounting shows it within ~0.2 s. */
+/**
+ * How soon to look after a job script was seen to end (its end marker): accounting shows the end
+ * within ~0.2 s. The markers of jobs that end together in this time are answered by one cycle.
+ */
 const FOLLOW_UP_MS = 300;
 
 /**
@@ -75,6 +93,21 @@ export interface CycleReport {
   active: number;
   ended: number;
   changed: number;
+  /** Tasks the cycle did not read: quiet, and their jobs' accounting lines unchanged. */
+  skipped: number;
+}
+
+/**
+ * What handling a task's job did: moved its state, wrote or tried to write without a move, or found
+ * nothing to do (quiet) in a way that holds for as long as the job's accounting line stays the same.
+ */
+type Handled = 'moved' | 'wrote' | 'quiet';
+
+/** What of a job's accounting line the handling of a waiting or started job depends on. */
+function lineOf(status: JobStatus): string {
+  return [status.jobId, status.rawState, status.reason, status.jobName, status.node, status.startTime].join(
+    '\n',
+  );
 }
 
 /**
@@ -97,11 +130,21 @@ export interface CycleReport {
  */
 export class Reconciler {
   private timer: NodeJS.Timeout | undefined;
+  /** When the timer's cycle starts (epoch ms). */
+  private dueAt = Infinity;
   private running: Promise<void> | undefined;
   private stopped = false;
   private ticks = 0;
   /** Set by a cycle that saw a job script end while Slurm still ran the job: look again soon. */
   private endingSoon = false;
+  /** Set by an end marker that came while a cycle ran: the next one follows soon. */
+  private woken = false;
+  /**
+   * The work root's end markers (tes/task-directory.ts ENDS_DIR), left by job scripts run by the
+   * service account; undefined when tasks run as their owners, whose jobs cannot write there.
+   */
+  private readonly endsDir: string | undefined;
+  private watcher: FSWatcher | undefined;
   /** Cycles run as leader with active jobs (for the benchmark). */
   readonly stats = { cycles: 0 };
   /** Last pending reason written per task, so the logs are not rewritten each cycle. */
@@ -113,30 +156,94 @@ export class Reconciler {
   private readonly ownJobs = new Map<string, string>();
   /** When each task's job was last sent to finalization, to send again one that stays active. */
   private readonly finalizing = new Map<string, number>();
+  /**
+   * Tasks whose last handling was quiet, with the accounting line it answered. While the line stays
+   * the same, nothing else can give the reconciler work on them: it alone moves a task to
+   * INITIALIZING or RUNNING or back to QUEUED, a cancel (CANCELING) is for the workers, and a new
+   * submission changes the job id. So a cycle skips reading them, but for a share of them each time
+   * (REREAD_CYCLES). Forgotten when the lease was taken afresh: another process may have led since.
+   */
+  private readonly quiet = new Map<string, string>();
+  /** The lease's fresh takes when `quiet` was last known to hold (LeaderLock.takes). */
+  private quietTakes = -1;
   private housekeepingRun: Promise<void> | undefined;
   private housekeepingStartedAt = -Infinity;
   private readonly housekeepingAbort = new AbortController();
 
-  constructor(private readonly o: ReconcilerOptions) {}
+  constructor(private readonly o: ReconcilerOptions) {
+    this.endsDir = o.dirOwner === 'user' ? undefined : endsDirOf(o.workRoot);
+  }
 
   start(): void {
-    const tick = (): void => {
+    this.runTick();
+    void this.watchEnds();
+  }
+
+  /** Runs the next cycle in `delayMs`, or keeps the one already due sooner. */
+  private schedule(delayMs: number): void {
+    if (this.stopped) return;
+    const at = Date.now() + delayMs;
+    if (this.timer) {
+      if (this.dueAt <= at) return;
+      clearTimeout(this.timer);
+    }
+    this.dueAt = at;
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this.runTick();
+    }, delayMs);
+  }
+
+  private runTick(): void {
+    if (this.stopped || this.running) return;
+    // Cycles start one interval apart, however long each takes: a job's end is seen within one
+    // interval of reaching accounting, and sooner when its end marker wakes a cycle.
+    const started = Date.now();
+    this.woken = false;
+    this.running = this.tick().finally(() => {
+      this.running = undefined;
+      const soon = this.endingSoon || this.woken;
+      const next = soon ? Math.min(FOLLOW_UP_MS, this.o.pollIntervalMs) : this.o.pollIntervalMs;
+      this.schedule(Math.max(0, next - (Date.now() - started)));
+    });
+  }
+
+  /**
+   * Watches the end markers' folder: a job script's end starts a cycle FOLLOW_UP_MS later (with
+   * every other end in that time). Where the folder cannot be watched (its filesystem sends no
+   * events, or the host's inotify watches ran out), each cycle still reads it (pass).
+   */
+  private async watchEnds(): Promise<void> {
+    const dir = this.endsDir;
+    if (!dir) return;
+    const unwatched = (err: unknown): void =>
+      this.o.logger.warn(
+        { err, dir },
+        'job ends are not watched: each is seen at the next poll of accounting, up to ' +
+          `${this.o.pollIntervalMs} ms later`,
+      );
+    try {
+      await mkdir(dir, { recursive: true, mode: 0o700 });
       if (this.stopped) return;
-      // Cycles start one interval apart, however long each takes: a job's end is seen within one
-      // interval of reaching accounting.
-      const started = Date.now();
-      this.running = this.tick().finally(() => {
-        this.running = undefined;
-        const next = this.endingSoon ? Math.min(FOLLOW_UP_MS, this.o.pollIntervalMs) : this.o.pollIntervalMs;
-        const wait = Math.max(0, next - (Date.now() - started));
-        if (!this.stopped) this.timer = setTimeout(tick, wait);
+      this.watcher = watch(dir, { persistent: false }, () => this.onEndMarker());
+      this.watcher.on('error', (err) => {
+        unwatched(err);
+        this.watcher?.close();
+        this.watcher = undefined;
       });
-    };
-    tick();
+    } catch (err) {
+      unwatched(err);
+    }
+  }
+
+  private onEndMarker(): void {
+    if (this.running) this.woken = true;
+    else this.schedule(FOLLOW_UP_MS);
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
+    this.watcher?.close();
     if (this.timer) clearTimeout(this.timer);
     this.housekeepingAbort.abort();
     await this.running;
@@ -213,21 +320,37 @@ export class Reconciler {
   /** One pass over every active job, holding the lease. */
   private async pass(): Promise<CycleReport> {
     const { store, driver } = this.o;
+    const passStarted = Date.now();
     const active = await store.activeJobs();
     this.endingSoon = false;
-    if (active.size === 0) return { active: 0, ended: 0, changed: 0 };
-    this.stats.cycles++;
+    if (active.size === 0) return { active: 0, ended: 0, changed: 0, skipped: 0 };
+    const cycle = ++this.stats.cycles;
+    if (this.o.lock.takes !== this.quietTakes) {
+      this.quiet.clear();
+      this.quietTakes = this.o.lock.takes;
+    }
     const poll = await driver.poll([...new Set(active.values())]);
     for (const e of poll.errors) this.o.logger.warn({ record: e }, 'unreadable accounting record skipped');
 
-    const started: TaskBrief[] = [];
+    const startedIds = new Set<string>();
     const missing: TaskBrief[] = [];
     const reused: TaskBrief[] = [];
     let changed = 0;
     let ended = 0;
     const now = Date.now();
     for (const id of this.finalizing.keys()) if (!active.has(id)) this.finalizing.delete(id);
-    const records = await store.getBriefs([...active.keys()]);
+    for (const id of this.quiet.keys()) if (!active.has(id)) this.quiet.delete(id);
+    const toRead: string[] = [];
+    for (const [taskId, jobId] of active) {
+      const status = poll.jobs.get(jobId);
+      if (status && phaseOf(status.state) === 'started') startedIds.add(taskId);
+      const skip =
+        status !== undefined &&
+        this.quiet.get(taskId) === lineOf(status) &&
+        (cycle + taskId.charCodeAt(taskId.length - 1)) % REREAD_CYCLES !== 0;
+      if (!skip) toRead.push(taskId);
+    }
+    const records = await store.getBriefs(toRead);
     // Each task's reads and writes are its own: they run beside the others', a few at a time, ended
     // jobs first, so that a job's end goes to finalization without waiting for the cycle's other work.
     const order = { ended: 0, started: 1, waiting: 2 } as const;
@@ -250,19 +373,22 @@ export class Reconciler {
         reused.push(record);
         return;
       }
+      let handled: Handled = 'wrote';
       switch (phase) {
         case 'waiting':
-          changed += await this.onWaiting(record, status);
+          handled = await this.onWaiting(record, status);
           break;
         case 'started':
-          changed += await this.onStarted(record, status);
-          started.push(record);
+          handled = await this.onStarted(record, status);
           break;
         case 'ended':
           ended++;
           await this.onEnded(record, status, now);
-          break;
+          return;
       }
+      if (handled === 'moved') changed++;
+      if (handled === 'quiet') this.quiet.set(record.id, lineOf(status));
+      else this.quiet.delete(record.id);
     };
     // Most tasks need no I/O in a cycle (a job still waiting, nothing new to say), and promise chains
     // never give the event loop back: in slices, requests get answered between them.
@@ -278,8 +404,8 @@ export class Reconciler {
     if (failed) throw failed.reason;
     for (const record of reused) await this.onReused(record, active.get(record.id)!, poll.jobs);
     if (missing.length > 0) await this.onMissing(missing);
-    this.endingSoon = await this.anyScriptEnded(started);
-    return { active: active.size, ended, changed };
+    this.endingSoon = await this.anyScriptEnded(startedIds, active, passStarted);
+    return { active: active.size, ended, changed, skipped: active.size - toRead.length };
   }
 
   /**
@@ -307,6 +433,7 @@ export class Reconciler {
   }
 
   private forget(taskId: string): void {
+    this.quiet.delete(taskId);
     this.reasons.delete(taskId);
     this.ownJobs.delete(taskId);
   }
@@ -352,14 +479,31 @@ export class Reconciler {
     this.forget(record.id);
   }
 
-  /** Jobs Slurm still reports as started whose script already ended: accounting will show it soon. */
-  private async anyScriptEnded(started: readonly TaskBrief[]): Promise<boolean> {
-    if (this.o.dirOwner === 'user') return false;
-    const limiter = pLimit(32);
-    const ended = await Promise.all(
-      started.map((r) => limiter(() => jobScriptEnded(r.run?.workDir ?? taskDirOf(this.o.workRoot, r.id)))),
-    );
-    return ended.includes(true);
+  /**
+   * Whether a job Slurm still reports as started left its end marker: accounting will show the end
+   * soon. One listing of the markers' folder, whatever the number of jobs. The markers of tasks not
+   * active when the pass began (finalized, or gone) are removed, but for those made since: a task
+   * submitted during the pass may have ended during it too.
+   */
+  private async anyScriptEnded(
+    startedIds: ReadonlySet<string>,
+    active: ReadonlyMap<string, string>,
+    passStarted: number,
+  ): Promise<boolean> {
+    if (!this.endsDir) return false;
+    const names = await readdir(this.endsDir).catch(() => [] as string[]);
+    let soon = false;
+    for (const name of names) {
+      if (startedIds.has(name)) soon = true;
+      if (active.has(name)) continue;
+      const marker = endMarkerOf(this.o.workRoot, name);
+      const made = await lstat(marker).then(
+        (st) => st.mtimeMs,
+        () => Infinity,
+      );
+      if (made < passStarted) await rm(marker, { force: true }).catch(() => undefined);
+    }
+    return soon;
   }
 
   /**
@@ -367,8 +511,8 @@ export class Reconciler {
    * pending reason goes to the system logs when there is one and it changes; "no reason" (`None`) is
    * not worth a line.
    */
-  private async onWaiting(record: TaskBrief, status: JobStatus): Promise<number> {
-    if (record.state === 'CANCELING') return 0;
+  private async onWaiting(record: TaskBrief, status: JobStatus): Promise<Handled> {
+    if (record.state === 'CANCELING') return 'quiet';
     const reason = meaningfulReason(status.reason);
     const advice = heldAdvice(reason, status.jobId);
     const note = reason
@@ -378,20 +522,20 @@ export class Reconciler {
       const requeued = await this.requeue(record, status, reason);
       // The requeue's note already says why it waits: the same reason is not written again.
       if (requeued) this.reasons.set(record.id, note);
-      return requeued ? 1 : 0;
+      return requeued ? 'moved' : 'wrote';
     }
     // Written when the reason changes, not every cycle; the map spares a look at the logs.
     const fresh =
       note !== '' && this.reasons.get(record.id) !== note && record.logs?.[0]?.system_logs?.at(-1) !== note;
     this.reasons.set(record.id, note);
-    if (!fresh) return 0;
+    if (!fresh) return 'quiet';
     // A change to the same state writes the logs, unless the state changed meanwhile.
     this.assertLeader();
     await this.write(record.id, record.state, {
       from: [record.state],
       logs: withSystemLogs(record.logs, [note]),
     });
-    return 0;
+    return 'wrote';
   }
 
   /**
@@ -414,12 +558,13 @@ export class Reconciler {
     return t.outcome === 'ok';
   }
 
-  private async onStarted(record: TaskBrief, status: JobStatus): Promise<number> {
-    if (record.state === 'CANCELING' || record.state === 'RUNNING') return 0;
+  private async onStarted(record: TaskBrief, status: JobStatus): Promise<Handled> {
+    if (record.state === 'CANCELING' || record.state === 'RUNNING') return 'quiet';
     const workDir = record.run?.workDir ?? taskDirOf(this.o.workRoot, record.id);
     const to =
       this.o.dirOwner === 'user' || (await firstExecutorStarted(workDir)) ? 'RUNNING' : 'INITIALIZING';
-    if (to === record.state) return 0;
+    // Its executors' files, not accounting, will move it: it is looked at again next cycle.
+    if (to === record.state) return 'wrote';
     const start = status.startTime
       ? new Date(status.startTime * 1000).toISOString()
       : new Date().toISOString();
@@ -430,7 +575,7 @@ export class Reconciler {
     this.assertLeader();
     // Only from the state read: a move made meanwhile (a requeue, a cancel) is not overwritten.
     const t = await this.write(record.id, to, { from: [record.state], logs: withNode });
-    return t.outcome === 'ok' ? 1 : 0;
+    return t.outcome === 'ok' ? 'moved' : 'wrote';
   }
 
   /** Jobs absent from accounting: young ones are just not recorded yet; old ones are checked. */

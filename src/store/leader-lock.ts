@@ -2,10 +2,11 @@ import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import type { Fence } from './task-store.js';
 
+/** 2: renewed, the lease was still ours; 1: taken, it was free; 0: another process holds it. */
 const ACQUIRE = `
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
+  return 2
 end
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
 return 0
@@ -51,6 +52,7 @@ export class LeaderLock {
   private validUntil = 0;
   private holding = 0;
   private renewFailed = false;
+  private freshTakes = 0;
 
   constructor(
     private readonly redis: Redis,
@@ -63,9 +65,20 @@ export class LeaderLock {
     return { key: this.key, owner: this.owner };
   }
 
+  /**
+   * How many times this process took the lease while it was free, rather than renewing its own: a
+   * change means another process may have led in between, and what the holder remembers of its last
+   * term may be out of date.
+   */
+  get takes(): number {
+    return this.freshTakes;
+  }
+
   async acquire(): Promise<boolean> {
     const asked = Date.now();
-    const ok = (await this.redis.eval(ACQUIRE, 1, this.key, this.owner, this.ttlMs)) === 1;
+    const answer = await this.redis.eval(ACQUIRE, 1, this.key, this.owner, this.ttlMs);
+    const ok = answer === 1 || answer === 2;
+    if (answer === 1) this.freshTakes++;
     this.validUntil = ok ? asked + this.ttlMs : 0;
     this.renewFailed = !ok;
     return ok;

@@ -95,6 +95,22 @@ export const INPUT_FILE = { content: 'content', data: 'data' } as const;
 /** The work root's folder for job arrays' dispatchers, commands and output. */
 export const ARRAYS_DIR = '.arrays';
 
+/**
+ * The work root's folder where each job script, as it ends, leaves an empty file named after its task
+ * (tasks run by the service account only): one folder the reconciler watches, so that a job's end
+ * starts a look at accounting at once instead of at the next poll. A file there only hastens a look;
+ * accounting still decides.
+ */
+export const ENDS_DIR = '.ends';
+
+export function endsDirOf(workRoot: string): string {
+  return posix.join(workRoot, ENDS_DIR);
+}
+
+export function endMarkerOf(workRoot: string, taskId: string): string {
+  return posix.join(endsDirOf(workRoot), taskId);
+}
+
 /** The one place a task's directory is decided. */
 export function taskDirOf(workRoot: string, taskId: string): string {
   return posix.join(workRoot, taskId);

@@ -1,5 +1,5 @@
 import { jest } from '@jest/globals';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Redis } from 'ioredis';
 import { Worker } from 'bullmq';
@@ -11,6 +11,8 @@ import { Reconciler } from '../../src/reconciler/reconciler.js';
 import { TaskQueues } from '../../src/queue/producer.js';
 import { RedisTaskStore } from '../../src/store/redis-task-store.js';
 import type { TesState } from '../../src/tes/state.js';
+import { endMarkerOf, endsDirOf } from '../../src/tes/task-directory.js';
+import { until } from '../helpers/until.js';
 import { createTask, startTestGateway, waitFor } from '../helpers/gateway.js';
 import { connect, dropPrefix, testPrefix } from '../helpers/redis.js';
 
@@ -55,12 +57,13 @@ describe('the reconciler', () => {
   let redis: Redis;
   let store: RedisTaskStore;
   let reconciler: Reconciler;
+  let options: ConstructorParameters<typeof Reconciler>[0];
   const workRoot = mkdtempSync(join('/var/tmp', 'tesgw-reconciler-'));
 
   beforeAll(() => {
     redis = connect();
     store = new RedisTaskStore(redis, { prefix, maxBacklog: 1000 });
-    reconciler = new Reconciler({
+    options = {
       store,
       driver: fakeDriver(jobs, gone),
       queues: {
@@ -76,7 +79,8 @@ describe('the reconciler', () => {
       workRoot,
       pollIntervalMs: 1000,
       missingGraceMs: 60_000,
-    });
+    };
+    reconciler = new Reconciler(options);
   });
   afterAll(async () => {
     await dropPrefix(redis, prefix);
@@ -355,6 +359,103 @@ describe('the reconciler', () => {
     expect(await store.getState(id)).toBe('QUEUED');
     jobs.delete('job-fenced');
     await redis.del(lockKey);
+  });
+
+  /** How many of the next `cycles` cycles read task `id`. */
+  async function readsIn(id: string, cycles: number): Promise<number> {
+    const reads = jest.spyOn(store, 'getBriefs');
+    try {
+      for (let i = 0; i < cycles; i++) await reconciler.cycle();
+      return reads.mock.calls.filter(([ids]) => ids.includes(id)).length;
+    } finally {
+      reads.mockRestore();
+    }
+  }
+
+  it('skips reading a quiet task while its job stays as it was, but for one cycle in ten', async () => {
+    const id = await taskIn('QUEUED', 'job-quiet');
+    jobs.set('job-quiet', { state: 'PENDING', reason: 'Priority' });
+    // The first cycle writes the reason; the second finds nothing to do.
+    expect(await readsIn(id, 2)).toBe(2);
+    expect(await readsIn(id, 10)).toBe(1);
+    // A new line in accounting is read at once, and a job that ends as well.
+    jobs.set('job-quiet', { state: 'PENDING', reason: 'Resources' });
+    expect(await readsIn(id, 1)).toBe(1);
+    expect((await systemLogs(id)).at(-1)).toBe('Slurm job job-quiet is PENDING: Resources');
+    await reconciler.cycle();
+    jobs.set('job-quiet', { state: 'COMPLETED' });
+    expect(await readsIn(id, 1)).toBe(1);
+    expect(finalizing.get(id)?.state).toBe('COMPLETED');
+    jobs.delete('job-quiet');
+  });
+
+  it('keeps reading a task whose job started while its executors have not, until it is RUNNING', async () => {
+    const id = await taskIn('QUEUED', 'job-init');
+    jobs.set('job-init', { state: 'RUNNING' });
+    expect(await readsIn(id, 4)).toBe(4);
+    expect(await store.getState(id)).toBe('INITIALIZING');
+    jobs.delete('job-init');
+  });
+
+  it('reads every task again after the lease was taken afresh: another leader may have written', async () => {
+    const id = await taskIn('QUEUED', 'job-lease');
+    jobs.set('job-lease', { state: 'PENDING' });
+    await readsIn(id, 2);
+    // Up to a cycle that would not read it anyway (the one in ten).
+    const rereads = (): boolean => (reconciler.stats.cycles + 1 + id.charCodeAt(id.length - 1)) % 10 === 0;
+    while (rereads()) await reconciler.cycle();
+    await redis.del(store.keys.lock('reconciler'));
+    // As another leader would have: the task moved on while its job waits again.
+    await store.transition(id, 'RUNNING', { from: ['QUEUED'] });
+    expect(await readsIn(id, 1)).toBe(1);
+    expect(await store.getState(id)).toBe('QUEUED');
+    jobs.delete('job-lease');
+  });
+
+  it('looks at accounting as soon as a job script leaves its end marker, not at the next poll', async () => {
+    const id = await taskIn('RUNNING', 'job-marked');
+    jobs.set('job-marked', { state: 'RUNNING' });
+    // Its own lease: the shared reconciler's cycles hold the other one.
+    const lock = new LeaderLock(redis, store.keys.lock('reconciler-marked'), 15_000);
+    const woken = new Reconciler({ ...options, lock, pollIntervalMs: 600_000 });
+    woken.start();
+    try {
+      await until('the first cycle', 10_000, async () => (woken.stats.cycles > 0 ? true : undefined));
+      await new Promise((r) => setTimeout(r, 200));
+      expect(enqueued).not.toContain(`finalize:${id}`);
+      jobs.set('job-marked', { state: 'COMPLETED' });
+      writeFileSync(endMarkerOf(workRoot, id), '');
+      // Ten minutes before the next poll.
+      await until('finalization after the end marker', 5_000, async () =>
+        enqueued.includes(`finalize:${id}`) ? true : undefined,
+      );
+    } finally {
+      await woken.stop();
+      jobs.delete('job-marked');
+    }
+  });
+
+  it('removes the end markers of tasks no longer active, but for those made since the cycle began', async () => {
+    const id = await taskIn('RUNNING', 'job-kept');
+    jobs.set('job-kept', { state: 'RUNNING' });
+    mkdirSync(endsDirOf(workRoot), { recursive: true });
+    const done = await taskIn('RUNNING', 'job-done');
+    await store.transition(done, 'COMPLETE');
+    const minuteAgo = new Date(Date.now() - 60_000);
+    for (const t of [id, done, '01jdnotatask00000000000000']) {
+      writeFileSync(endMarkerOf(workRoot, t), '');
+      utimesSync(endMarkerOf(workRoot, t), minuteAgo, minuteAgo);
+    }
+    // As if a task submitted during the cycle had ended during it too.
+    const late = endMarkerOf(workRoot, '01jdlatetask00000000000000');
+    writeFileSync(late, '');
+    utimesSync(late, new Date(Date.now() + 60_000), new Date(Date.now() + 60_000));
+    await reconciler.cycle();
+    expect(existsSync(endMarkerOf(workRoot, id))).toBe(true);
+    expect(existsSync(endMarkerOf(workRoot, done))).toBe(false);
+    expect(existsSync(endMarkerOf(workRoot, '01jdnotatask00000000000000'))).toBe(false);
+    expect(existsSync(late)).toBe(true);
+    jobs.delete('job-kept');
   });
 
   it('queues again a task stored a while ago but never handed to the queue', async () => {

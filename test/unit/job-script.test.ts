@@ -9,7 +9,8 @@ import { expectGolden } from '../helpers/golden.js';
 import { HOSTILE_TASK, TYPICAL_TASK } from '../fixtures/tasks.js';
 import { writeHostRuntime, layOut } from '../helpers/host-runtime.js';
 
-const WORK = '/var/lib/tes-gateway/tasks/01jd0000000000000000000000';
+const WORK_ROOT = '/var/lib/tes-gateway/tasks';
+const WORK = `${WORK_ROOT}/01jd0000000000000000000000`;
 const APPTAINER: ContainerRuntime = { flavor: 'apptainer', executable: 'apptainer', extraArgs: [] };
 
 /** `ownerRoot`: the task runs as its owner, whose job checks its `file://` inputs (Bind.owned). */
@@ -27,7 +28,16 @@ function render(task: TaskRequest, runtime = APPTAINER, gpus = false, ownerRoot?
   const plan = planContainer(task, WORK, staged(task, ownerRoot), (i) =>
     i.includes('://') || i.startsWith('/') ? i : `docker://${i}`,
   );
-  return renderJobScript({ taskId: '01jd0000000000000000000000', workDir: WORK, runtime, plan, gpus });
+  // Jobs run by the service account leave an end marker; those run as their owners cannot.
+  const endMarker = ownerRoot === undefined ? `${WORK_ROOT}/.ends/01jd0000000000000000000000` : undefined;
+  return renderJobScript({
+    taskId: '01jd0000000000000000000000',
+    workDir: WORK,
+    runtime,
+    plan,
+    gpus,
+    endMarker,
+  });
 }
 
 function checkShell(script: string): void {

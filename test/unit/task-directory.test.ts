@@ -1,12 +1,11 @@
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { planContainer, type LayoutEntry } from '../../src/apptainer/container-plan.js';
 import { renderJobScript } from '../../src/apptainer/render-job-script.js';
 import {
   firstExecutorStarted,
-  jobScriptEnded,
   readExecutorResults,
   readSystemError,
   readTail,
@@ -14,6 +13,8 @@ import {
 import { makeLayout, makeTaskDir } from '../../src/compute/task-dir.js';
 import {
   arraysDirOf,
+  endMarkerOf,
+  endsDirOf,
   EXECUTOR_FILE,
   executorDir,
   executorFile,
@@ -37,6 +38,7 @@ describe('the task directory', () => {
     expect(inputFile(dir, 1, 'content')).toBe('/work/root/01jd/inputs/1/content');
     expect(inputFile(dir, 1, 'data')).toBe('/work/root/01jd/inputs/1/data');
     expect(arraysDirOf(dir)).toBe('/work/root/.arrays');
+    expect(endMarkerOf('/work/root', '01jd')).toBe('/work/root/.ends/01jd');
   });
 });
 
@@ -67,12 +69,14 @@ describe('what the job script writes is what the gateway reads', () => {
       base: work,
     }));
     await makeLayout([...plan.layout, ...execDirs]);
+    mkdirSync(endsDirOf(root), { recursive: true });
     const script = renderJobScript({
       taskId: 'task',
       workDir: work,
       runtime: { flavor: 'apptainer', executable, extraArgs: [] },
       plan,
       gpus: false,
+      endMarker: endMarkerOf(root, 'task'),
     });
     writeFileSync(taskFile(work, TASK_FILE.jobScript), script, { mode: 0o700 });
   }
@@ -107,7 +111,7 @@ describe('what the job script writes is what the gateway reads', () => {
 
   it('records each executor and the end of the job where the readers look', async () => {
     await prepare(TASK);
-    expect(await jobScriptEnded(work)).toBe(false);
+    expect(existsSync(endMarkerOf(root, 'task'))).toBe(false);
     expect(await firstExecutorStarted(work)).toBe(false);
 
     expect(runScript()).toBe(0);
@@ -121,7 +125,7 @@ describe('what the job script writes is what the gateway reads', () => {
       [{ index: 2, started: true, exitCode: 0, ignored: false }, true, true],
     ]);
     expect(await firstExecutorStarted(work)).toBe(true);
-    expect(await jobScriptEnded(work)).toBe(true);
+    expect(existsSync(endMarkerOf(root, 'task'))).toBe(true);
     expect(await readSystemError(work)).toBeUndefined();
     expect(await readTail(executorFile(work, 0, EXECUTOR_FILE.stdout), 100)).toBe('out\n');
     expect(await readTail(executorFile(work, 0, EXECUTOR_FILE.stderr), 100)).toBe('err\n');
@@ -142,7 +146,7 @@ describe('what the job script writes is what the gateway reads', () => {
     expect(await readSystemError(work)).toBe(
       `the container runtime ${join(root, 'no-such-runtime')} was not found on ${spawnSync('hostname', { encoding: 'utf8' }).stdout.trim()}; install it or set container.executable`,
     );
-    expect(await jobScriptEnded(work)).toBe(true);
+    expect(existsSync(endMarkerOf(root, 'task'))).toBe(true);
     expect((await readExecutorResults(work, [false, false, false])).map((r) => r.started)).toEqual([
       false,
       false,

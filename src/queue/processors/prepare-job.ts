@@ -13,6 +13,7 @@ import { layoutEntries, makeLayout, makeTaskDir, writePrivateFile } from '../../
 import type { Handover } from '../../compute/driver.js';
 import type { HandoverEntry } from '../../run-as/handover-archive.js';
 import {
+  endMarkerOf,
   executorDir,
   LEDGER_PART,
   ledgerDirOf,
@@ -177,6 +178,9 @@ export async function prepareJob(record: TaskRecord, deps: PrepareDeps): Promise
     plan,
     gpus: sbatch.gpus,
     loginEnvironment: policy.loginEnvironment,
+    // A job run as its owner may not write in the gateway's folders: the reconciler finds its end by
+    // polling alone.
+    endMarker: user ? undefined : endMarkerOf(deps.workRoot, record.id),
   });
   await put(TASK_FILE.jobScript, script, 0o700);
   await put(TASK_FILE.sbatchCommand, `sbatch ${quoteAll(sbatch.args)}\n`);

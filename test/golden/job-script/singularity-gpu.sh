@@ -18,8 +18,10 @@ stamp() { date -u +%Y-%m-%dT%H:%M:%S.%3NZ; }
 record() { printf '%s\n' "$2" > "$1.tmp" && mv -f -- "$1.tmp" "$1"; }
 # A job Slurm requeued runs this script again: what an earlier run left must not pass for its results.
 rm -rf -- job-end system-error exec-0 exec-1
-# The end of the script, however it ends: the reconciler then looks for the job in accounting soon.
-trap 'record job-end "$(stamp)"' EXIT
+# The end of the script, however it ends: the reconciler, woken by the end marker, then looks
+# for the job in accounting.
+end_marker=/var/lib/tes-gateway/tasks/.ends/01jd0000000000000000000000
+trap 'record job-end "$(stamp)"; : 2> /dev/null > "$end_marker"' EXIT
 
 if ! command -v -- "$runtime" > /dev/null 2>&1; then
   record system-error "the container runtime $runtime was not found on $(hostname); install it or set container.executable"
