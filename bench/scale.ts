@@ -89,6 +89,11 @@ export async function benchScale(rows: Row[]): Promise<void> {
     });
     rows.push({
       section: 'scale',
+      metric: `tasks read per cycle (quiet ones are skipped, a tenth read each time): ${fmt(FIRST)} / ${fmt(TASKS)} active`,
+      value: `${fmt(small.readsPerCycle)} / ${fmt(large.readsPerCycle)}`,
+    });
+    rows.push({
+      section: 'scale',
       metric: `sacct calls per cycle, ${fmt(TASKS)} active (slurm.sacctChunkSize ${fmt(config.slurm.sacctChunkSize)})`,
       value: fmt(large.sacctPerCycle, 2),
     });
@@ -147,6 +152,8 @@ export async function benchScale(rows: Row[]): Promise<void> {
 interface Measured {
   /** Reconciler cycles seen while watching, in ms, sorted. */
   cycleMs: number[];
+  /** Tasks read per cycle while watching, on average. */
+  readsPerCycle: number;
   sacctPerCycle: number;
   getMs: number[];
   listMs: number[];
@@ -156,13 +163,13 @@ interface Measured {
 async function measure(
   base: string,
   gateway: Gateway,
-  cycles: number[],
+  cycles: CycleLog,
   ids: readonly string[],
 ): Promise<Measured> {
   const driver = gateway.driver as SlurmDriver;
   const sacctBefore = driver.sacctCalls.states;
   const cyclesBefore = gateway.reconciler!.stats.cycles;
-  const seenBefore = cycles.length;
+  const seenBefore = cycles.durations.length;
   const getMs: number[] = [];
   const listMs: number[] = [];
   const until = Date.now() + WATCH_MS;
@@ -183,26 +190,37 @@ async function measure(
   const ran = gateway.reconciler!.stats.cycles - cyclesBefore;
   if (ran === 0) throw new Error(`no reconciler cycle ran in ${WATCH_MS} ms`);
   return {
-    cycleMs: cycles.slice(seenBefore).sort((a, b) => a - b),
+    cycleMs: cycles.durations.slice(seenBefore).sort((a, b) => a - b),
+    readsPerCycle: mean(cycles.reads.slice(seenBefore)),
     sacctPerCycle: (driver.sacctCalls.states - sacctBefore) / ran,
     getMs: getMs.sort((a, b) => a - b),
     listMs: listMs.sort((a, b) => a - b),
   };
 }
 
-/** Records how long each reconciler cycle with active jobs takes. */
-function watchCycles(gateway: Gateway): number[] {
+interface CycleLog {
+  /** How long each reconciler cycle with active jobs took, in ms. */
+  durations: number[];
+  /** How many tasks each of them read. */
+  reads: number[];
+}
+
+/** Records each reconciler cycle with active jobs. */
+function watchCycles(gateway: Gateway): CycleLog {
   const reconciler = gateway.reconciler;
   if (!reconciler) throw new Error('the gateway runs no reconciler');
-  const durations: number[] = [];
+  const log: CycleLog = { durations: [], reads: [] };
   const cycle = reconciler.cycle.bind(reconciler);
   reconciler.cycle = async () => {
     const t0 = performance.now();
     const report = await cycle();
-    if (report.active > 0) durations.push(performance.now() - t0);
+    if (report.active > 0) {
+      log.durations.push(performance.now() - t0);
+      log.reads.push(report.active - report.skipped);
+    }
     return report;
   };
-  return durations;
+  return log;
 }
 
 /** Creates `n` tasks over HTTP, 100 at a time; returns their ids. */
@@ -244,4 +262,8 @@ async function inBatches<T>(items: readonly T[], width: number, work: (item: T) 
 async function usedMemory(redis: Redis): Promise<number> {
   const info = await redis.info('memory');
   return Number(/used_memory:(\d+)/.exec(info)?.[1] ?? 0);
+}
+
+function mean(values: readonly number[]): number {
+  return values.length === 0 ? NaN : values.reduce((a, b) => a + b, 0) / values.length;
 }
