@@ -77,6 +77,13 @@ const LOST_PAGE = 500;
 const FOLLOW_UP_MS = 300;
 
 /**
+ * Cycles hastened by job ends start at least this far apart (or the poll interval, if shorter):
+ * while jobs end one after another, accounting is asked about once a second, not after each end;
+ * sacct is a request to slurmdbd, which the whole site shares.
+ */
+const HASTENED_GAP_MS = 1000;
+
+/**
  * Age after which a task waiting without a job is queued for submission again by the sweep. Far
  * beyond the instant between storing a task and enqueueing it; the enqueue is idempotent anyway.
  */
@@ -132,6 +139,8 @@ export class Reconciler {
   private timer: NodeJS.Timeout | undefined;
   /** When the timer's cycle starts (epoch ms). */
   private dueAt = Infinity;
+  /** When the last cycle started (epoch ms). */
+  private lastStart = 0;
   private running: Promise<void> | undefined;
   private stopped = false;
   private ticks = 0;
@@ -199,18 +208,24 @@ export class Reconciler {
     // Cycles start one interval apart, however long each takes: a job's end is seen within one
     // interval of reaching accounting, and sooner when its end marker wakes a cycle.
     const started = Date.now();
+    this.lastStart = started;
     this.woken = false;
     this.running = this.tick().finally(() => {
       this.running = undefined;
-      const soon = this.endingSoon || this.woken;
-      const next = soon ? Math.min(FOLLOW_UP_MS, this.o.pollIntervalMs) : this.o.pollIntervalMs;
-      this.schedule(Math.max(0, next - (Date.now() - started)));
+      if (this.endingSoon || this.woken) this.hasten();
+      else this.schedule(Math.max(0, this.o.pollIntervalMs - (Date.now() - started)));
     });
+  }
+
+  /** A job has ended, or is about to be seen ending: the next cycle comes soon (HASTENED_GAP_MS). */
+  private hasten(): void {
+    const gap = Math.min(HASTENED_GAP_MS, this.o.pollIntervalMs);
+    this.schedule(Math.max(FOLLOW_UP_MS, this.lastStart + gap - Date.now()));
   }
 
   /**
    * Watches the end markers' folder: a job script's end starts a cycle FOLLOW_UP_MS later (with
-   * every other end in that time). Where the folder cannot be watched (its filesystem sends no
+   * every other end in that time), and no sooner than HASTENED_GAP_MS after the last began. Where the folder cannot be watched (its filesystem sends no
    * events, or the host's inotify watches ran out), each cycle still reads it (pass).
    */
   private async watchEnds(): Promise<void> {
@@ -238,7 +253,7 @@ export class Reconciler {
 
   private onEndMarker(): void {
     if (this.running) this.woken = true;
-    else this.schedule(FOLLOW_UP_MS);
+    else this.hasten();
   }
 
   async stop(): Promise<void> {
