@@ -625,7 +625,9 @@ export class Reconciler {
       let after: string | undefined;
       for (;;) {
         const ids = await this.o.store.idsInState(state, LOST_PAGE, after);
-        for (const record of (await this.o.store.getBriefs(ids)).values()) {
+        // Only the tasks without a job are read: at 10,000 queued tasks this sweep read them all.
+        const jobless = await this.o.store.withoutJobs(ids);
+        for (const record of (await this.o.store.getBriefs(jobless)).values()) {
           if (record.run?.jobId || Date.parse(record.creationTime) > cutoff) continue;
           await this.o.queues.enqueue('submit', { taskId: record.id }, { replaceFinished: true });
         }

@@ -109,6 +109,8 @@ export interface TaskStore {
   clearJob(taskId: string): Promise<void>;
   /** taskId -> job id for every non-terminal task that has a job. */
   activeJobs(): Promise<Map<string, string>>;
+  /** Those of `taskIds` that are not among activeJobs: without a job, or no longer active. */
+  withoutJobs(taskIds: readonly string[]): Promise<string[]>;
   countInState(state: TesState): Promise<number>;
   /** Up to `limit` ids of tasks in `state`, oldest first; with `after`, those after that id (a page's last). */
   idsInState(state: TesState, limit: number, after?: string): Promise<string[]>;

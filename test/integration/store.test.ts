@@ -96,6 +96,20 @@ describe('RedisTaskStore', () => {
     expect((await storeA.activeJobs()).has(t.id)).toBe(false);
   });
 
+  it('lists every active job however many there are, and tells the tasks without one', async () => {
+    const own = new RedisTaskStore(a, { prefix: `${prefix}many:`, maxBacklog: 1000 });
+    // More than one slice of the jobs index, written straight into it.
+    const entries = Array.from({ length: 2500 }, (_, i) => [`01jd${String(i).padStart(22, '0')}`, `${i}`]);
+    await a.hset(own.keys.jobs, Object.fromEntries(entries));
+    const jobs = await own.activeJobs();
+    expect(jobs.size).toBe(2500);
+    expect(jobs.get(entries[1234]![0]!)).toBe('1234');
+    const none = '01jdnojob00000000000000000';
+    expect(await own.withoutJobs([entries[7]![0]!, none, entries[2499]![0]!])).toEqual([none]);
+    expect(await own.withoutJobs([])).toEqual([]);
+    await dropPrefix(a, `${prefix}many:`);
+  });
+
   it('never moves a task backwards, whatever sources the caller names', async () => {
     const t = await storeA.create(TASK);
     await storeA.transition(t.id, 'INITIALIZING');
