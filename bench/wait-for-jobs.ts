@@ -2,9 +2,10 @@ import type { TaskStore } from '../src/store/task-store.js';
 import type { TaskRecord } from '../src/tes/types.js';
 
 /**
- * Polls the store until every task has its cluster job; fails after `timeoutMs`. Each poll reads only
- * the tasks still without one: the bench shares the gateway's process, and reading a thousand
- * records ten times a second would take CPU from what it measures.
+ * Polls the store until every task has its cluster job; fails after `timeoutMs`. Each poll asks the
+ * jobs index about the tasks still without one, and reads a task's record once, when its job came:
+ * the bench shares the gateway's process, and reading a thousand records ten times a second would
+ * take CPU from what it measures.
  */
 export async function waitForJobs(
   store: TaskStore,
@@ -15,13 +16,10 @@ export async function waitForJobs(
   const done = new Map<string, TaskRecord>();
   let waiting = [...ids];
   for (;;) {
-    const records = await store.getMany(waiting);
-    waiting = waiting.filter((id) => {
-      const record = records.get(id);
-      if (!record?.run?.jobId) return true;
-      done.set(id, record);
-      return false;
-    });
+    const jobless = new Set(await store.withoutJobs(waiting));
+    const records = await store.getMany(waiting.filter((id) => !jobless.has(id)));
+    for (const [id, record] of records) if (record.run?.jobId) done.set(id, record);
+    waiting = waiting.filter((id) => !done.has(id));
     if (waiting.length === 0) return new Map(ids.map((id) => [id, done.get(id)!]));
     if (Date.now() > deadline)
       throw new Error(`${waiting.length} of ${ids.length} tasks got no job in ${timeoutMs} ms`);
