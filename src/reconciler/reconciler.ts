@@ -225,8 +225,9 @@ export class Reconciler {
 
   /**
    * Watches the end markers' folder: a job script's end starts a cycle FOLLOW_UP_MS later (with
-   * every other end in that time), and no sooner than HASTENED_GAP_MS after the last began. Where the folder cannot be watched (its filesystem sends no
-   * events, or the host's inotify watches ran out), each cycle still reads it (pass).
+   * every other end in that time), and no sooner than HASTENED_GAP_MS after the last began. Where
+   * the folder cannot be watched (its filesystem sends no events, or the host's inotify watches ran
+   * out), each cycle still reads it (pass).
    */
   private async watchEnds(): Promise<void> {
     const dir = this.endsDir;
@@ -355,10 +356,14 @@ export class Reconciler {
     const now = Date.now();
     for (const id of this.finalizing.keys()) if (!active.has(id)) this.finalizing.delete(id);
     for (const id of this.quiet.keys()) if (!active.has(id)) this.quiet.delete(id);
-    const toRead: string[] = [];
-    for (const [taskId, jobId] of active) {
+    // Each task's phase, decided once; the tasks to read are those not quiet since their line came.
+    const seen = [...active].map(([taskId, jobId]) => {
       const status = poll.jobs.get(jobId);
-      if (status && phaseOf(status.state) === 'started') startedIds.add(taskId);
+      return { taskId, status, phase: status && phaseOf(status.state) };
+    });
+    const toRead: string[] = [];
+    for (const { taskId, status, phase } of seen) {
+      if (phase === 'started') startedIds.add(taskId);
       const skip =
         status !== undefined &&
         this.quiet.get(taskId) === lineOf(status) &&
@@ -369,13 +374,10 @@ export class Reconciler {
     // Each task's reads and writes are its own: they run beside the others', a few at a time, ended
     // jobs first, so that a job's end goes to finalization without waiting for the cycle's other work.
     const order = { ended: 0, started: 1, waiting: 2 } as const;
-    const work = [...active]
-      .flatMap(([taskId, jobId]) => {
+    const work = seen
+      .flatMap(({ taskId, status, phase }) => {
         const record = records.get(taskId);
-        if (!record) return [];
-        const status = poll.jobs.get(jobId);
-        const phase = status && phaseOf(status.state);
-        return [{ record, status, phase, rank: phase ? order[phase] : 3 }];
+        return record ? [{ record, status, phase, rank: phase ? order[phase] : 3 }] : [];
       })
       .sort((a, b) => a.rank - b.rank);
     const limiter = pLimit(CYCLE_PARALLEL);
