@@ -19,9 +19,8 @@ import { posix } from 'node:path';
  * | `exec-<n>/stdout`, `stderr` | the job script, executor n's streams          | finalize (log tails), the job (copies)    |
  * | `job.sh`                    | prepare-job (render-job-script.ts)            | sbatch, the local launcher, a dispatcher  |
  * | `sbatch-command`            | prepare-job: the exact sbatch command         | people (what was sent, quoted)            |
- * | `submit-attempted`          | the submit processor, just before sbatch      | the submit processor (look for a job)     |
- * | `prepare-notes`             | the submit processor, just before sbatch:     | the submit processor, when a retry adopts |
- * |                             | prepare-job's notes, one per line             | the job (the notes still go to the logs)  |
+ * | `submit-attempted`          | the submit processor, just before sbatch: the | the submit processor (look for a job; a   |
+ * |                             | time, then prepare-job's notes, one per line  | retry that adopts it logs the notes)      |
  * | `array-element`             | the Slurm driver, before an array's sbatch    | the Slurm driver (find the job again)     |
  * | `job_id`                    | the submit processor, after sbatch            | people                                    |
  * | `job-end`                   | the job script's EXIT trap                    | reconciler (look again soon)              |
@@ -58,7 +57,6 @@ export const TASK_FILE = {
   jobScript: 'job.sh',
   sbatchCommand: 'sbatch-command',
   submitAttempted: 'submit-attempted',
-  prepareNotes: 'prepare-notes',
   arrayElement: 'array-element',
   jobId: 'job_id',
   jobEnd: 'job-end',

@@ -7,7 +7,12 @@ import { TASK_FILE, taskDirOf, taskFile } from '../../tes/task-directory.js';
 import { withSystemLogs } from '../../tes/task-logs.js';
 import type { Attempt, ProcessorContext } from './context.js';
 
-/** Written just before sbatch: its presence means a job may exist although Redis has none. */
+/**
+ * Written just before sbatch: its presence means a job may exist although Redis has none. It holds the
+ * time of the attempt, then the notes of the preparation that made the job (one per line), for the
+ * task's logs when a retry adopts that job: one file per attempt, where each file made costs a
+ * metadata operation on the shared filesystems work roots live on.
+ */
 const SUBMIT_MARKER = TASK_FILE.submitAttempted;
 
 /**
@@ -20,13 +25,12 @@ export async function launch(
   prepared: PreparedJob,
 ): Promise<string> {
   // Notes are single lines (prepare-job writes them so); a line break would split one in two.
-  const notes = prepared.warnings.map((w) => w.replace(/[\r\n]+/g, ' '));
-  await writeFile(taskFile(prepared.ledgerDir, TASK_FILE.prepareNotes), notes.map((n) => `${n}\n`).join(''), {
-    mode: 0o600,
-  });
-  await writeFile(taskFile(prepared.ledgerDir, SUBMIT_MARKER), `${new Date().toISOString()}\n`, {
-    mode: 0o600,
-  });
+  const notes = prepared.warnings.map((w) => `${w.replace(/[\r\n]+/g, ' ')}\n`);
+  await writeFile(
+    taskFile(prepared.ledgerDir, SUBMIT_MARKER),
+    [`${new Date().toISOString()}\n`, ...notes].join(''),
+    { mode: 0o600 },
+  );
   return ctx.driver.submit({
     taskId: record.id,
     workDir: prepared.workDir,
@@ -38,10 +42,13 @@ export async function launch(
   });
 }
 
-/** The notes of the preparation that made the job a retry adopts (none from an older gateway). */
+/**
+ * The notes of the preparation that made the job a retry adopts: the submit marker's lines after its
+ * time (none from an older gateway, which kept them apart).
+ */
 async function preparedNotes(ledgerDir: string): Promise<string[]> {
-  const text = await readFile(taskFile(ledgerDir, TASK_FILE.prepareNotes), 'utf8').catch(() => '');
-  return text.split('\n').filter(Boolean);
+  const text = await readFile(taskFile(ledgerDir, SUBMIT_MARKER), 'utf8').catch(() => '');
+  return text.split('\n').slice(1).filter(Boolean);
 }
 
 async function exists(path: string): Promise<boolean> {
