@@ -136,10 +136,10 @@ async function submit(
   const logs = withSystemLogs(record.logs, [...warnings, `submitted as ${driver.kind} job ${jobId}`]);
   let from = waiting;
   for (let round = 0; ; round++) {
-    if (held && (round > 0 || !(await held.check()))) {
-      // The lease lapsed during sbatch, or between its check and the write (which the fence then
-      // refused): another worker may have looked for a job (and adopted this one) or submitted its
-      // own. Whichever it recorded stands; this job goes unless it is that one.
+    if (held && round > 0) {
+      // The fence refused the write: the lease lapsed during sbatch, or after it. Another worker may
+      // have looked for a job (and adopted this one) or submitted its own. Whichever it recorded
+      // stands; this job goes unless it is that one.
       if (round >= 3) {
         throw new LeaseBusyError(
           `task ${taskId} keeps losing its submission lease; job ${jobId} is adopted by the retry`,
@@ -156,8 +156,9 @@ async function submit(
       from = now.state;
     }
     // The job, its run and these logs are recorded in one change, and only while the task still waits
-    // and this worker holds the lease: the reconciler cannot see the job (and move the task on) before
-    // the submission's logs are in.
+    // and this worker holds the lease (the fence, checked in the same script: no round trip to ask
+    // first): the reconciler cannot see the job (and move the task on) before the submission's logs
+    // are in.
     const t = await store.transition(taskId, from, {
       from: [from],
       logs,
