@@ -24,11 +24,22 @@ export const MAX_TARGET_BYTES = 8 * 1024;
 /** How long a refused connection may keep sending before it is cut; reading on avoids a reset. */
 const DRAIN_MS = 2000;
 
+/**
+ * How long an idle connection stays open for the client's next request (Node's own default is 5 s).
+ * A server that closes an idle connection as the client sends on it resets that request, and a client
+ * cannot tell whether a reset POST created its task. Clients that pause between requests (a workflow
+ * engine between stages, a pool of a proxy) keep their connections for much longer than 5 s; the
+ * `Keep-Alive: timeout=65` hint tells those that read it when to let go first. Above the 60 s idle
+ * timeout of common proxies, so that they, not the gateway, close the connections they hold.
+ */
+export const KEEP_ALIVE_MS = 65_000;
+
 export function createHttpServer(app: Express, logger: Logger, fast?: FastPath): Server {
   const server = createServer(
     { maxHeaderSize: MAX_HEAD_BYTES },
     fast ? (req, res) => fast(req, res, () => void app(req, res)) : app,
   );
+  server.keepAliveTimeout = KEEP_ALIVE_MS;
   const answered = new WeakSet<Duplex>();
   server.on('clientError', (err: NodeJS.ErrnoException & { rawPacket?: Buffer }, socket: Duplex) => {
     // Node reports further bytes of a refused head again: the first answer stands.

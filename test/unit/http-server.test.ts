@@ -1,5 +1,39 @@
-import { describeClientError, MAX_TARGET_BYTES } from '../../src/api/http-server.js';
+import { connect } from 'node:net';
+import type { AddressInfo } from 'node:net';
+import express from 'express';
+import { createHttpServer, describeClientError, MAX_TARGET_BYTES } from '../../src/api/http-server.js';
 import { isPageSize, targetProblem } from '../../src/app.js';
+import { createLogger } from '../../src/logger.js';
+
+describe('createHttpServer', () => {
+  it('keeps an idle connection for 65 s and tells the client so', async () => {
+    const app = express();
+    app.post('/tasks', (_req, res) => res.json({ id: 'x' }));
+    const server = createHttpServer(app, createLogger('silent'));
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const { port } = server.address() as AddressInfo;
+      const head = await new Promise<string>((resolve, reject) => {
+        const socket = connect(port, '127.0.0.1', () =>
+          socket.write('POST /tasks HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n'),
+        );
+        let got = '';
+        socket.setEncoding('latin1').on('data', (chunk: string) => {
+          got += chunk;
+          if (got.includes('\r\n\r\n')) {
+            socket.destroy();
+            resolve(got.split('\r\n\r\n')[0]!);
+          }
+        });
+        socket.on('error', reject);
+      });
+      expect(head).toMatch(/^Connection: keep-alive$/im);
+      expect(head).toMatch(/^Keep-Alive: timeout=65$/im);
+    } finally {
+      server.close();
+    }
+  });
+});
 
 describe('describeClientError', () => {
   it('calls an overflow inside the request line a target that is too long', () => {
