@@ -39,7 +39,14 @@ export function lowerComputeShare(): ComputeShare {
     restore() {
       // Jobs may start while their processes are moved back: a few rounds, until the group is empty.
       for (let round = 0; round < 20; round++) {
-        for (const pid of readFileSync(join(GROUP, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean)) {
+        let procs: string[];
+        try {
+          procs = readFileSync(join(GROUP, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean);
+        } catch {
+          // The group is gone already (removed outside this process): nothing to move back.
+          return;
+        }
+        for (const pid of procs) {
           try {
             writeFileSync(join(CPU_ROOT, 'cgroup.procs'), pid);
           } catch {

@@ -198,7 +198,11 @@ export async function benchSlurm(rows: Row[]): Promise<void> {
       verdict: perCycle <= 1 ? 'met' : 'missed',
     });
   } finally {
-    share.restore();
+    try {
+      share.restore();
+    } catch (err) {
+      rows.push({ section: 'slurm', metric: "could not restore the jobs' CPU weight", value: String(err) });
+    }
     // A run that failed half way leaves no job of its tasks queued on the cluster.
     await cancelGatewayJobs(redis, gateway.store.keys);
     await run('scancel', ['--name=bench-plain']).catch(() => undefined);
