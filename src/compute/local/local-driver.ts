@@ -83,7 +83,13 @@ export class LocalDriver implements ComputeDriver {
     writeAtomic(taskFile(dir, TASK_FILE.localPid), String(pid));
     child.on('exit', (code, signal) => {
       this.running.delete(taskId);
-      writeAtomic(taskFile(dir, TASK_FILE.localExit), `${code ?? 0}:${signal ? signalNumber(signal) : 0}`);
+      try {
+        writeAtomic(taskFile(dir, TASK_FILE.localExit), `${code ?? 0}:${signal ? signalNumber(signal) : 0}`);
+      } catch (err) {
+        // The task directory went while its job ran (removed by hand, or by retention after the task
+        // ended): there is nowhere to record the end, and nobody left to read it. The launcher goes on.
+        this.options.logger.warn({ err, taskId }, 'could not record the end of a local job');
+      }
       this.pump();
     });
     child.on('error', (e) => this.options.logger.error({ err: e, taskId }, 'local job failed to start'));
