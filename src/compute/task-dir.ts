@@ -22,24 +22,55 @@ export class LayoutError extends PermanentError {
 
 const NO_LINKS = "the gateway does not follow symbolic links while it lays out a task's directories";
 
-/** Creates the task directory (0700), or makes an existing one private again. */
-export async function makeTaskDir(workDir: string): Promise<void> {
-  // The work root is the operator's: it is made as the operator's umask says.
-  await mkdir(dirname(workDir), { recursive: true });
+const { O_WRONLY, O_CREAT, O_EXCL, O_TRUNC, O_NOFOLLOW, O_NONBLOCK } = constants;
+
+/**
+ * Creates the task directory (0700), or makes an existing one private again. True when it was made
+ * now: then it is a real directory, private (the umask can only take bits away from 0700), and empty,
+ * and nothing in it needs checking. Each call on the file system counts: on the parallel filesystems
+ * work roots live on, every one is a request to a metadata server, and a burst makes thousands.
+ */
+export async function makeTaskDir(workDir: string): Promise<boolean> {
   try {
     await mkdir(workDir, { mode: 0o700 });
+    return true;
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') {
+      // The work root is the operator's: it is made as the operator's umask says.
+      await mkdir(dirname(workDir), { recursive: true });
+      return makeTaskDir(workDir);
+    }
+    if (code !== 'EEXIST') throw err;
   }
   const st = await lstat(workDir);
   if (st.isSymbolicLink()) throw new LayoutError(`${workDir} is a symbolic link; ${NO_LINKS}`);
   if (!st.isDirectory()) throw new LayoutError(`${workDir} is not a directory`);
   await chmod(workDir, 0o700);
+  return false;
 }
 
-/** Writes a file of the task directory that only the gateway's user may read. */
+/**
+ * Writes a file of the task directory that only the gateway's user may read, without following a
+ * link. A new file is made with its mode; one that exists (a submission prepared again) is written
+ * over, and its mode set.
+ */
 export async function writePrivateFile(path: string, text: string, mode = 0o600): Promise<void> {
-  await writeFile(path, text, { mode });
+  try {
+    await writeFile(path, text, { mode, flag: O_WRONLY | O_CREAT | O_EXCL });
+    return;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+  }
+  try {
+    // Non-blocking, so that a FIFO in its place cannot hold the worker up.
+    await writeFile(path, text, { mode, flag: O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_NONBLOCK });
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ELOOP') throw new LayoutError(`${path} is a symbolic link; ${NO_LINKS}`);
+    if (code === 'EISDIR' || code === 'ENXIO') throw new LayoutError(`${path} is in the way of a file`);
+    throw err;
+  }
   // `mode` applies only to a file that did not exist yet.
   await chmod(path, mode);
 }
@@ -47,10 +78,14 @@ export async function writePrivateFile(path: string, text: string, mode = 0o600)
 /**
  * Creates the plan's directories (0700) and empty files (0600), each walking down from its base one
  * component at a time: a component that exists as a symbolic link, or as something other than a
- * directory, is refused.
+ * directory, is refused. A directory made here is not looked at again.
  */
-export async function makeLayout(entries: readonly LayoutEntry[]): Promise<void> {
-  const checked = new Set<string>();
+export async function makeLayout(
+  entries: readonly LayoutEntry[],
+  /** Directories known to be real ones, such as a task directory made just now. */
+  known: Iterable<string> = [],
+): Promise<void> {
+  const checked = new Set<string>(known);
   for (const entry of entries) {
     const parts = stepsBelow(entry);
     if (parts.length === 0) continue;
@@ -127,11 +162,7 @@ async function makeFile(path: string): Promise<void> {
   let handle;
   try {
     // Non-blocking, so that a FIFO in its place cannot hold the worker up.
-    handle = await open(
-      path,
-      constants.O_WRONLY | constants.O_CREAT | constants.O_NOFOLLOW | constants.O_NONBLOCK,
-      0o600,
-    );
+    handle = await open(path, O_WRONLY | O_CREAT | O_NOFOLLOW | O_NONBLOCK, 0o600);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'ELOOP') throw new LayoutError(`${path} is a symbolic link; ${NO_LINKS}`);

@@ -5,6 +5,7 @@ import {
   lstatSync,
   mkdirSync,
   mkdtempSync,
+  readFileSync,
   readdirSync,
   realpathSync,
   rmSync,
@@ -41,11 +42,18 @@ afterEach(() => {
 
 describe('the task directory', () => {
   it('is created private to the gateway’s user, and made private again when it exists', async () => {
-    await makeTaskDir(work);
+    // The work root below `root` does not exist yet: it is made on the way.
+    expect(await makeTaskDir(work)).toBe(true);
     expect(mode(work)).toBe(0o700);
     chmodSync(work, 0o755);
-    await makeTaskDir(work);
+    expect(await makeTaskDir(work)).toBe(false);
     expect(mode(work)).toBe(0o700);
+  });
+
+  it('refuses a task directory that is a file', async () => {
+    mkdirSync(join(root, 'tasks'));
+    writeFileSync(work, '');
+    await expect(makeTaskDir(work)).rejects.toThrow(`${work} is not a directory`);
   });
 
   it('refuses a task directory that is a link', async () => {
@@ -60,6 +68,38 @@ describe('the task directory', () => {
     await writePrivateFile(join(work, 'sbatch-command'), 'sbatch x\n');
     expect(mode(join(work, 'job.sh'))).toBe(0o700);
     expect(mode(join(work, 'sbatch-command'))).toBe(0o600);
+  });
+
+  it('writes over a file of an earlier preparation, and makes it private again', async () => {
+    await makeTaskDir(work);
+    writeFileSync(join(work, 'sbatch-command'), 'an earlier, longer command\n', { mode: 0o644 });
+    await writePrivateFile(join(work, 'sbatch-command'), 'sbatch y\n');
+    expect(readFileSync(join(work, 'sbatch-command'), 'utf8')).toBe('sbatch y\n');
+    expect(mode(join(work, 'sbatch-command'))).toBe(0o600);
+  });
+
+  it('refuses to write a file through a link, or into a FIFO, in its place', async () => {
+    await makeTaskDir(work);
+    symlinkSync(join(secret, 'planted'), join(work, 'job.sh'));
+    await expect(writePrivateFile(join(work, 'job.sh'), '#!/bin/bash\n', 0o700)).rejects.toThrow(
+      `${work}/job.sh is a symbolic link; the gateway does not follow symbolic links`,
+    );
+    execFileSync('mkfifo', [join(work, 'sbatch-command')]);
+    await expect(writePrivateFile(join(work, 'sbatch-command'), 'sbatch x\n')).rejects.toThrow(
+      `${work}/sbatch-command is in the way of a file`,
+    );
+  });
+
+  it('checks the base of a layout, unless the caller has just made it', async () => {
+    mkdirSync(join(root, 'tasks'));
+    symlinkSync(secret, work);
+    await expect(makeLayout([{ path: join(work, 'tmp'), kind: 'dir', base: work }])).rejects.toThrow(
+      `${work} is a symbolic link`,
+    );
+    rmSync(work);
+    expect(await makeTaskDir(work)).toBe(true);
+    await makeLayout([{ path: join(work, 'tmp'), kind: 'dir', base: work }], [work]);
+    expect(mode(join(work, 'tmp'))).toBe(0o700);
   });
 
   it('lays out directories 0700 and mount-point files 0600', async () => {

@@ -112,11 +112,13 @@ export async function prepareJob(record: TaskRecord, deps: PrepareDeps): Promise
   // and what staging writes (content, downloads) from the task's stage in the gateway's ledger, where
   // every path it holds names the task directory.
   const stage = user ? posix.join(ledgerDirOf(deps.workRoot, record.id, 'user'), LEDGER_PART.stage) : workDir;
+  // A task directory made just now needs no look before the layout goes into it.
+  const made: string[] = [];
   if (user) {
     await rm(stage, { recursive: true, force: true });
     await mkdir(posix.dirname(stage), { recursive: true, mode: 0o700 });
-  } else {
-    await makeTaskDir(workDir);
+  } else if (await makeTaskDir(workDir)) {
+    made.push(workDir);
   }
   const there = (path: string): string => movedUnder(path, workDir, stage);
 
@@ -132,7 +134,7 @@ export async function prepareJob(record: TaskRecord, deps: PrepareDeps): Promise
   }));
   // Staging makes the stage when it writes something there.
   const onDisk = !user || (await isDirectory(stage));
-  if (user && onDisk) await makeTaskDir(stage);
+  if (user && onDisk && (await makeTaskDir(stage))) made.push(stage);
   const images = new Map<string, string>();
   for (const [i, ex] of task.executors.entries()) {
     if (!images.has(ex.image))
@@ -156,7 +158,12 @@ export async function prepareJob(record: TaskRecord, deps: PrepareDeps): Promise
   });
   // Without a stage, nothing below the task directory exists yet: only staged inputs are bases there.
   const entries: HandoverEntry[] = onDisk ? [] : layoutEntries(layout, workDir);
-  if (onDisk) await makeLayout(layout.map((e) => ({ ...e, path: there(e.path), base: there(e.base) })));
+  if (onDisk) {
+    await makeLayout(
+      layout.map((e) => ({ ...e, path: there(e.path), base: there(e.base) })),
+      made,
+    );
+  }
   const put = async (name: TaskFile, text: string, mode = 0o600): Promise<void> => {
     if (user) entries.push({ kind: 'file', path: name, content: text, mode });
     else await writePrivateFile(taskFile(workDir, name), text, mode);
