@@ -80,11 +80,6 @@ export function userHelperOf(config: Config): UserHelper | undefined {
   return new UserHelper(config.identity.helper);
 }
 
-/** Submissions a worker runs at once (worker.submitConcurrency, or its default for the mode). */
-export function submitConcurrencyOf(config: Config): number {
-  return config.worker.submitConcurrency ?? (config.identity.runAs === 'user' ? 256 : 64);
-}
-
 /** The exhaustive choice of launcher. */
 export function buildDriver(
   config: Config,
@@ -309,7 +304,7 @@ export async function startGateway(
           new TaskLease(redis, store.keys.lock(`${work}:${taskId}`), TASK_LEASE_MS),
         metrics,
       },
-      { ...config.worker, submitConcurrency: submitConcurrencyOf(config) },
+      config.worker,
     );
     gateway.reconciler = new Reconciler({
       store,

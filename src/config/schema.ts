@@ -411,12 +411,12 @@ export const configSchema = z
     worker: z
       .object({
         /**
-         * Submissions mostly wait (files, Redis, sbatch); sbatch itself is capped by
-         * slurm.maxConcurrentCalls. Unset: 64, or 256 when tasks run as their owners, whose bursts
-         * wait longer (one helper call through sudo each) and so should gather more tasks at once.
-         * A burst goes to Slurm in waves of this many tasks; larger waves hand it over sooner.
+         * Submissions mostly wait (files, Redis, sbatch, and the helper's sudo call when tasks run as
+         * their owners); sbatch itself is capped by slurm.maxConcurrentCalls. A burst goes to Slurm in
+         * waves of this many tasks, each wave as few arrays: larger waves hand it over sooner, and
+         * cost fewer sbatch calls (1,000 tasks alone: 1.7-1.8 s at 256, 3.1 s at 64).
          */
-        submitConcurrency: z.number().int().positive().optional(),
+        submitConcurrency: z.number().int().positive().default(256),
         finalizeConcurrency: z.number().int().positive().default(32),
         // Exponential backoff: 8 attempts from 5 s ride out about 10 minutes of controller trouble.
         submitAttempts: z.number().int().positive().default(8),

@@ -1,7 +1,6 @@
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { submitConcurrencyOf } from '../../src/gateway.js';
 import { loadConfig } from '../../src/config/load-config.js';
 import { ConfigError } from '../../src/errors.js';
 
@@ -141,10 +140,10 @@ describe('loadConfig', () => {
 });
 
 describe('worker.submitConcurrency', () => {
-  it('defaults to 64, and to 256 when tasks run as their owners; a set value wins', () => {
+  it('defaults to 256 whoever the tasks run as; a set value wins', () => {
     const of = (overrides: Record<string, unknown>) =>
-      submitConcurrencyOf(loadConfig({ env: {}, overrides }));
-    expect(of({})).toBe(64);
+      loadConfig({ env: {}, overrides }).worker.submitConcurrency;
+    expect(of({})).toBe(256);
     expect(of({ identity: { runAs: 'user' } })).toBe(256);
     expect(of({ identity: { runAs: 'user' }, worker: { submitConcurrency: 16 } })).toBe(16);
   });
