@@ -39,7 +39,8 @@ export async function makeTaskDir(workDir: string): Promise<boolean> {
     if (code === 'ENOENT') {
       // The work root is the operator's: it is made as the operator's umask says.
       await mkdir(dirname(workDir), { recursive: true });
-      return makeTaskDir(workDir);
+      await mkdir(workDir, { mode: 0o700 });
+      return true;
     }
     if (code !== 'EEXIST') throw err;
   }

@@ -112,7 +112,8 @@ export async function prepareJob(record: TaskRecord, deps: PrepareDeps): Promise
   // and what staging writes (content, downloads) from the task's stage in the gateway's ledger, where
   // every path it holds names the task directory.
   const stage = user ? posix.join(ledgerDirOf(deps.workRoot, record.id, 'user'), LEDGER_PART.stage) : workDir;
-  // A task directory made just now needs no look before the layout goes into it.
+  // A task directory made just now needs no look before the layout goes into it (a stage, made by
+  // staging, does).
   const made: string[] = [];
   if (user) {
     await rm(stage, { recursive: true, force: true });
@@ -134,7 +135,7 @@ export async function prepareJob(record: TaskRecord, deps: PrepareDeps): Promise
   }));
   // Staging makes the stage when it writes something there.
   const onDisk = !user || (await isDirectory(stage));
-  if (user && onDisk && (await makeTaskDir(stage))) made.push(stage);
+  if (user && onDisk) await makeTaskDir(stage);
   const images = new Map<string, string>();
   for (const [i, ex] of task.executors.entries()) {
     if (!images.has(ex.image))
