@@ -181,7 +181,13 @@ describe('tes-gateway', () => {
       });
       let out = '';
       child.stdout.setEncoding('utf8').on('data', (chunk: string) => (out += chunk));
-      await waitUntil(() => out.includes('tes-gateway started') || child.exitCode !== null);
+      try {
+        await waitUntil(() => out.includes('tes-gateway started') || child.exitCode !== null);
+      } catch (err) {
+        // Not left running: its open pipe would keep jest from ending.
+        child.kill('SIGKILL');
+        throw new Error(`the gateway did not start in time (${String(err)}); its log so far: ${out}`);
+      }
       if (child.exitCode !== null) throw new Error(`the gateway exited with code ${child.exitCode}: ${out}`);
       return { child, prefix };
     }
