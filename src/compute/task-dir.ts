@@ -25,6 +25,21 @@ const NO_LINKS = "the gateway does not follow symbolic links while it lays out a
 const { O_WRONLY, O_CREAT, O_EXCL, O_TRUNC, O_NOFOLLOW, O_NONBLOCK } = constants;
 
 /**
+ * Opens a file of the task directory that may exist already: never through a link, and without
+ * blocking, so that a FIFO in its place cannot hold the worker up.
+ */
+const FILE_IN_PLACE = O_WRONLY | O_CREAT | O_NOFOLLOW | O_NONBLOCK;
+
+/** What an open with FILE_IN_PLACE failing says: a link or something else in the file's place. */
+function refusedFile(path: string, err: unknown): unknown {
+  const code = (err as NodeJS.ErrnoException).code;
+  if (code === 'ELOOP') return new LayoutError(`${path} is a symbolic link; ${NO_LINKS}`);
+  if (code === 'EISDIR' || code === 'ENXIO')
+    return new LayoutError(`${path} is in the way of a file the task needs`);
+  return err;
+}
+
+/**
  * Creates the task directory (0700), or makes an existing one private again. True when it was made
  * now: then it is a real directory, private (the umask can only take bits away from 0700), and empty,
  * and nothing in it needs checking. Each call on the file system counts: on the parallel filesystems
@@ -64,13 +79,9 @@ export async function writePrivateFile(path: string, text: string, mode = 0o600)
     if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
   }
   try {
-    // Non-blocking, so that a FIFO in its place cannot hold the worker up.
-    await writeFile(path, text, { mode, flag: O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_NONBLOCK });
+    await writeFile(path, text, { mode, flag: O_TRUNC | FILE_IN_PLACE });
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ELOOP') throw new LayoutError(`${path} is a symbolic link; ${NO_LINKS}`);
-    if (code === 'EISDIR' || code === 'ENXIO') throw new LayoutError(`${path} is in the way of a file`);
-    throw err;
+    throw refusedFile(path, err);
   }
   // `mode` applies only to a file that did not exist yet.
   await chmod(path, mode);
@@ -162,14 +173,9 @@ async function checkDir(path: string, checked: Set<string>): Promise<void> {
 async function makeFile(path: string): Promise<void> {
   let handle;
   try {
-    // Non-blocking, so that a FIFO in its place cannot hold the worker up.
-    handle = await open(path, O_WRONLY | O_CREAT | O_NOFOLLOW | O_NONBLOCK, 0o600);
+    handle = await open(path, FILE_IN_PLACE, 0o600);
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ELOOP') throw new LayoutError(`${path} is a symbolic link; ${NO_LINKS}`);
-    if (code === 'EISDIR' || code === 'ENXIO')
-      throw new LayoutError(`${path} is in the way of a file the task needs`);
-    throw err;
+    throw refusedFile(path, err);
   }
   try {
     if (!(await handle.stat()).isFile())
