@@ -215,13 +215,14 @@ export function planContainer(
     if (b.kind === 'dir') dirsByDst.add(b.dst, b);
   }
 
-  const layout: LayoutEntry[] = [
-    { path: writableDir(workDir, 'tmp'), kind: 'dir', base: workDir },
-    { path: writableDir(workDir, 'varTmp'), kind: 'dir', base: workDir },
-  ];
+  // The container's /tmp and /var/tmp are made by the job script as it starts (JOB_MADE_DIRS): on a
+  // cluster that is on the compute node, not two more files made on the gateway per task.
+  const jobMade = new Set(JOB_MADE_DIRS.map((d) => posix.join(workDir, d)));
+  const layout: LayoutEntry[] = [];
   const label = (b: Bind): string => fields.get(b) ?? writable.get(b.dst) ?? `the task's ${b.dst}`;
   for (const b of binds) {
-    if (!b.readOnly && !b.shared) layout.push({ path: b.src, kind: 'dir', base: workDir });
+    if (!b.readOnly && !b.shared && !jobMade.has(b.src))
+      layout.push({ path: b.src, kind: 'dir', base: workDir });
     const parent = dirsByDst.deepestAbove(b.dst);
     if (!parent) continue;
     const point = posix.join(parent.src, posix.relative(parent.dst, b.dst));
@@ -388,6 +389,13 @@ function uniqueBy<T>(list: readonly T[], key: (item: T) => string): T[] {
     return true;
   });
 }
+
+/**
+ * The folders of the task directory that the job script makes itself, before the first executor:
+ * the container's /tmp and /var/tmp. Nothing the task runs has been there yet, and the task
+ * directory is the job's user's alone, so no link can stand in their place.
+ */
+export const JOB_MADE_DIRS: readonly string[] = [WRITABLE_DIR.tmp, WRITABLE_DIR.varTmp];
 
 /** The host directories that hold everything executors can write: `mnt/`, `tmp/` and `var-tmp/`. */
 export function writableRoots(workDir: string): string[] {

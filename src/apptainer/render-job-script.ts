@@ -1,6 +1,7 @@
 import { csvField, quote, quoteAll } from '../shell/quote.js';
 import { EXECUTOR_FILE, executorDirName, TASK_FILE, type ExecutorFile } from '../tes/task-directory.js';
 import {
+  JOB_MADE_DIRS,
   PlanError,
   type Bind,
   type ContainerPlan,
@@ -106,7 +107,9 @@ export function renderJobScript(input: JobScriptInput): string {
     `  record ${SYSTEM_ERROR} "the container runtime $runtime was not found on $(hostname); install it or set container.executable"`,
     '  exit 127',
     'fi',
-    `mkdir -p -- ${execDirs}`,
+    "# The container's /tmp and /var/tmp, and a folder for each executor's records: made here, where",
+    '# the job runs, rather than by the gateway before it.',
+    `mkdir -p -- ${quoteAll([...JOB_MADE_DIRS])} ${execDirs}`,
     '',
     'mounts=(',
     ...plan.binds.map((b) => `  --mount ${quote(mountSpec(b))}`),

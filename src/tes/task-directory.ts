@@ -12,8 +12,8 @@ import { posix } from 'node:path';
  * | `inputs/<n>/content`        | staging (stage-inputs.ts): an input's content | the job, bound read-only into the container |
  * | `inputs/<n>/data`           | staging: a downloaded input                   | the job, bound read-only into the container |
  * | `mnt/<container path>`      | prepare-job lays it out; executors write it   | finalize (deliver-outputs.ts), outputs    |
- * | `tmp/`, `var-tmp/`          | prepare-job lays them out; executors write    | the job, as /tmp and /var/tmp; finalize   |
- * | `exec-<n>/`                 | prepare-job lays it out; the job script fills | see the files below                       |
+ * | `tmp/`, `var-tmp/`          | the job script makes them; executors write    | the job, as /tmp and /var/tmp; finalize   |
+ * | `exec-<n>/`                 | the job script makes and fills it             | see the files below                       |
  * | `exec-<n>/start`, `end`     | the job script, around executor n             | reconciler (RUNNING), finalize (times)    |
  * | `exec-<n>/exit_code`        | the job script, after executor n              | finalize (executor-results.ts)            |
  * | `exec-<n>/stdout`, `stderr` | the job script, executor n's streams          | finalize (log tails), the job (copies)    |

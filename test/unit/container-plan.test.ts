@@ -30,6 +30,8 @@ describe('planContainer', () => {
     expect(plan.layout.filter((e) => e.kind === 'file')).toEqual([
       { path: '/w/t1/mnt/data/in.txt', kind: 'file', base: W },
     ]);
+    // The container's /tmp and /var/tmp are the job script's to make, where the job runs.
+    expect(plan.layout.map((e) => e.path)).toEqual(['/w/t1/mnt/data', '/w/t1/mnt/data/in.txt']);
   });
 
   it('folds nested writable places into the outermost', () => {
@@ -148,8 +150,6 @@ describe('planContainer', () => {
     };
     const staged: StagedInput[] = [{ index: 0, hostPath: '/s/ref', containerPath: '/ref', kind: 'dir' }];
     expect(planContainer(task, W, staged).layout).toEqual([
-      { path: '/w/t1/tmp', kind: 'dir', base: W },
-      { path: '/w/t1/var-tmp', kind: 'dir', base: W },
       { path: '/w/t1/mnt/ref/sub', kind: 'dir', base: W },
       { path: '/s/ref/sub', kind: 'dir', base: '/s/ref' },
     ]);
@@ -279,10 +279,12 @@ function pairwisePlan(
       (best, b) => (!best || b.dst.length > best.dst.length ? b : best),
       undefined,
     );
-  const dirs = [`${W}/tmp`, `${W}/var-tmp`];
+  // The job script makes the container's /tmp and /var/tmp; the gateway lays out the rest.
+  const jobMade = [`${W}/tmp`, `${W}/var-tmp`];
+  const dirs: string[] = [];
   const files: string[] = [];
   for (const b of binds) {
-    if (!b.readOnly) dirs.push(b.src);
+    if (!b.readOnly && !jobMade.includes(b.src)) dirs.push(b.src);
     const parent = longest(
       binds.filter((a) => a !== b && a.kind === 'dir' && a.dst !== b.dst && inside(b.dst, a.dst)),
     );
@@ -327,7 +329,7 @@ describe('planContainer with inputs in a writable root', () => {
       kind: 'dir',
       shared: { field: 'inputs[0]', root: ROOT },
     });
-    expect(plan.layout.map((e) => e.path)).toEqual([`${W}/tmp`, `${W}/var-tmp`]);
+    expect(plan.layout).toEqual([]);
   });
 
   it('binds files and directories of a writable root read-write, the rest read-only', () => {
@@ -409,7 +411,7 @@ describe('planContainer with inputs in a writable root', () => {
     const plan = planContainer(task, W, [shared(0, '/js', `${ROOT}/js`)]);
     expect(plan.binds.map((b) => b.dst)).toEqual(['/tmp', '/js', '/var/tmp']);
     expect(plan.executors[0]!.workdir).toBe('/js/sub');
-    expect(plan.layout.map((e) => e.path)).toEqual([`${W}/tmp`, `${W}/var-tmp`]);
+    expect(plan.layout).toEqual([]);
   });
 
   it('needs no mount point for an input that names the very file it lands on in a shared input', () => {
@@ -419,7 +421,7 @@ describe('planContainer with inputs in a writable root', () => {
       shared(1, '/js/sub/f.txt', `${ROOT}/js/sub/f.txt`, 'file'),
     ]);
     expect(plan.binds.filter((b) => b.shared).map((b) => b.dst)).toEqual(['/js', '/js/sub/f.txt']);
-    expect(plan.layout.map((e) => e.path)).toEqual([`${W}/tmp`, `${W}/var-tmp`]);
+    expect(plan.layout).toEqual([]);
   });
 
   it('refuses a bind that would need a mount point in a shared input', () => {
@@ -465,7 +467,7 @@ describe('planContainer with inputs in a writable root', () => {
       writableRoot: '/shared/scratch',
     };
     const points = planContainer({ executors: task.executors }, W, [...staged, inPlace]).layout;
-    expect(points.map((e) => e.path)).toEqual([`${W}/tmp`, `${W}/var-tmp`]);
+    expect(points).toEqual([]);
     // Elsewhere in the same input the mount point is made from the input's directory, as for any input.
     const elsewhere = {
       ...task,

@@ -1,6 +1,6 @@
 import { lstat, mkdir, rm } from 'node:fs/promises';
 import { posix } from 'node:path';
-import { planContainer, type LayoutEntry } from '../../apptainer/container-plan.js';
+import { planContainer } from '../../apptainer/container-plan.js';
 import type { ImageResolver } from '../../apptainer/images.js';
 import { renderJobScript, type ContainerRuntime } from '../../apptainer/render-job-script.js';
 import { quoteAll } from '../../shell/quote.js';
@@ -14,7 +14,6 @@ import type { Handover } from '../../compute/driver.js';
 import type { HandoverEntry } from '../../run-as/handover-archive.js';
 import {
   endMarkerOf,
-  executorDir,
   LEDGER_PART,
   ledgerDirOf,
   TASK_FILE,
@@ -142,13 +141,9 @@ export async function prepareJob(record: TaskRecord, deps: PrepareDeps): Promise
       images.set(ex.image, await deps.images.resolve(ex.image, `executors[${i}].image`));
   }
   const plan = planContainer(task, workDir, staged, (image) => images.get(image) ?? image);
-  const execDirs = plan.executors.map((ex): LayoutEntry => ({
-    path: executorDir(workDir, ex.index),
-    kind: 'dir',
-    base: workDir,
-  }));
   const warnings: string[] = [];
-  const layout = [...plan.layout, ...execDirs].filter((entry) => {
+  // The job script makes the executors' folders and the container's /tmp and /var/tmp itself.
+  const layout = plan.layout.filter((entry) => {
     if (!user || isBelow(entry.base, workDir)) return true;
     // A mount point inside a folder named by path: the owner's folder, which the gateway does not write.
     warnings.push(

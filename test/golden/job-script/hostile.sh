@@ -27,7 +27,9 @@ if ! command -v -- "$runtime" > /dev/null 2>&1; then
   record system-error "the container runtime $runtime was not found on $(hostname); install it or set container.executable"
   exit 127
 fi
-mkdir -p -- exec-0
+# The container's /tmp and /var/tmp, and a folder for each executor's records: made here, where
+# the job runs, rather than by the gateway before it.
+mkdir -p -- tmp var-tmp exec-0
 
 mounts=(
   --mount 'type=bind,src=/var/lib/tes-gateway/tasks/01jd0000000000000000000000/tmp,dst=/tmp'
