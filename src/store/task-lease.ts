@@ -3,7 +3,23 @@ import type { Redis } from 'ioredis';
 import { EXTEND, RELEASE } from './leader-lock.js';
 import type { Fence } from './task-store.js';
 
-const TAKE = `return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0`;
+/** The lease scripts, sent once per connection and then called by their digest (EVALSHA). */
+interface LeaseRedis extends Redis {
+  tesLeaseExtend(key: string, owner: string, ttlMs: number): Promise<number>;
+  tesLeaseRelease(key: string, owner: string): Promise<number>;
+}
+
+/** Connections the lease scripts are defined on: every submission takes, checks and frees a lease. */
+const scripted = new WeakSet<Redis>();
+
+function withLeaseScripts(redis: Redis): LeaseRedis {
+  if (!scripted.has(redis)) {
+    redis.defineCommand('tesLeaseExtend', { numberOfKeys: 1, lua: EXTEND });
+    redis.defineCommand('tesLeaseRelease', { numberOfKeys: 1, lua: RELEASE });
+    scripted.add(redis);
+  }
+  return redis as LeaseRedis;
+}
 
 /**
  * A lease in Redis on one piece of work (the submission of one task), held by one process at a time
@@ -14,12 +30,15 @@ const TAKE = `return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) an
  */
 export class TaskLease {
   readonly owner = randomUUID();
+  private readonly redis: LeaseRedis;
 
   constructor(
-    private readonly redis: Redis,
+    redis: Redis,
     readonly key: string,
     readonly ttlMs: number,
-  ) {}
+  ) {
+    this.redis = withLeaseScripts(redis);
+  }
 
   /** What fences the holder's writes (TransitionOptions.fence): they land only while it holds this. */
   get fence(): Fence {
@@ -28,15 +47,15 @@ export class TaskLease {
 
   /** Takes the lease if nobody holds it. */
   async take(): Promise<boolean> {
-    return (await this.redis.eval(TAKE, 1, this.key, this.owner, this.ttlMs)) === 1;
+    return (await this.redis.set(this.key, this.owner, 'PX', this.ttlMs, 'NX')) === 'OK';
   }
 
   /** Extends the lease; false when it is no longer this holder's. */
   async renew(): Promise<boolean> {
-    return (await this.redis.eval(EXTEND, 1, this.key, this.owner, this.ttlMs)) === 1;
+    return (await this.redis.tesLeaseExtend(this.key, this.owner, this.ttlMs)) === 1;
   }
 
   async release(): Promise<void> {
-    await this.redis.eval(RELEASE, 1, this.key, this.owner);
+    await this.redis.tesLeaseRelease(this.key, this.owner);
   }
 }
