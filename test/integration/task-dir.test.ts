@@ -70,6 +70,13 @@ describe('the task directory', () => {
     expect(mode(join(work, 'sbatch-command'))).toBe(0o600);
   });
 
+  it('writes a large file whole, multi-byte characters included', async () => {
+    await makeTaskDir(work);
+    const text = `${'é'.repeat(3 << 20)}\n`;
+    await writePrivateFile(join(work, 'job.sh'), text, 0o700);
+    expect(readFileSync(join(work, 'job.sh'), 'utf8')).toBe(text);
+  });
+
   it('writes over a file of an earlier preparation, and makes it private again', async () => {
     await makeTaskDir(work);
     writeFileSync(join(work, 'sbatch-command'), 'an earlier, longer command\n', { mode: 0o644 });

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { CommandError, SubmissionRejectedError } from '../../errors.js';
 import { quoteAll } from '../../shell/quote.js';
 import { arraysDirOf, TASK_FILE } from '../../tes/task-directory.js';
+import { writePrivateFile } from '../task-dir.js';
 import type { CancelRequest, ComputeDriver, LaunchRequest, PollResult } from '../driver.js';
 import type { StagedTask, UserHelper } from '../../run-as/user-helper.js';
 import type { Logger } from '../../logger.js';
@@ -223,7 +224,9 @@ export class SlurmDriver implements ComputeDriver {
       const name = arrayJobName(batchId);
       // Each task learns its place before sbatch runs, so a retry after a lost answer finds it.
       await Promise.all(
-        burst.map((p, i) => writeFile(join(p.request.ledgerDir, ARRAY_ELEMENT_FILE), `${name} ${i}\n`)),
+        burst.map((p, i) =>
+          writePrivateFile(join(p.request.ledgerDir, ARRAY_ELEMENT_FILE), `${name} ${i}\n`),
+        ),
       );
       const user = burst[0]!.request.user;
       if (user && this.options.runAs) {

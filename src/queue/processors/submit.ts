@@ -1,4 +1,5 @@
-import { access, readFile, writeFile } from 'node:fs/promises';
+import { access, readFile } from 'node:fs/promises';
+import { writePrivateFile } from '../../compute/task-dir.js';
 import { ledgerOf, prepareJob, runAsUser, type PreparedJob } from './prepare-job.js';
 import { isPermanent } from '../../errors.js';
 import { LeaseBusyError, underLease, type HeldLease } from './held-lease.js';
@@ -26,10 +27,9 @@ export async function launch(
 ): Promise<string> {
   // Notes are single lines (prepare-job writes them so); a line break would split one in two.
   const notes = prepared.warnings.map((w) => `${w.replace(/[\r\n]+/g, ' ')}\n`);
-  await writeFile(
+  await writePrivateFile(
     taskFile(prepared.ledgerDir, SUBMIT_MARKER),
     [`${new Date().toISOString()}\n`, ...notes].join(''),
-    { mode: 0o600 },
   );
   return ctx.driver.submit({
     taskId: record.id,
@@ -131,7 +131,7 @@ async function submit(
     return;
   }
 
-  await writeFile(taskFile(ledgerDir, TASK_FILE.jobId), `${jobId}\n`, { mode: 0o600 });
+  await writePrivateFile(taskFile(ledgerDir, TASK_FILE.jobId), `${jobId}\n`);
   const run = { workDir, submittedAt: new Date().toISOString(), jobId };
   const logs = withSystemLogs(record.logs, [...warnings, `submitted as ${driver.kind} job ${jobId}`]);
   let from = waiting;
