@@ -22,7 +22,6 @@ import { posix } from 'node:path';
  * | `submit-attempted`          | the submit processor, just before sbatch: the | the submit processor (look for a job; a   |
  * |                             | time, then prepare-job's notes, one per line  | retry that adopts it logs the notes)      |
  * | `array-element`             | the Slurm driver, before an array's sbatch    | the Slurm driver (find the job again)     |
- * | `job_id`                    | the submit processor, after sbatch            | people                                    |
  * | `job-end`                   | the job script's EXIT trap                    | reconciler (look again soon)              |
  * | `system-error`              | the job script (a refused path, no runtime),  | finalize: the task is SYSTEM_ERROR        |
  * |                             | the local launcher (bash did not start)       |                                           |
@@ -44,7 +43,7 @@ import { posix } from 'node:path';
  *
  * With `identity.runAs: user` the task directory belongs to the task's owner (made by the helper, 0700)
  * and the gateway cannot read it. The gateway's own files of a task (`submit-attempted`,
- * `array-element`, `job_id`) then live in its ledger, `<work root>/.gateway/<task id>/` (the service
+ * `array-element`) then live in its ledger, `<work root>/.gateway/<task id>/` (the service
  * account's, 0700), beside `stage/` (what staging wrote for the task, content and downloads, laid out as
  * in the task directory, until the helper has made the task directory from it and from what prepare-job
  * rendered; absent when staging wrote nothing) and `mirror/` (what the helper's `finish` sent back:
@@ -58,7 +57,6 @@ export const TASK_FILE = {
   sbatchCommand: 'sbatch-command',
   submitAttempted: 'submit-attempted',
   arrayElement: 'array-element',
-  jobId: 'job_id',
   jobEnd: 'job-end',
   systemError: 'system-error',
   delivered: 'delivered',

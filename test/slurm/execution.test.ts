@@ -173,10 +173,9 @@ describe('tasks on the real Slurm cluster', () => {
 
   it('ends SYSTEM_ERROR when the job is cancelled behind the gateway’s back', async () => {
     const running = await waitFor(gw.base, ids.behindBack!, ['RUNNING']);
-    execFileSync('scancel', [
-      running.logs[0].metadata?.job_id ??
-        readFileSync(join(gw.workRoot, ids.behindBack!, 'job_id'), 'utf8').trim(),
-    ]);
+    // Until the job ends, its id is in the system log line its submission wrote.
+    const submitted = /submitted as slurm job (\S+)/.exec(systemLogs(running));
+    execFileSync('scancel', [submitted![1]!]);
     const task = await waitFor(gw.base, ids.behindBack!, undefined, 60_000);
     expect(task.state).toBe('SYSTEM_ERROR');
     expect(systemLogs(task)).toMatch(/cancelled outside the gateway \(by uid 0\)/);

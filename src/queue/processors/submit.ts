@@ -131,7 +131,6 @@ async function submit(
     return;
   }
 
-  await writePrivateFile(taskFile(ledgerDir, TASK_FILE.jobId), `${jobId}\n`);
   const run = { workDir, submittedAt: new Date().toISOString(), jobId };
   const logs = withSystemLogs(record.logs, [...warnings, `submitted as ${driver.kind} job ${jobId}`]);
   let from = waiting;
