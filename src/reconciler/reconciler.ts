@@ -6,6 +6,7 @@ import pLimit from 'p-limit';
 import { arrayJobName } from '../compute/slurm/job-arrays.js';
 import { jobNameFor } from '../compute/slurm/sbatch-args.js';
 import { heldAdvice, meaningfulReason, phaseOf, vanishedJob, type JobStatus } from '../compute/job-end.js';
+import { parseSubmitMarker } from '../compute/submit-marker.js';
 import type { Logger } from '../logger.js';
 import type { Enqueuer } from '../queue/jobs.js';
 import type { TaskBrief, TaskStore, TransitionOptions, TransitionOutcome } from '../store/task-store.js';
@@ -457,7 +458,7 @@ export class Reconciler {
 
   /**
    * Whether an accounting record is the task's own job: its name is the task's job name, or for an
-   * array element its array's name, which the task directory keeps (`array-element`). A launcher
+   * array element its array's name, which the submit marker keeps (compute/submit-marker.ts). A launcher
    * that reports no names (the local one) gives out no id twice.
    */
   private async isOwnJob(record: TaskBrief, status: JobStatus): Promise<boolean> {
@@ -467,11 +468,12 @@ export class Reconciler {
     let own = name === jobNameFor(record.id);
     if (!own && status.jobId.includes('_') && name.startsWith(arrayJobName(''))) {
       const ledgerDir = ledgerDirOf(this.o.workRoot, record.id, this.o.dirOwner ?? 'service');
-      const marker = await readFile(taskFile(ledgerDir, TASK_FILE.arrayElement), 'utf8').catch(
+      const marker = await readFile(taskFile(ledgerDir, TASK_FILE.submitAttempted), 'utf8').catch(
         () => undefined,
       );
-      // Without the marker the array cannot be told; an array of this gateway's is taken as the task's.
-      own = marker === undefined || marker.trim().split(' ')[0] === name;
+      const array = marker === undefined ? undefined : parseSubmitMarker(marker).array;
+      // Without the array line the array cannot be told; an array of this gateway's is taken as the task's.
+      own = array === undefined || array.name === name;
     }
     if (own) this.ownJobs.set(record.id, seen);
     return own;

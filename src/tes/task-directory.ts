@@ -20,8 +20,10 @@ import { posix } from 'node:path';
  * | `job.sh`                    | prepare-job (render-job-script.ts)            | sbatch, the local launcher, a dispatcher  |
  * | `sbatch-command`            | prepare-job: the exact sbatch command         | people (what was sent, quoted)            |
  * | `submit-attempted`          | the submit processor, just before sbatch: the | the submit processor (look for a job; a   |
- * |                             | time, then prepare-job's notes, one per line  | retry that adopts it logs the notes)      |
- * | `array-element`             | the Slurm driver, before an array's sbatch    | the Slurm driver (find the job again)     |
+ * |                             | time, then prepare-job's notes; the Slurm     | retry that adopts it logs the notes), the |
+ * |                             | driver adds the array and index the task went | reconciler (is an array's record the      |
+ * |                             | in, before the array's sbatch                 | task's?); compute/submit-marker.ts        |
+ * | `array-element`             | gateways before the array line above          | the Slurm driver (find such a job again)  |
  * | `job-end`                   | the job script's EXIT trap                    | reconciler (look again soon)              |
  * | `system-error`              | the job script (a refused path, no runtime),  | finalize: the task is SYSTEM_ERROR        |
  * |                             | the local launcher (bash did not start)       |                                           |
@@ -42,8 +44,7 @@ import { posix } from 'node:path';
  * `<batch>.sbatch-command` and its elements' Slurm output: written by the Slurm driver, run by Slurm.
  *
  * With `identity.runAs: user` the task directory belongs to the task's owner (made by the helper, 0700)
- * and the gateway cannot read it. The gateway's own files of a task (`submit-attempted`,
- * `array-element`) then live in its ledger, `<work root>/.gateway/<task id>/` (the service
+ * and the gateway cannot read it. The gateway's own files of a task (`submit-attempted`) then live in its ledger, `<work root>/.gateway/<task id>/` (the service
  * account's, 0700), beside `stage/` (what staging wrote for the task, content and downloads, laid out as
  * in the task directory, until the helper has made the task directory from it and from what prepare-job
  * rendered; absent when staging wrote nothing) and `mirror/` (what the helper's `finish` sent back:

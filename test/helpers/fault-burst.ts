@@ -1,6 +1,7 @@
 import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { expandJobId } from '../../src/compute/slurm/job-arrays.js';
+import { parseSubmitMarker } from '../../src/compute/submit-marker.js';
 import { jobNameFor } from '../../src/compute/slurm/sbatch-args.js';
 import { ledgerDirOf, TASK_FILE, taskFile, type DirOwner } from '../../src/tes/task-directory.js';
 
@@ -175,7 +176,7 @@ interface JobRow {
 /**
  * One line per task that has not exactly one Slurm job or array element, or whose one job is not the
  * one the gateway reports. A task's jobs are those named after it (`tes_<task id>`) and, when its
- * ledger holds an `array-element` marker (`<array name> <index>`), the elements with that index
+ * submit marker names an array (`array <array name> <index>`), the elements with that index
  * of every array of that name: an array submitted twice shows as two elements. Jobs are counted in
  * accounting (with duplicates: a job id the controller gave out twice counts twice) and in the
  * controller (jobs accounting has not recorded yet), all users' jobs in both. The controller must be
@@ -240,9 +241,8 @@ function readMarker(
 ): { name: string; index: string } | undefined {
   try {
     const ledger = ledgerDirOf(workRoot, taskId, dirOwner);
-    const text = readFileSync(taskFile(ledger, TASK_FILE.arrayElement), 'utf8');
-    const [name, index] = text.trim().split(' ');
-    return name && index ? { name, index } : undefined;
+    const array = parseSubmitMarker(readFileSync(taskFile(ledger, TASK_FILE.submitAttempted), 'utf8')).array;
+    return array && { name: array.name, index: String(array.index) };
   } catch {
     return undefined;
   }

@@ -204,8 +204,9 @@ describe('the reconciler as one leader', () => {
     it("checks an array element's record against its task's array", async () => {
       const mine = await taskIn('INITIALIZING', '6000_1');
       const theirs = await taskIn('INITIALIZING', '6001_0');
-      writeFileSync(join(workRoot, mine, 'array-element'), 'tes_array_aaaaaaaaaaaa 1\n');
-      writeFileSync(join(workRoot, theirs, 'array-element'), 'tes_array_bbbbbbbbbbbb 0\n');
+      const at = '2026-12-01T10:00:00.000Z\n';
+      writeFileSync(join(workRoot, mine, 'submit-attempted'), `${at}array tes_array_aaaaaaaaaaaa 1\n`);
+      writeFileSync(join(workRoot, theirs, 'submit-attempted'), `${at}array tes_array_bbbbbbbbbbbb 0\n`);
       sacct([
         row('6000_1', 'tes_array_aaaaaaaaaaaa', 'RUNNING'),
         row('6001_0', 'tes_array_cccccccccccc', 'RUNNING'),

@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import { DirectImages } from '../../src/apptainer/images.js';
 import { jobNameFor } from '../../src/compute/slurm/sbatch-args.js';
 import { SlurmDriver } from '../../src/compute/slurm/slurm-driver.js';
+import { parseSubmitMarker, renderSubmitMarker } from '../../src/compute/submit-marker.js';
 import { containerRuntime } from '../../src/gateway.js';
 import { createLogger } from '../../src/logger.js';
 import type { ProcessorContext } from '../../src/queue/processors/context.js';
@@ -182,7 +183,7 @@ describe('submission windows', () => {
     expect(await redis.exists(g.gateway.store.keys.lock(`submit:${id}`))).toBe(0);
   });
 
-  it('looks a task up by its own name when its array marker is older than its last attempt', async () => {
+  it("looks a task up by its own name when an older gateway's array marker is older than its last attempt", async () => {
     const g = await apiOnly('stale-array', { arrayWindowMs: 0 });
     const id = await newTask(g);
     const record = (await g.gateway.store.get(id))!;
@@ -195,7 +196,47 @@ describe('submission windows', () => {
     expect(found).toBe(jobId);
   });
 
-  it("removes the tasks' array markers when Slurm refuses their array", async () => {
+  it("finds an array element again by the array line in its task's submit marker", async () => {
+    const driver = new SlurmDriver({
+      timeoutMs: 10_000,
+      maxConcurrentCalls: 2,
+      sacctChunkSize: 100,
+      arrayWindowMs: 20,
+      maxArraySize: 10,
+    });
+    const root = mkdtempSync('/var/tmp/tesgw-array-marker-');
+    const since = new Date();
+    try {
+      const dirs = [join(root, 'a'), join(root, 'b')];
+      const jobIds = await Promise.all(
+        dirs.map((dir, i) => {
+          mkdirSync(dir);
+          writeFileSync(taskFile(dir, TASK_FILE.submitAttempted), renderSubmitMarker(since, []));
+          return driver.submit({
+            taskId: `t${i}`,
+            workDir: dir,
+            ledgerDir: dir,
+            args: ['--parsable', '--hold', `--chdir=${dir}`, '--output=/dev/null', '/bin/true'],
+            since,
+          });
+        }),
+      );
+      expect(jobIds[1]).toBe(`${jobIds[0]!.split('_')[0]}_1`);
+      for (const [i, dir] of dirs.entries()) {
+        const marker = parseSubmitMarker(readFileSync(taskFile(dir, TASK_FILE.submitAttempted), 'utf8'));
+        expect(marker.array?.index).toBe(i);
+        expect(await driver.findJob(`t${i}`, since, dir)).toBe(jobIds[i]);
+      }
+    } finally {
+      const array = parseSubmitMarker(
+        readFileSync(taskFile(join(root, 'a'), TASK_FILE.submitAttempted), 'utf8'),
+      ).array;
+      if (array) execFileSync('scancel', [`--name=${array.name}`]);
+      rmSync(root, { recursive: true, force: true });
+    }
+  });
+
+  it("drops the array line from the tasks' submit markers when Slurm refuses their array", async () => {
     const driver = new SlurmDriver({
       timeoutMs: 10_000,
       maxConcurrentCalls: 2,
@@ -208,6 +249,7 @@ describe('submission windows', () => {
       const dirs = [join(root, 'a'), join(root, 'b')];
       const submits = dirs.map((dir, i) => {
         mkdirSync(dir);
+        writeFileSync(taskFile(dir, TASK_FILE.submitAttempted), renderSubmitMarker(new Date(), ['a note']));
         return driver.submit({
           taskId: `t${i}`,
           workDir: dir,
@@ -218,7 +260,11 @@ describe('submission windows', () => {
       });
       const outcomes = await Promise.allSettled(submits);
       expect(outcomes.map((o) => o.status)).toEqual(['rejected', 'rejected']);
-      for (const dir of dirs) expect(existsSync(join(dir, TASK_FILE.arrayElement))).toBe(false);
+      for (const dir of dirs) {
+        expect(parseSubmitMarker(readFileSync(taskFile(dir, TASK_FILE.submitAttempted), 'utf8'))).toEqual({
+          notes: ['a note'],
+        });
+      }
     } finally {
       rmSync(root, { recursive: true, force: true });
     }

@@ -5,7 +5,8 @@ import { join } from 'node:path';
 import { CommandError, SubmissionRejectedError } from '../../errors.js';
 import { quoteAll } from '../../shell/quote.js';
 import { arraysDirOf, TASK_FILE } from '../../tes/task-directory.js';
-import { writePrivateFile } from '../task-dir.js';
+import { parseSubmitMarker, renderArrayLine, withoutArray } from '../submit-marker.js';
+import { appendPrivateFile, writePrivateFile } from '../task-dir.js';
 import type { CancelRequest, ComputeDriver, LaunchRequest, PollResult } from '../driver.js';
 import type { StagedTask, UserHelper } from '../../run-as/user-helper.js';
 import type { Logger } from '../../logger.js';
@@ -63,8 +64,13 @@ export interface SlurmDriverOptions extends SlurmCliOptions {
   logger?: Pick<Logger, 'warn'> | undefined;
 }
 
-/** Where a task submitted as part of an array records its array and index, before sbatch runs. */
-const ARRAY_ELEMENT_FILE = TASK_FILE.arrayElement;
+/**
+ * Where a task submitted as part of an array records its array and index, before sbatch runs: a line
+ * added to the attempt's submit marker (compute/submit-marker.ts), one file made per attempt instead of
+ * two. Gateways before that kept a file of its own, `array-element`, still read to find their jobs.
+ */
+const SUBMIT_MARKER = TASK_FILE.submitAttempted;
+const OLDER_ARRAY_FILE = TASK_FILE.arrayElement;
 
 interface PendingSubmit {
   request: LaunchRequest;
@@ -225,7 +231,7 @@ export class SlurmDriver implements ComputeDriver {
       // Each task learns its place before sbatch runs, so a retry after a lost answer finds it.
       await Promise.all(
         burst.map((p, i) =>
-          writePrivateFile(join(p.request.ledgerDir, ARRAY_ELEMENT_FILE), `${name} ${i}\n`),
+          appendPrivateFile(join(p.request.ledgerDir, SUBMIT_MARKER), renderArrayLine(name, i)),
         ),
       );
       const user = burst[0]!.request.user;
@@ -256,9 +262,7 @@ export class SlurmDriver implements ComputeDriver {
       // Refused, the array does not exist: its elements' markers must not steer a later look-up. After
       // a timeout it may exist, and the markers are how a retry finds it.
       if (err instanceof SubmissionRejectedError) {
-        await Promise.all(
-          burst.map((p) => rm(join(p.request.ledgerDir, ARRAY_ELEMENT_FILE), { force: true })),
-        );
+        await Promise.all(burst.map((p) => dropArrayLine(join(p.request.ledgerDir, SUBMIT_MARKER))));
       }
       for (const p of burst) p.reject(err);
     }
@@ -408,18 +412,35 @@ function parseJobId(out: string, args: readonly string[], what: string): string 
   return jobId;
 }
 
+/** The submit marker without its array line, when there is a marker. */
+async function dropArrayLine(marker: string): Promise<void> {
+  const text = await readFile(marker, 'utf8').catch(() => undefined);
+  if (text !== undefined) await writePrivateFile(marker, withoutArray(text));
+}
+
 /**
- * The array a task was last submitted in, if its last submission was one. The marker is written after
- * the submit marker of the same attempt; one older than the submit marker is left from an earlier
- * attempt (an array that failed, or a worker that died before removing it) and is not trusted: the
- * task's own name is looked up instead.
+ * The array a task was last submitted in, if its last submission was one: from the submit marker,
+ * which each attempt writes anew, so an array line there is the last attempt's.
  */
 async function readArrayElement(ledgerDir: string): Promise<{ name: string; index: number } | undefined> {
+  const marker = await readFile(join(ledgerDir, SUBMIT_MARKER), 'utf8').catch(() => undefined);
+  const array = marker === undefined ? undefined : parseSubmitMarker(marker).array;
+  return array ?? readOlderArrayElement(ledgerDir);
+}
+
+/**
+ * The same from the file an older gateway wrote after the submit marker of the same attempt. One
+ * older than the submit marker is left from an earlier attempt (an array that failed, or a worker that
+ * died before removing it) and is not trusted: the task's own name is looked up instead.
+ */
+async function readOlderArrayElement(
+  ledgerDir: string,
+): Promise<{ name: string; index: number } | undefined> {
   try {
-    const path = join(ledgerDir, ARRAY_ELEMENT_FILE);
+    const path = join(ledgerDir, OLDER_ARRAY_FILE);
     const [element, attempt] = await Promise.all([
       stat(path),
-      stat(join(ledgerDir, TASK_FILE.submitAttempted)).catch(() => undefined),
+      stat(join(ledgerDir, SUBMIT_MARKER)).catch(() => undefined),
     ]);
     if (attempt && element.mtimeMs < attempt.mtimeMs) return undefined;
     const [name, index] = (await readFile(path, 'utf8')).trim().split(' ');

@@ -1,4 +1,5 @@
 import { access, readFile } from 'node:fs/promises';
+import { parseSubmitMarker, renderSubmitMarker } from '../../compute/submit-marker.js';
 import { writePrivateFile } from '../../compute/task-dir.js';
 import { ledgerOf, prepareJob, runAsUser, type PreparedJob } from './prepare-job.js';
 import { isPermanent } from '../../errors.js';
@@ -10,9 +11,9 @@ import type { Attempt, ProcessorContext } from './context.js';
 
 /**
  * Written just before sbatch: its presence means a job may exist although Redis has none. It holds the
- * time of the attempt, then the notes of the preparation that made the job (one per line), for the
- * task's logs when a retry adopts that job: one file per attempt, where each file made costs a
- * metadata operation on the shared filesystems work roots live on.
+ * time of the attempt, the notes of the preparation that made the job, for the task's logs when a
+ * retry adopts that job, and the array the task went in (compute/submit-marker.ts): one file per
+ * attempt, where each file made costs a metadata operation on the shared filesystems work roots live on.
  */
 const SUBMIT_MARKER = TASK_FILE.submitAttempted;
 
@@ -25,11 +26,9 @@ export async function launch(
   record: TaskRecord,
   prepared: PreparedJob,
 ): Promise<string> {
-  // Notes are single lines (prepare-job writes them so); a line break would split one in two.
-  const notes = prepared.warnings.map((w) => `${w.replace(/[\r\n]+/g, ' ')}\n`);
   await writePrivateFile(
     taskFile(prepared.ledgerDir, SUBMIT_MARKER),
-    [`${new Date().toISOString()}\n`, ...notes].join(''),
+    renderSubmitMarker(new Date(), prepared.warnings),
   );
   return ctx.driver.submit({
     taskId: record.id,
@@ -42,13 +41,10 @@ export async function launch(
   });
 }
 
-/**
- * The notes of the preparation that made the job a retry adopts: the submit marker's lines after its
- * time (none from an older gateway, which kept them apart).
- */
+/** The notes of the preparation that made the job a retry adopts, from the submit marker. */
 async function preparedNotes(ledgerDir: string): Promise<string[]> {
   const text = await readFile(taskFile(ledgerDir, SUBMIT_MARKER), 'utf8').catch(() => '');
-  return text.split('\n').slice(1).filter(Boolean);
+  return parseSubmitMarker(text).notes;
 }
 
 async function exists(path: string): Promise<boolean> {
