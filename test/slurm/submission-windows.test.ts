@@ -93,6 +93,17 @@ beforeAll(() => {
   image = testImages().busybox;
 });
 
+/** A driver of its own that gathers tasks submitted within 20 ms into one array. */
+function arrayDriver(): SlurmDriver {
+  return new SlurmDriver({
+    timeoutMs: 10_000,
+    maxConcurrentCalls: 2,
+    sacctChunkSize: 100,
+    arrayWindowMs: 20,
+    maxArraySize: 10,
+  });
+}
+
 describe('submission windows', () => {
   const redis = connect();
   let gw: TestGateway | undefined;
@@ -197,13 +208,7 @@ describe('submission windows', () => {
   });
 
   it("finds an array element again by the array line in its task's submit marker", async () => {
-    const driver = new SlurmDriver({
-      timeoutMs: 10_000,
-      maxConcurrentCalls: 2,
-      sacctChunkSize: 100,
-      arrayWindowMs: 20,
-      maxArraySize: 10,
-    });
+    const driver = arrayDriver();
     const root = mkdtempSync('/var/tmp/tesgw-array-marker-');
     const since = new Date();
     try {
@@ -237,13 +242,7 @@ describe('submission windows', () => {
   });
 
   it("drops the array line from the tasks' submit markers when Slurm refuses their array", async () => {
-    const driver = new SlurmDriver({
-      timeoutMs: 10_000,
-      maxConcurrentCalls: 2,
-      sacctChunkSize: 100,
-      arrayWindowMs: 20,
-      maxArraySize: 10,
-    });
+    const driver = arrayDriver();
     const root = mkdtempSync('/var/tmp/tesgw-refused-array-');
     try {
       const dirs = [join(root, 'a'), join(root, 'b')];
