@@ -109,7 +109,7 @@ export function renderJobScript(input: JobScriptInput): string {
     'fi',
     "# The container's /tmp and /var/tmp, and a folder for each executor's records: made here, where",
     '# the job runs, rather than by the gateway before it.',
-    `mkdir -p -- ${quoteAll([...JOB_MADE_DIRS])} ${execDirs}`,
+    `mkdir -p -- ${quoteAll(JOB_MADE_DIRS)} ${execDirs}`,
     '',
     'mounts=(',
     ...plan.binds.map((b) => `  --mount ${quote(mountSpec(b))}`),

@@ -20,7 +20,8 @@ export interface SubmitMarker {
 }
 
 const NOTE = 'note ';
-const ARRAY = /^array (\S+) (\d+)$/;
+const ARRAY = 'array ';
+const ARRAY_LINE = /^array (\S+) (\d+)$/;
 
 /** The marker of an attempt made at `at`: its time, then the notes, one line each. */
 export function renderSubmitMarker(at: Date, notes: readonly string[]): string {
@@ -30,16 +31,16 @@ export function renderSubmitMarker(at: Date, notes: readonly string[]): string {
 
 /** The line the Slurm driver adds before it submits the task as element `index` of array `name`. */
 export function renderArrayLine(name: string, index: number): string {
-  return `array ${name} ${index}\n`;
+  return `${ARRAY}${name} ${index}\n`;
 }
 
 export function parseSubmitMarker(text: string): SubmitMarker {
   const marker: SubmitMarker = { notes: [] };
   text.split('\n').forEach((line, i) => {
-    const array = ARRAY.exec(line);
+    const array = ARRAY_LINE.exec(line);
     if (array) marker.array = { name: array[1]!, index: Number(array[2]) };
     else if (line.startsWith(NOTE)) marker.notes.push(line.slice(NOTE.length));
-    else if (i > 0 && line !== '' && !line.startsWith('array ')) marker.notes.push(line);
+    else if (i > 0 && line !== '' && !line.startsWith(ARRAY)) marker.notes.push(line);
   });
   return marker;
 }
@@ -48,6 +49,6 @@ export function parseSubmitMarker(text: string): SubmitMarker {
 export function withoutArray(text: string): string {
   return text
     .split('\n')
-    .filter((line) => !line.startsWith('array '))
+    .filter((line) => !line.startsWith(ARRAY))
     .join('\n');
 }
