@@ -11,20 +11,13 @@ import { waitForJobs } from './wait-for-jobs.js';
 import { RUN_AS, unixUser } from '../test/helpers/run-as-user-installation.js';
 import { ARRAYS_DIR, LEDGERS_DIR } from '../src/tes/task-directory.js';
 import { fmt, type Row } from './table.js';
+import { runBurstClient } from './burst-client.js';
 
 const run = promisify(execFile);
 const TASKS = Number(process.env.BENCH_RUN_AS_TASKS ?? 200);
 const ROUNDS = 3;
 const ROOT = process.cwd();
 const USERS = ['tes-alice', 'tes-bob'];
-/** Creates N tasks at once over HTTP with a bearer token and prints their ids as JSON. */
-const CLIENT = `
-const [url, body, n, token] = process.argv.slice(1);
-const headers = { 'content-type': 'application/json', authorization: 'Bearer ' + token };
-Promise.all(Array.from({ length: Number(n) }, () =>
-  fetch(url, { method: 'POST', headers, body }).then((r) => r.json()).then((j) => j.id),
-)).then((ids) => console.log(JSON.stringify(ids)));
-`;
 
 /**
  * Submission when tasks run as their owners (identity.runAs user) against the same gateway running
@@ -124,12 +117,8 @@ async function submitBurst(mode: 'service' | 'user', image: string, images: stri
       USERS.map(async (user) => (await tokens.create({ user, lifetimeMs: 3600_000 })).token),
     );
     const t0 = Date.now();
-    const created = await Promise.all(
-      bearer.map((token) =>
-        run(process.execPath, ['-e', CLIENT, url, body, String(per), token], { maxBuffer: 64 * 1024 * 1024 }),
-      ),
-    );
-    ids = created.flatMap(({ stdout }) => JSON.parse(stdout) as string[]);
+    const created = await Promise.all(bearer.map((token) => runBurstClient(url, body, per, token)));
+    ids = created.flatMap((c) => c.ids);
     const records = await waitForJobs(store, ids);
     jobIds = [...records.values()].map((r) => r.run!.jobId!);
     const last = Math.max(...[...records.values()].map((r) => Date.parse(r.run!.submittedAt!)));

@@ -12,17 +12,11 @@ import { waitForJobs } from './wait-for-jobs.js';
 import { cancelGatewayJobs } from './slurm-cleanup.js';
 import { lowerComputeShare } from './compute-share.js';
 import { fmt, percentile, type Row } from './table.js';
+import { clientAloneSeconds, runBurstClient } from './burst-client.js';
 
 const run = promisify(execFile);
 const TASKS = Number(process.env.BENCH_SLURM_TASKS ?? 200);
 const ROOT = process.cwd();
-/** Creates N tasks at once over HTTP and prints their ids as JSON. */
-const CLIENT = `
-const [url, body, n] = process.argv.slice(1);
-Promise.all(Array.from({ length: Number(n) }, () =>
-  fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body }).then((r) => r.json()).then((j) => j.id),
-)).then((ids) => console.log(JSON.stringify(ids)));
-`;
 const TERMINAL = new Set(['COMPLETE', 'EXECUTOR_ERROR', 'SYSTEM_ERROR', 'CANCELED', 'PREEMPTED']);
 
 /**
@@ -92,12 +86,10 @@ export async function benchSlurm(rows: Row[]): Promise<void> {
   const share = lowerComputeShare();
   try {
     const body = JSON.stringify({ executors: [{ image, command: ['true'] }] });
+    const clientAlone = await clientAloneSeconds(body, TASKS);
     // The client is a process of its own, as it would be.
     const t0 = Date.now();
-    const { stdout } = await run(process.execPath, ['-e', CLIENT, `${base}/tasks`, body, String(TASKS)], {
-      maxBuffer: 64 * 1024 * 1024,
-    });
-    const ids = JSON.parse(stdout) as string[];
+    const { ids } = await runBurstClient(`${base}/tasks`, body, TASKS);
     // Submission alone: every task has its job.
     let records = await waitForJobs(gateway.store, ids);
     const jobIds = [...records.values()].map((r) => r.run!.jobId!);
@@ -163,6 +155,11 @@ export async function benchSlurm(rows: Row[]): Promise<void> {
       section: 'slurm',
       metric: 'of which the client starting and connecting, before the first task was stored (s)',
       value: fmt((firstStored - t0) / 1000, 2),
+    });
+    rows.push({
+      section: 'slurm',
+      metric: `the same client's ${TASKS} requests to a server that answers at once, no work behind it (s)`,
+      value: fmt(clientAlone, 2),
     });
     rows.push({
       section: 'slurm',
