@@ -18,7 +18,10 @@ import { posix } from 'node:path';
  * | `exec-<n>/exit_code`        | the job script, after executor n              | finalize (executor-results.ts)            |
  * | `exec-<n>/stdout`, `stderr` | the job script, executor n's streams          | finalize (log tails), the job (copies)    |
  * | `job.sh`                    | prepare-job (render-job-script.ts)            | sbatch, the local launcher, a dispatcher  |
- * | `sbatch-command`            | prepare-job: the exact sbatch command         | people (what was sent, quoted)            |
+ * | `sbatch-command`            | the Slurm driver, for a task submitted alone: | people (what was sent, quoted)            |
+ * |                             | the exact sbatch command (an array's is in    |                                           |
+ * |                             | `.arrays/`); run as user, prepare-job: every  |                                           |
+ * |                             | task's own command, with the other files      |                                           |
  * | `submit-attempted`          | the submit processor, just before sbatch: the | the submit processor (look for a job; a   |
  * |                             | time, then prepare-job's notes; the Slurm     | retry that adopts it logs the notes), the |
  * |                             | driver adds the array and index the task went | reconciler (is an array's record the      |

@@ -3,18 +3,20 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { startTestGateway, waitFor, type TestGateway } from '../helpers/gateway.js';
 import { TokenStore } from '../../src/identity/tokens.js';
-import { TASK_FILE, taskDirOf, taskFile } from '../../src/tes/task-directory.js';
+import type { LaunchRequest } from '../../src/compute/driver.js';
 
 /**
  * A whole gateway (API, workers, local backend with real sandboxed executors) with token auth and a
  * per-user policy: the worker stages and delivers with the owner's roots, and the job carries the
- * owner's default account.
+ * owner's default account. The local launcher runs no sbatch: what it is handed (each task's sbatch
+ * arguments among it) is watched on its way in.
  */
 jest.setTimeout(60_000);
 
 let gw: TestGateway;
 let data: string;
 const tokens: Record<string, string> = {};
+const launched = new Map<string, LaunchRequest>();
 
 beforeAll(async () => {
   data = mkdtempSync('/var/tmp/tesgw-owner-data-');
@@ -30,6 +32,12 @@ beforeAll(async () => {
       },
     },
   });
+  const driver = gw.gateway.driver;
+  const submit = driver.submit.bind(driver);
+  driver.submit = (request) => {
+    launched.set(request.taskId, request);
+    return submit(request);
+  };
   const store = new TokenStore(gw.gateway.store.redis, gw.gateway.store.keys.tokens, { cacheTtlMs: 0 });
   for (const user of ['alice', 'bob'])
     tokens[user] = (await store.create({ user, lifetimeMs: 3_600_000 })).token;
@@ -59,11 +67,7 @@ it("runs a task with its owner's roots and default account, end to end", async (
   });
   expect(task.state).toBe('COMPLETE');
   expect(readFileSync(out, 'utf8')).toBe('mine\n');
-  const sbatch = readFileSync(
-    taskFile(taskDirOf(gw.workRoot, made.body.id), TASK_FILE.sbatchCommand),
-    'utf8',
-  );
-  expect(sbatch).toContain('--account=lab-a');
+  expect(launched.get(made.body.id)?.args).toContain('--account=lab-a');
 });
 
 it("refuses at creation an output into another user's root", async () => {

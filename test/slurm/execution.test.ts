@@ -1,8 +1,9 @@
 import { jest } from '@jest/globals';
 import { execFileSync } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { HOSTILE_STRINGS } from '../fixtures/hostile.js';
+import { submittedCommand } from '../helpers/sbatch-command.js';
 import {
   createTask,
   FAKE_APPTAINER,
@@ -102,9 +103,14 @@ describe('tasks on the real Slurm cluster', () => {
     expect(task.logs[0].start_time).toEqual(expect.any(String));
     expect(task.logs[0].end_time).toEqual(expect.any(String));
     const dir = join(gw.workRoot, ids.ok!);
-    expect(readFileSync(join(dir, 'sbatch-command'), 'utf8')).toMatch(
-      /^sbatch --parsable --job-name=tes_\w+ --comment=ok_task_1 --export=ALL /,
+    // Alone, the task's own name and comment; in an array, the array's (tasks' comments stay out).
+    const { command, alone } = submittedCommand(gw.workRoot, ids.ok!);
+    expect(command).toMatch(
+      alone
+        ? /^sbatch --parsable --job-name=tes_\w+ --comment=ok_task_1 --export=ALL /
+        : /^sbatch --parsable --export=ALL .* --job-name=tes_array_[0-9a-f]{12} --comment=tes-array --array=0-\d+ /,
     );
+    expect(task.logs[0].metadata.job_id.includes('_')).toBe(!alone);
     expect(existsSync(join(dir, 'job.sh'))).toBe(true);
   });
 

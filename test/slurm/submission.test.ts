@@ -1,7 +1,5 @@
 import { jest } from '@jest/globals';
 import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { CommandError } from '../../src/errors.js';
 import { prepareJob } from '../../src/queue/processors/prepare-job.js';
 import { launch } from '../../src/queue/processors/submit.js';
@@ -11,6 +9,7 @@ import { DirectImages } from '../../src/apptainer/images.js';
 import { AllowedRoots } from '../../src/staging/allowed-roots.js';
 import { jobNameFor } from '../../src/compute/slurm/sbatch-args.js';
 import type { SlurmDriver } from '../../src/compute/slurm/slurm-driver.js';
+import { submittedCommand } from '../helpers/sbatch-command.js';
 import {
   createTask,
   FAKE_APPTAINER,
@@ -174,7 +173,7 @@ describe('submission', () => {
       expect(task.logs[0].system_logs).toContain(
         'resources.disk_gb: 2 GiB not requested from Slurm: nodes of partition debug advertise 0 MB of TmpDisk',
       );
-      expect(readFileSync(join(gw.workRoot, task.id, 'sbatch-command'), 'utf8')).not.toContain('--tmp');
+      expect(submittedCommand(gw.workRoot, task.id).command).not.toContain('--tmp');
     }
   });
 

@@ -70,6 +70,8 @@ export interface SlurmDriverOptions extends SlurmCliOptions {
  * two. Gateways before that kept a file of its own, `array-element`, still read to find their jobs.
  */
 const SUBMIT_MARKER = TASK_FILE.submitAttempted;
+/** A task submitted alone gets its command here; an array's is `.arrays/<batch>.sbatch-command`. */
+const SBATCH_COMMAND = TASK_FILE.sbatchCommand;
 const OLDER_ARRAY_FILE = TASK_FILE.arrayElement;
 
 interface PendingSubmit {
@@ -176,6 +178,8 @@ export class SlurmDriver implements ComputeDriver {
       const out = await this.handedOver([task!], () => helper.submit(user, task!), what);
       return parseJobId(out, request.args, what);
     }
+    // What runs, quoted to run as written, for people reading the task directory.
+    await writePrivateFile(join(request.workDir, SBATCH_COMMAND), `sbatch ${quoteAll(request.args)}\n`);
     return parseJobId(await this.sbatch(request.args, what), request.args, what);
   }
 

@@ -186,11 +186,14 @@ export async function prepareJob(record: TaskRecord, deps: PrepareDeps): Promise
     endMarker: user ? undefined : endMarkerOf(deps.workRoot, record.id),
   });
   await put(TASK_FILE.jobScript, script, 0o700);
-  await put(TASK_FILE.sbatchCommand, `sbatch ${quoteAll(sbatch.args)}\n`);
   if (user) {
     // What the helper's `submit` checks option by option, then runs. The launcher hands the task
     // directory to the helper's `prepare` together with the other tasks of its burst (one call for all).
     await put(TASK_FILE.sbatchArgs, sbatch.args.map((a) => `${a}\0`).join(''));
+    // The directory is the owner's, made by the helper from these entries: the command, for people,
+    // goes with them. A task run as the service account gets it from the Slurm driver, only when it
+    // is submitted alone (an array's command is the array's, in `.arrays/`).
+    await put(TASK_FILE.sbatchCommand, `sbatch ${quoteAll(sbatch.args)}\n`);
   }
 
   warnings.push(...sbatch.warnings);
