@@ -88,10 +88,12 @@ export async function benchSlurm(rows: Row[]): Promise<void> {
     const body = JSON.stringify({ executors: [{ image, command: ['true'] }] });
     const clientAlone = await clientAloneSeconds(body, TASKS);
     // The client is a process of its own, as it would be.
+    const cpuBefore = process.cpuUsage();
     const t0 = Date.now();
     const { ids } = await runBurstClient(`${base}/tasks`, body, TASKS);
     // Submission alone: every task has its job.
     let records = await waitForJobs(gateway.store, ids);
+    const cpu = process.cpuUsage(cpuBefore);
     const jobIds = [...records.values()].map((r) => r.run!.jobId!);
     // Then the jobs run, and a client watches them end.
     await run('scontrol', ['release', jobIds.join(',')]);
@@ -160,6 +162,11 @@ export async function benchSlurm(rows: Row[]): Promise<void> {
       section: 'slurm',
       metric: `the same client's ${TASKS} requests to a server that answers at once, no work behind it (s)`,
       value: fmt(clientAlone, 2),
+    });
+    rows.push({
+      section: 'slurm',
+      metric: "the gateway's CPU per task over the burst, its threads' included: user + system (ms)",
+      value: `${fmt(cpu.user / 1000 / TASKS, 2)} + ${fmt(cpu.system / 1000 / TASKS, 2)}`,
     });
     rows.push({
       section: 'slurm',
