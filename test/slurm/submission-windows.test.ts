@@ -10,7 +10,7 @@ import {
   statSync,
   writeFileSync,
 } from 'node:fs';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { DirectImages } from '../../src/apptainer/images.js';
 import { jobNameFor } from '../../src/compute/slurm/sbatch-args.js';
 import { SlurmDriver } from '../../src/compute/slurm/slurm-driver.js';
@@ -33,6 +33,7 @@ import {
   type TestGateway,
 } from '../helpers/gateway.js';
 import { connect } from '../helpers/redis.js';
+import { submittedCommand } from '../helpers/sbatch-command.js';
 
 /**
  * The windows of submission on the real cluster: a retry that adopts a job, two workers on one
@@ -217,6 +218,8 @@ describe('submission windows', () => {
         dirs.map((dir, i) => {
           mkdirSync(dir);
           writeFileSync(taskFile(dir, TASK_FILE.submitAttempted), renderSubmitMarker(since, []));
+          // An earlier attempt of task a went alone: its command is not what runs now.
+          if (i === 0) writeFileSync(taskFile(dir, TASK_FILE.sbatchCommand), 'sbatch --parsable /bin/true\n');
           return driver.submit({
             taskId: `t${i}`,
             workDir: dir,
@@ -231,6 +234,10 @@ describe('submission windows', () => {
         const marker = parseSubmitMarker(readFileSync(taskFile(dir, TASK_FILE.submitAttempted), 'utf8'));
         expect(marker.array?.index).toBe(i);
         expect(await driver.findJob(`t${i}`, since, dir)).toBe(jobIds[i]);
+        expect(submittedCommand(root, basename(dir))).toEqual({
+          command: expect.stringMatching(/^sbatch --parsable --hold --job-name=tes_array_\w+ .*--array=0-1 /),
+          alone: false,
+        });
       }
     } finally {
       const array = parseSubmitMarker(

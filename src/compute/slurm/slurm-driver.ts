@@ -232,14 +232,19 @@ export class SlurmDriver implements ComputeDriver {
     try {
       const batchId = randomBytes(6).toString('hex');
       const name = arrayJobName(batchId);
-      // Each task learns its place before sbatch runs, so a retry after a lost answer finds it.
-      await Promise.all(
-        burst.map((p, i) =>
-          appendPrivateFile(join(p.request.ledgerDir, SUBMIT_MARKER), renderArrayLine(name, i)),
-        ),
-      );
       const user = burst[0]!.request.user;
-      if (user && this.options.runAs) {
+      const asOwner = user !== undefined && this.options.runAs !== undefined;
+      // Each task learns its place before sbatch runs, so a retry after a lost answer finds it. The
+      // command of an earlier attempt that went alone goes: it is not what runs now.
+      await Promise.all(
+        burst.map(async (p, i) => {
+          await appendPrivateFile(join(p.request.ledgerDir, SUBMIT_MARKER), renderArrayLine(name, i));
+          // For people only: one left in place costs no task its array.
+          if (!asOwner)
+            await rm(join(p.request.workDir, SBATCH_COMMAND), { force: true }).catch(() => undefined);
+        }),
+      );
+      if (asOwner) {
         const what = `${burst.length} tasks of ${user} (array ${name})`;
         const base = await this.submitArrayAs(user, batchId, burst, what);
         burst.forEach((p, i) => p.resolve(`${base}_${i}`));
