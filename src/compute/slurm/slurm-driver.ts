@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm, stat, unlink, writeFile } from 'node:fs/promises';
 import { userInfo } from 'node:os';
 import { join } from 'node:path';
 import { CommandError, SubmissionRejectedError } from '../../errors.js';
@@ -240,8 +240,7 @@ export class SlurmDriver implements ComputeDriver {
         burst.map(async (p, i) => {
           await appendPrivateFile(join(p.request.ledgerDir, SUBMIT_MARKER), renderArrayLine(name, i));
           // For people only: one left in place costs no task its array.
-          if (!asOwner)
-            await rm(join(p.request.workDir, SBATCH_COMMAND), { force: true }).catch(() => undefined);
+          if (!asOwner) await unlink(join(p.request.workDir, SBATCH_COMMAND)).catch(() => undefined);
         }),
       );
       if (asOwner) {
