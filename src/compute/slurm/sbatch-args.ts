@@ -3,6 +3,7 @@ import type { TaskRequest } from '../../tes/types.js';
 import type { PartitionDisks } from './sinfo.js';
 import { PermanentError } from '../../errors.js';
 import { checkSlurmParameter } from '../../tes/backend-parameters.js';
+import { quoteAll } from '../../shell/quote.js';
 
 /**
  * The exact `sbatch` argument list for a task (pure; golden-tested). Every value is its own argv
@@ -263,4 +264,12 @@ export function buildSbatchArgs(
   if (bp.reservation) args.push(`--reservation=${bp.reservation}`);
   args.push(...policy.extraArgs, taskFile(workDir, TASK_FILE.jobScript));
   return partition ? { args, partition, warnings, gpus } : { args, warnings, gpus };
+}
+
+/**
+ * The `sbatch-command` file of a submission (pure): the command, quoted so that it runs as written
+ * whatever a path or value holds; a task's own or an array's (tes/task-directory.ts).
+ */
+export function renderSbatchCommand(args: readonly string[]): string {
+  return `sbatch ${quoteAll(args)}\n`;
 }

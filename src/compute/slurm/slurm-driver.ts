@@ -3,7 +3,6 @@ import { mkdir, readFile, rm, stat, unlink, writeFile } from 'node:fs/promises';
 import { userInfo } from 'node:os';
 import { join } from 'node:path';
 import { CommandError, SubmissionRejectedError } from '../../errors.js';
-import { quoteAll } from '../../shell/quote.js';
 import { arraysDirOf, TASK_FILE } from '../../tes/task-directory.js';
 import { parseSubmitMarker, renderArrayLine, withoutArray } from '../submit-marker.js';
 import { appendPrivateFile, writePrivateFile } from '../task-dir.js';
@@ -27,7 +26,7 @@ import {
   SQUEUE_NO_SUCH_JOB,
 } from './squeue.js';
 import { arrayJobName, arrayKey, buildArrayArgs, expandJobId, renderDispatcher } from './job-arrays.js';
-import { jobNameFor, SLURM_BACKEND_PARAMETERS } from './sbatch-args.js';
+import { jobNameFor, renderSbatchCommand, SLURM_BACKEND_PARAMETERS } from './sbatch-args.js';
 import { PartitionDiskCache, SINFO_TMP_DISK_ARGS } from './sinfo.js';
 import { SlurmCli, type SlurmCliOptions } from './slurm-cli.js';
 import { confirmPreempted, SQUEUE_STATE_ARGS } from './slurm-states.js';
@@ -178,8 +177,8 @@ export class SlurmDriver implements ComputeDriver {
       const out = await this.handedOver([task!], () => helper.submit(user, task!), what);
       return parseJobId(out, request.args, what);
     }
-    // What runs, quoted to run as written, for people reading the task directory.
-    await writePrivateFile(join(request.workDir, SBATCH_COMMAND), `sbatch ${quoteAll(request.args)}\n`);
+    // What runs, for people reading the task directory.
+    await writePrivateFile(join(request.workDir, SBATCH_COMMAND), renderSbatchCommand(request.args));
     return parseJobId(await this.sbatch(request.args, what), request.args, what);
   }
 
@@ -261,8 +260,7 @@ export class SlurmDriver implements ComputeDriver {
         { mode: 0o755 },
       );
       const args = buildArrayArgs(burst[0]!.request.args, batchId, burst.length, dispatcher, arrayDir);
-      // Quoted as the single job's is: the file must run as written, whatever a path or value holds.
-      await writeFile(join(arrayDir, `${batchId}.${TASK_FILE.sbatchCommand}`), `sbatch ${quoteAll(args)}\n`);
+      await writeFile(join(arrayDir, `${batchId}.${TASK_FILE.sbatchCommand}`), renderSbatchCommand(args));
       const what = `${burst.length} tasks (array ${name})`;
       const base = parseJobId(await this.sbatch(args, what), args, what);
       burst.forEach((p, i) => p.resolve(`${base}_${i}`));

@@ -3,11 +3,15 @@ import { posix } from 'node:path';
 import { planContainer } from '../../apptainer/container-plan.js';
 import type { ImageResolver } from '../../apptainer/images.js';
 import { renderJobScript, type ContainerRuntime } from '../../apptainer/render-job-script.js';
-import { quoteAll } from '../../shell/quote.js';
 import type { TaskOwner, TaskRecord } from '../../tes/types.js';
 import type { AllowedRoots } from '../../staging/allowed-roots.js';
 import { stageInputs, type StagingDeps } from '../../staging/stage-inputs.js';
-import { buildSbatchArgs, needsPartitionDisks, type SbatchPolicy } from '../../compute/slurm/sbatch-args.js';
+import {
+  buildSbatchArgs,
+  needsPartitionDisks,
+  renderSbatchCommand,
+  type SbatchPolicy,
+} from '../../compute/slurm/sbatch-args.js';
 import type { PartitionDisks } from '../../compute/slurm/sinfo.js';
 import { layoutEntries, makeLayout, makeTaskDir, writePrivateFile } from '../../compute/task-dir.js';
 import type { Handover } from '../../compute/driver.js';
@@ -193,7 +197,7 @@ export async function prepareJob(record: TaskRecord, deps: PrepareDeps): Promise
     // The directory is the owner's, made by the helper from these entries: the command, for people,
     // goes with them. A task run as the service account gets it from the Slurm driver, only when it
     // is submitted alone (an array's command is the array's, in `.arrays/`).
-    await put(TASK_FILE.sbatchCommand, `sbatch ${quoteAll(sbatch.args)}\n`);
+    await put(TASK_FILE.sbatchCommand, renderSbatchCommand(sbatch.args));
   }
 
   warnings.push(...sbatch.warnings);
