@@ -39,6 +39,17 @@ export interface CancelRequest {
   owner?: { user: string; workDir: string } | undefined;
 }
 
+/** A job a launcher made, or found made, for a task. */
+export interface SubmittedJob {
+  jobId: string;
+  /**
+   * Its name in the scheduler's accounting, where the launcher names jobs: the task's own job name, or
+   * for an array element its array's. Kept with the task's run, so that the reconciler tells the task's
+   * job from a later one given the same id without reading the task's files.
+   */
+  jobName?: string | undefined;
+}
+
 export interface PollResult {
   jobs: Map<string, JobStatus>;
   /** Records that could not be read (each fails only itself). */
@@ -52,9 +63,9 @@ export interface ComputeDriver {
    * The job already submitted for a task, if any: what makes submission idempotent. `user`: the
    * task's owner, when tasks run as their owners (their jobs are searched).
    */
-  findJob(taskId: string, since: Date, ledgerDir: string, user?: string): Promise<string | undefined>;
-  /** Submits and returns the job id; throws SubmissionRejectedError when retrying cannot help. */
-  submit(request: LaunchRequest): Promise<string>;
+  findJob(taskId: string, since: Date, ledgerDir: string, user?: string): Promise<SubmittedJob | undefined>;
+  /** Submits and returns the job; throws SubmissionRejectedError when retrying cannot help. */
+  submit(request: LaunchRequest): Promise<SubmittedJob>;
   /** One batched status query for all the given jobs. A job absent from the result is unknown yet. */
   poll(jobIds: readonly string[]): Promise<PollResult>;
   /** Peak memory (bytes) of ended jobs, where the launcher knows it. */

@@ -457,14 +457,19 @@ export class Reconciler {
   }
 
   /**
-   * Whether an accounting record is the task's own job: its name is the task's job name, or for an
-   * array element its array's name, which the submit marker keeps (compute/submit-marker.ts). A launcher
-   * that reports no names (the local one) gives out no id twice.
+   * Whether an accounting record is the task's own job: its name is the one recorded with the task's
+   * run at submission (the task's job name, or for an array element its array's). A task an older
+   * gateway submitted has no name recorded: its submit marker tells its array
+   * (compute/submit-marker.ts), read once per job. A launcher that reports no names (the local one)
+   * gives out no id twice.
    */
   private async isOwnJob(record: TaskBrief, status: JobStatus): Promise<boolean> {
     const name = status.jobName;
+    if (name === undefined) return true;
+    // A burst's tasks all come new to a cycle: this answers each without a file read.
+    if (record.run?.jobName !== undefined) return name === record.run.jobName;
     const seen = `${status.jobId} ${name}`;
-    if (name === undefined || this.ownJobs.get(record.id) === seen) return true;
+    if (this.ownJobs.get(record.id) === seen) return true;
     let own = name === jobNameFor(record.id);
     if (!own && status.jobId.includes('_') && name.startsWith(arrayJobName(''))) {
       const ledgerDir = ledgerDirOf(this.o.workRoot, record.id, this.o.dirOwner ?? 'service');

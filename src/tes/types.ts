@@ -22,6 +22,12 @@ export type TaskRequest = Omit<TesTask, 'id' | 'state' | 'logs' | 'creation_time
 export interface RunInfo {
   /** Cluster job id (`123`, or `123_4` for an array task). */
   jobId?: string;
+  /**
+   * The job's name in accounting (compute/driver.ts SubmittedJob): the reconciler takes a record as the
+   * task's job only under this name. Absent for a launcher without names, and for a task an older
+   * gateway submitted (its submit marker tells then).
+   */
+  jobName?: string;
   /** Task directory on the shared filesystem. */
   workDir?: string;
   submittedAt?: string;

@@ -6,7 +6,7 @@ export function idleDriver(kind: ComputeDriver['kind']): ComputeDriver {
     kind,
     supportedBackendParameters: [],
     findJob: async () => undefined,
-    submit: async () => 'never',
+    submit: async () => ({ jobId: 'never' }),
     poll: async () => ({ jobs: new Map(), errors: [] }),
     usage: async () => new Map(),
     known: async () => new Set(),

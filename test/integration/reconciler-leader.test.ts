@@ -72,9 +72,14 @@ describe('the reconciler as one leader', () => {
   }
 
   /** A task in `state` whose job is `jobId`, its first executor started (so RUNNING is next). */
-  async function taskIn(state: TesState, jobId: string): Promise<string> {
+  async function taskIn(state: TesState, jobId: string, jobName?: string): Promise<string> {
     const t = await store.create({ executors: [{ image: 'alpine', command: ['true'] }] });
-    const run = { jobId, submittedAt: new Date().toISOString(), workDir: join(workRoot, t.id) };
+    const run = {
+      jobId,
+      submittedAt: new Date().toISOString(),
+      workDir: join(workRoot, t.id),
+      ...(jobName ? { jobName } : {}),
+    };
     await store.transition(t.id, 'QUEUED', { from: ['QUEUED'], run, job: jobId });
     if (state !== 'QUEUED') await store.transition(t.id, state);
     mkdirSync(join(workRoot, t.id, 'exec-0'), { recursive: true });
@@ -201,7 +206,24 @@ describe('the reconciler as one leader', () => {
       expect(enqueued).toEqual([{ taskId: id, status: expect.objectContaining({ rawState: 'MISSING' }) }]);
     });
 
-    it("checks an array element's record against its task's array", async () => {
+    it("checks an array element's record against the array recorded with its task's run", async () => {
+      const mine = await taskIn('INITIALIZING', '6100_1', 'tes_array_dddddddddddd');
+      const theirs = await taskIn('INITIALIZING', '6101_0', 'tes_array_eeeeeeeeeeee');
+      // The recorded name decides, not the task's files: these markers say the opposite.
+      const at = '2026-12-01T10:00:00.000Z\n';
+      writeFileSync(join(workRoot, mine, 'submit-attempted'), `${at}array tes_array_ffffffffffff 1\n`);
+      writeFileSync(join(workRoot, theirs, 'submit-attempted'), `${at}array tes_array_ffffffffffff 0\n`);
+      sacct([
+        row('6100_1', 'tes_array_dddddddddddd', 'RUNNING'),
+        row('6101_0', 'tes_array_ffffffffffff', 'RUNNING'),
+      ]);
+      await reconciler(new LeaderLock(redis, lockKey(), 10_000)).cycle();
+      expect(await store.getState(mine)).toBe('RUNNING');
+      expect(await store.getState(theirs)).toBe('INITIALIZING');
+      expect(enqueued.map((e) => e.taskId)).toEqual([theirs]);
+    });
+
+    it("checks an older gateway's array element against the array line of its submit marker", async () => {
       const mine = await taskIn('INITIALIZING', '6000_1');
       const theirs = await taskIn('INITIALIZING', '6001_0');
       const at = '2026-12-01T10:00:00.000Z\n';

@@ -30,7 +30,7 @@ function fakeDriver(
     kind: 'slurm',
     supportedBackendParameters: [],
     findJob: async () => undefined,
-    submit: async () => 'never',
+    submit: async () => ({ jobId: 'never' }),
     poll: async (jobIds) => {
       const jobs = new Map<string, JobStatus>();
       for (const jobId of jobIds) {

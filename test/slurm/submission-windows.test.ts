@@ -135,13 +135,17 @@ describe('submission windows', () => {
     const prepared = await prepareJob(record, prepareDeps(g));
     // A note of the first preparation (a clamped request, say) reaches the logs through the adoption.
     prepared.warnings.push('resources.cpu_cores asks for 64 CPUs: clamped to 4');
-    const orphan = await launch({ driver: g.gateway.driver } as ProcessorContext, record, prepared);
+    const { jobId: orphan } = await launch(
+      { driver: g.gateway.driver } as ProcessorContext,
+      record,
+      prepared,
+    );
     const script = taskFile(join(g.workRoot, id), TASK_FILE.jobScript);
     const before = statSync(script).mtimeMs;
     await new Promise((r) => setTimeout(r, 50));
     await processSubmit(id, { number: 2, of: 8 }, workerContext(g, redis));
     const adopted = (await g.gateway.store.get(id))!;
-    expect(adopted.run?.jobId).toBe(orphan);
+    expect(adopted.run).toMatchObject({ jobId: orphan, jobName: jobNameFor(id) });
     expect(adopted.logs?.[0]?.system_logs).toEqual(
       expect.arrayContaining([
         'resources.cpu_cores asks for 64 CPUs: clamped to 4',
@@ -203,9 +207,10 @@ describe('submission windows', () => {
     // An array submission that failed left its marker; the next attempt went alone.
     writeFileSync(join(prepared.workDir, TASK_FILE.arrayElement), 'tes_array_0badc0ffee00 3\n');
     await new Promise((r) => setTimeout(r, 50));
-    const jobId = await launch({ driver: g.gateway.driver } as ProcessorContext, record, prepared);
+    const job = await launch({ driver: g.gateway.driver } as ProcessorContext, record, prepared);
+    expect(job.jobName).toBe(jobNameFor(id));
     const found = await g.gateway.driver.findJob(id, new Date(record.creationTime), prepared.workDir);
-    expect(found).toBe(jobId);
+    expect(found).toEqual(job);
   });
 
   it("finds an array element again by the array line in its task's submit marker", async () => {
@@ -214,7 +219,7 @@ describe('submission windows', () => {
     const since = new Date();
     try {
       const dirs = [join(root, 'a'), join(root, 'b')];
-      const jobIds = await Promise.all(
+      const jobs = await Promise.all(
         dirs.map((dir, i) => {
           mkdirSync(dir);
           writeFileSync(taskFile(dir, TASK_FILE.submitAttempted), renderSubmitMarker(since, []));
@@ -229,11 +234,12 @@ describe('submission windows', () => {
           });
         }),
       );
-      expect(jobIds[1]).toBe(`${jobIds[0]!.split('_')[0]}_1`);
+      expect(jobs[1]!.jobId).toBe(`${jobs[0]!.jobId.split('_')[0]}_1`);
       for (const [i, dir] of dirs.entries()) {
         const marker = parseSubmitMarker(readFileSync(taskFile(dir, TASK_FILE.submitAttempted), 'utf8'));
         expect(marker.array?.index).toBe(i);
-        expect(await driver.findJob(`t${i}`, since, dir)).toBe(jobIds[i]);
+        expect(jobs[i]!.jobName).toBe(marker.array?.name);
+        expect(await driver.findJob(`t${i}`, since, dir)).toEqual(jobs[i]);
         expect(submittedCommand(root, basename(dir))).toEqual({
           command: expect.stringMatching(/^sbatch --parsable --hold --job-name=tes_array_\w+ .*--array=0-1 /),
           alone: false,

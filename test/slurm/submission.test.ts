@@ -131,7 +131,11 @@ describe('submission', () => {
       },
       images: new DirectImages(),
     });
-    const orphan = await launch({ driver: api.gateway.driver } as ProcessorContext, record, prepared);
+    const { jobId: orphan } = await launch(
+      { driver: api.gateway.driver } as ProcessorContext,
+      record,
+      prepared,
+    );
     // A new worker on the same Redis and work root picks the queued submission up.
     gw = await startTestGateway('crash', slurmConfig(), { prefix: api.prefix, workRoot: api.workRoot });
     const task = await waitFor(gw.base, id);

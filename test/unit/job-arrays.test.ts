@@ -99,7 +99,10 @@ describe('job arrays', () => {
         since: new Date(),
       });
     };
-    expect(await Promise.all([submit('a'), submit('b')])).toEqual(['4242_0', '4242_1']);
+    const jobs = await Promise.all([submit('a'), submit('b')]);
+    expect(jobs.map((j) => j.jobId)).toEqual(['4242_0', '4242_1']);
+    expect(new Set(jobs.map((j) => j.jobName)).size).toBe(1);
+    expect(jobs[0].jobName).toMatch(/^tes_array_[0-9a-f]{12}$/);
     const arrays = join(dir, 'w', '.arrays');
     const [commandFile] = readdirSync(arrays).filter((f) => f.endsWith('.sbatch-command'));
     const command = readFileSync(join(arrays, commandFile!), 'utf8');

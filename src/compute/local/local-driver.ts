@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import { existsSync, openSync, closeSync, writeFileSync, renameSync, readFileSync } from 'node:fs';
 import { constants } from 'node:os';
 import type { Logger } from '../../logger.js';
-import type { CancelRequest, ComputeDriver, LaunchRequest, PollResult } from '../driver.js';
+import type { CancelRequest, ComputeDriver, LaunchRequest, PollResult, SubmittedJob } from '../driver.js';
 import type { JobStatus } from '../job-end.js';
 import { TASK_FILE, taskDirOf, taskFile } from '../../tes/task-directory.js';
 
@@ -34,15 +34,15 @@ export class LocalDriver implements ComputeDriver {
     return taskDirOf(this.options.workRoot, taskId);
   }
 
-  async findJob(taskId: string): Promise<string | undefined> {
-    return existsSync(taskFile(this.dir(taskId), TASK_FILE.localJob)) ? taskId : undefined;
+  async findJob(taskId: string): Promise<SubmittedJob | undefined> {
+    return existsSync(taskFile(this.dir(taskId), TASK_FILE.localJob)) ? { jobId: taskId } : undefined;
   }
 
-  async submit(request: LaunchRequest): Promise<string> {
+  async submit(request: LaunchRequest): Promise<SubmittedJob> {
     writeAtomic(taskFile(request.workDir, TASK_FILE.localJob), new Date().toISOString());
     this.waiting.push(request.taskId);
     this.pump();
-    return request.taskId;
+    return { jobId: request.taskId };
   }
 
   private pump(): void {

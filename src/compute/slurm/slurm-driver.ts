@@ -6,7 +6,7 @@ import { CommandError, SubmissionRejectedError } from '../../errors.js';
 import { arraysDirOf, TASK_FILE } from '../../tes/task-directory.js';
 import { parseSubmitMarker, renderArrayLine, withoutArray } from '../submit-marker.js';
 import { appendPrivateFile, writePrivateFile } from '../task-dir.js';
-import type { CancelRequest, ComputeDriver, LaunchRequest, PollResult } from '../driver.js';
+import type { CancelRequest, ComputeDriver, LaunchRequest, PollResult, SubmittedJob } from '../driver.js';
 import type { StagedTask, UserHelper } from '../../run-as/user-helper.js';
 import type { Logger } from '../../logger.js';
 import type { JobStatus } from '../job-end.js';
@@ -75,7 +75,7 @@ const OLDER_ARRAY_FILE = TASK_FILE.arrayElement;
 
 interface PendingSubmit {
   request: LaunchRequest;
-  resolve: (jobId: string) => void;
+  resolve: (job: SubmittedJob) => void;
   reject: (err: unknown) => void;
 }
 
@@ -104,14 +104,21 @@ export class SlurmDriver implements ComputeDriver {
     });
   }
 
-  async findJob(taskId: string, since: Date, ledgerDir: string, user?: string): Promise<string | undefined> {
+  async findJob(
+    taskId: string,
+    since: Date,
+    ledgerDir: string,
+    user?: string,
+  ): Promise<SubmittedJob | undefined> {
     const owner = user ?? this.user;
     const element = await readArrayElement(ledgerDir);
     if (element) {
       const base = await this.findByName(element.name, since, taskId, owner);
-      return base ? `${base}_${element.index}` : undefined;
+      return base ? { jobId: `${base}_${element.index}`, jobName: element.name } : undefined;
     }
-    return this.findByName(jobNameFor(taskId), since, taskId, owner);
+    const jobName = jobNameFor(taskId);
+    const jobId = await this.findByName(jobName, since, taskId, owner);
+    return jobId ? { jobId, jobName } : undefined;
   }
 
   /** The job (or array) id of `user`'s job with this name, from the controller, else from accounting. */
@@ -132,7 +139,7 @@ export class SlurmDriver implements ComputeDriver {
     return parseSacctLookup(await this.cli.run('sacct', buildSacctLookupArgs(name, minutes, user), what));
   }
 
-  async submit(request: LaunchRequest): Promise<string> {
+  async submit(request: LaunchRequest): Promise<SubmittedJob> {
     if (this.options.arrayWindowMs <= 0) return this.submitOne(request);
     return new Promise((resolve, reject) => {
       // Only one user's tasks share an array: the array is a job of theirs.
@@ -167,19 +174,20 @@ export class SlurmDriver implements ComputeDriver {
     }
   }
 
-  private async submitOne(request: LaunchRequest): Promise<string> {
+  private async submitOne(request: LaunchRequest): Promise<SubmittedJob> {
     const what = `task ${request.taskId}`;
+    const jobName = jobNameFor(request.taskId);
     this.options.metrics?.submission(1);
     const helper = this.options.runAs;
     const user = request.user;
     if (helper && user) {
       const [task] = stagedTasks(user, [request]);
       const out = await this.handedOver([task!], () => helper.submit(user, task!), what);
-      return parseJobId(out, request.args, what);
+      return { jobId: parseJobId(out, request.args, what), jobName };
     }
     // What runs, for people reading the task directory.
     await writePrivateFile(join(request.workDir, SBATCH_COMMAND), renderSbatchCommand(request.args));
-    return parseJobId(await this.sbatch(request.args, what), request.args, what);
+    return { jobId: parseJobId(await this.sbatch(request.args, what), request.args, what), jobName };
   }
 
   /** An array of one user's tasks, submitted as that user: the helper writes its dispatcher. */
@@ -245,7 +253,7 @@ export class SlurmDriver implements ComputeDriver {
       if (asOwner) {
         const what = `${burst.length} tasks of ${user} (array ${name})`;
         const base = await this.submitArrayAs(user, batchId, burst, what);
-        burst.forEach((p, i) => p.resolve(`${base}_${i}`));
+        burst.forEach((p, i) => p.resolve({ jobId: `${base}_${i}`, jobName: name }));
         return;
       }
       const arrayDir = arraysDirOf(burst[0]!.request.workDir);
@@ -263,7 +271,7 @@ export class SlurmDriver implements ComputeDriver {
       await writeFile(join(arrayDir, `${batchId}.${TASK_FILE.sbatchCommand}`), renderSbatchCommand(args));
       const what = `${burst.length} tasks (array ${name})`;
       const base = parseJobId(await this.sbatch(args, what), args, what);
-      burst.forEach((p, i) => p.resolve(`${base}_${i}`));
+      burst.forEach((p, i) => p.resolve({ jobId: `${base}_${i}`, jobName: name }));
     } catch (err) {
       // Refused, the array does not exist: its elements' markers must not steer a later look-up. After
       // a timeout it may exist, and the markers are how a retry finds it.

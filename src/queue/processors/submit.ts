@@ -8,6 +8,7 @@ import type { TaskRecord } from '../../tes/types.js';
 import { TASK_FILE, taskDirOf, taskFile } from '../../tes/task-directory.js';
 import { withSystemLogs } from '../../tes/task-logs.js';
 import type { Attempt, ProcessorContext } from './context.js';
+import type { SubmittedJob } from '../../compute/driver.js';
 
 /**
  * Written just before sbatch: its presence means a job may exist although Redis has none. It holds the
@@ -25,7 +26,7 @@ export async function launch(
   ctx: ProcessorContext,
   record: TaskRecord,
   prepared: PreparedJob,
-): Promise<string> {
+): Promise<SubmittedJob> {
   await writePrivateFile(
     taskFile(prepared.ledgerDir, SUBMIT_MARKER),
     renderSubmitMarker(new Date(), prepared.warnings),
@@ -88,7 +89,7 @@ async function submit(
   const workDir = taskDirOf(ctx.prepare.workRoot, taskId);
   const ledgerDir = ledgerOf(ctx.prepare, taskId);
   let warnings: string[] = [];
-  let jobId: string;
+  let job: SubmittedJob;
   try {
     // Only an attempt that got as far as sbatch can have left a job behind: look for it then.
     const user = ctx.prepare.runAs ? runAsUser(record) : undefined;
@@ -96,7 +97,7 @@ async function submit(
       ? await driver.findJob(taskId, new Date(record.creationTime), ledgerDir, user)
       : undefined;
     if (earlier) {
-      jobId = earlier;
+      job = earlier;
       warnings = await preparedNotes(ledgerDir);
     } else {
       const prepared = await prepareJob(record, ctx.prepare);
@@ -106,7 +107,7 @@ async function submit(
           `lost the submission lease of task ${taskId} before sbatch; another worker may be submitting it`,
         );
       }
-      jobId = await launch(ctx, record, prepared);
+      job = await launch(ctx, record, prepared);
     }
   } catch (err) {
     if (err instanceof LeaseBusyError) throw err;
@@ -127,7 +128,8 @@ async function submit(
     return;
   }
 
-  const run = { workDir, submittedAt: new Date().toISOString(), jobId };
+  const { jobId, jobName } = job;
+  const run = { workDir, submittedAt: new Date().toISOString(), jobId, ...(jobName ? { jobName } : {}) };
   const logs = withSystemLogs(record.logs, [...warnings, `submitted as ${driver.kind} job ${jobId}`]);
   let from = waiting;
   for (let round = 0; ; round++) {
