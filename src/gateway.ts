@@ -2,7 +2,7 @@ import type { Server } from 'node:http';
 import type { Redis } from 'ioredis';
 import type { Express } from 'express';
 import { createApp, createFastReads, type AppDeps } from './app.js';
-import { createHttpServer } from './api/http-server.js';
+import { closeHttpServer, createHttpServer } from './api/http-server.js';
 import type { Config } from './config/schema.js';
 import { checkStartup } from './config/startup-checks.js';
 import type { Logger } from './logger.js';
@@ -235,33 +235,50 @@ export async function startGateway(
     metrics,
     readiness,
     close: async () => {
-      const deadline = Date.now() + config.server.shutdownTimeoutMs;
+      const began = Date.now();
+      const deadline = began + config.server.shutdownTimeoutMs;
       const left = (): number => Math.max(0, deadline - Date.now());
-      // No new requests; idle keep-alive connections go now, requests in flight may finish.
-      const serverClosed = new Promise<void>((resolve) =>
-        gateway.server ? gateway.server.close(() => resolve()) : resolve(),
-      );
-      gateway.server?.closeIdleConnections();
-      if (!(await within(serverClosed, left()))) gateway.server?.closeAllConnections();
-      await serverClosed;
-      // The leader finishes its cycle and frees the lease for another gateway at once.
-      await gateway.reconciler?.stop();
+      // How long each step waited, for the log line that says the gateway stopped.
+      const waitedMs: Record<string, number> = {};
+      const step = async (name: string, work: () => Promise<unknown>): Promise<void> => {
+        const t0 = Date.now();
+        await work();
+        waitedMs[name] = Date.now() - t0;
+      };
+      // No new connections; idle keep-alive ones go now, requests in flight may finish, and each
+      // answered from now on closes its connection (api/http-server.ts).
+      await step('requests', async () => gateway.server && closeHttpServer(gateway.server, left()));
+      // The leader finishes its cycle and frees the lease for another gateway at once. A cycle still
+      // running at the deadline (a slow sacct) is left: its writes are fenced, and the lease lapses.
+      await step('reconciler', async () => {
+        if (gateway.reconciler && !(await within(gateway.reconciler.stop(), left())))
+          logger.warn(
+            { shutdownTimeoutMs: config.server.shutdownTimeoutMs },
+            'the reconciler was still in a cycle at the shutdown deadline; another gateway leads once ' +
+              'its lease lapses (reconciler.leaderTtlMs)',
+          );
+      });
       // Running queue jobs may finish; past the deadline they are left to BullMQ, which hands a job
       // whose lock lapses to another worker (submission finds a job already made, so nothing doubles).
       const workers = gateway.workers;
-      if (workers && !(await within(workers.close(), left()))) await workers.close(true);
-      if (gateway.images instanceof ImageCache) gateway.images.close();
-      await queues.close();
-      await driver.close();
-      s3.close();
-      http.close();
-      // Last: the probes and metrics of a worker stay while it finishes its queue jobs.
-      if (gateway.opsServer) {
-        const opsClosed = new Promise<void>((resolve) => gateway.opsServer!.close(() => resolve()));
-        gateway.opsServer.closeAllConnections();
-        await opsClosed;
-      }
+      await step('queue jobs', async () => {
+        if (workers && !(await within(workers.close(), left()))) await workers.close(true);
+      });
+      await step('connections', async () => {
+        if (gateway.images instanceof ImageCache) gateway.images.close();
+        await queues.close();
+        await driver.close();
+        s3.close();
+        http.close();
+        // Last: the probes and metrics of a worker stay while it finishes its queue jobs.
+        if (gateway.opsServer) {
+          const opsClosed = new Promise<void>((resolve) => gateway.opsServer!.close(() => resolve()));
+          gateway.opsServer.closeAllConnections();
+          await opsClosed;
+        }
+      });
       redis.disconnect();
+      logger.info({ tookMs: Date.now() - began, waitedMs }, 'tes-gateway stopped');
     },
   };
 

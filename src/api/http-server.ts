@@ -1,4 +1,10 @@
-import { createServer, STATUS_CODES, type IncomingMessage, type Server } from 'node:http';
+import {
+  createServer,
+  STATUS_CODES,
+  type IncomingMessage,
+  type Server,
+  type ServerResponse,
+} from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Express } from 'express';
 import type { Logger } from '../logger.js';
@@ -34,11 +40,24 @@ const DRAIN_MS = 2000;
  */
 export const KEEP_ALIVE_MS = 65_000;
 
+/** The answers each server is writing: a shutdown tells them to close their connections. */
+const answering = new WeakMap<Server, Set<ServerResponse>>();
+
 export function createHttpServer(app: Express, logger: Logger, fast?: FastPath): Server {
-  const server = createServer(
-    { maxHeaderSize: MAX_HEAD_BYTES },
-    fast ? (req, res) => fast(req, res, () => void app(req, res)) : app,
-  );
+  const handle = fast
+    ? (req: IncomingMessage, res: ServerResponse) => fast(req, res, () => void app(req, res))
+    : app;
+  const open = new Set<ServerResponse>();
+  const server = createServer({ maxHeaderSize: MAX_HEAD_BYTES }, (req, res) => {
+    if (server.listening) {
+      open.add(res);
+      res.once('close', () => open.delete(res));
+    } else {
+      res.setHeader('Connection', 'close');
+    }
+    handle(req, res);
+  });
+  answering.set(server, open);
   server.keepAliveTimeout = KEEP_ALIVE_MS;
   const answered = new WeakSet<Duplex>();
   server.on('clientError', (err: NodeJS.ErrnoException & { rawPacket?: Buffer }, socket: Duplex) => {
@@ -62,6 +81,27 @@ export function createHttpServer(app: Express, logger: Logger, fast?: FastPath):
     endWithJson(socket, 405, `method CONNECT is not allowed on ${req.url ?? '/'}`);
   });
   return server;
+}
+
+/**
+ * Stops the server: it takes no new connection, and each answer from now on closes its connection. A
+ * client polling on a keep-alive connection would otherwise go on sending on it until the deadline,
+ * and then have a request cut off; told so, it opens a new connection, to another gateway. Idle
+ * connections go at once. Past `ms`, connections still open are cut.
+ */
+export async function closeHttpServer(server: Server, ms: number): Promise<void> {
+  const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+  for (const res of answering.get(server) ?? []) {
+    if (!res.headersSent) res.setHeader('Connection', 'close');
+    // Its head said keep-alive: its connection goes once it is idle, after this answer.
+    else res.once('finish', () => setImmediate(() => server.closeIdleConnections()));
+  }
+  server.closeIdleConnections();
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(true), ms)));
+  if (await Promise.race([closed.then(() => false), late])) server.closeAllConnections();
+  clearTimeout(timer);
+  await closed;
 }
 
 /** The status and message for a request Node's parser refused; exported for its unit test. */

@@ -20,6 +20,8 @@ export interface GatewayProcess {
   configFile: string;
   /** The process's stderr so far (its last 16 KiB), for failure messages. */
   stderr(): string;
+  /** Its log (stdout) so far, the last 16 KiB. */
+  stdout(): string;
   /** How the process ended (`exit code 1`, `signal SIGKILL`), or undefined while it runs. */
   exitStatus(): string | undefined;
   close(): Promise<void>;
@@ -73,6 +75,10 @@ export async function startGatewayProcess(
   child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
     stderr = (stderr + chunk).slice(-16_384);
   });
+  let stdout = '';
+  child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
+    stdout = (stdout + chunk).slice(-16_384);
+  });
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
 
   let port: number;
@@ -93,6 +99,7 @@ export async function startGatewayProcess(
     configFile: file,
     pid: child.pid!,
     stderr: () => stderr,
+    stdout: () => stdout,
     exitStatus: () =>
       child.exitCode !== null
         ? `exit code ${child.exitCode}`
