@@ -3,6 +3,7 @@ import type { Redis } from 'ioredis';
 import type { Express } from 'express';
 import { createApp, createFastReads, type AppDeps } from './app.js';
 import { closeHttpServer, createHttpServer } from './api/http-server.js';
+import { within } from './retry.js';
 import type { Config } from './config/schema.js';
 import { checkStartup } from './config/startup-checks.js';
 import type { Logger } from './logger.js';
@@ -499,15 +500,4 @@ async function makeSharedWorkRoot(workRoot: string): Promise<void> {
 
 function isLoopback(host: string): boolean {
   return host === 'localhost' || host === '::1' || /^127\./.test(host);
-}
-
-/** Whether `work` ended within `ms`; it goes on either way. */
-async function within(work: Promise<unknown>, ms: number): Promise<boolean> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), ms)));
-  try {
-    return await Promise.race([work.then(() => true), timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
 }

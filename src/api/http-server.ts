@@ -9,6 +9,7 @@ import type { Duplex } from 'node:stream';
 import type { Express } from 'express';
 import type { Logger } from '../logger.js';
 import type { FastPath } from './fast-reads.js';
+import { within } from '../retry.js';
 
 /**
  * The HTTP server around the app. Node answers what it cannot parse itself, before Express sees
@@ -97,10 +98,7 @@ export async function closeHttpServer(server: Server, ms: number): Promise<void>
     else res.once('finish', () => setImmediate(() => server.closeIdleConnections()));
   }
   server.closeIdleConnections();
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(true), ms)));
-  if (await Promise.race([closed.then(() => false), late])) server.closeAllConnections();
-  clearTimeout(timer);
+  if (!(await within(closed, ms))) server.closeAllConnections();
   await closed;
 }
 
