@@ -41,24 +41,29 @@ const DRAIN_MS = 2000;
  */
 export const KEEP_ALIVE_MS = 65_000;
 
-/** The answers each server is writing: a shutdown tells them to close their connections. */
-const answering = new WeakMap<Server, Set<ServerResponse>>();
+/**
+ * Each server's open connections, and the last answer begun on each: a shutdown tells those still
+ * being written to close their connections. Kept per connection, not per request, to cost a request
+ * one map write.
+ */
+const connections = new WeakMap<Server, Set<Duplex>>();
+const lastAnswer = new WeakMap<Duplex, ServerResponse>();
 
 export function createHttpServer(app: Express, logger: Logger, fast?: FastPath): Server {
   const handle = fast
     ? (req: IncomingMessage, res: ServerResponse) => fast(req, res, () => void app(req, res))
     : app;
-  const open = new Set<ServerResponse>();
   const server = createServer({ maxHeaderSize: MAX_HEAD_BYTES }, (req, res) => {
-    if (server.listening) {
-      open.add(res);
-      res.once('close', () => open.delete(res));
-    } else {
-      res.setHeader('Connection', 'close');
-    }
+    if (server.listening) lastAnswer.set(req.socket, res);
+    else res.setHeader('Connection', 'close');
     handle(req, res);
   });
-  answering.set(server, open);
+  const open = new Set<Duplex>();
+  server.on('connection', (socket: Duplex) => {
+    open.add(socket);
+    socket.once('close', () => open.delete(socket));
+  });
+  connections.set(server, open);
   server.keepAliveTimeout = KEEP_ALIVE_MS;
   const answered = new WeakSet<Duplex>();
   server.on('clientError', (err: NodeJS.ErrnoException & { rawPacket?: Buffer }, socket: Duplex) => {
@@ -92,7 +97,9 @@ export function createHttpServer(app: Express, logger: Logger, fast?: FastPath):
  */
 export async function closeHttpServer(server: Server, ms: number): Promise<void> {
   const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-  for (const res of answering.get(server) ?? []) {
+  for (const socket of connections.get(server) ?? []) {
+    const res = lastAnswer.get(socket);
+    if (!res || res.writableFinished) continue;
     if (!res.headersSent) res.setHeader('Connection', 'close');
     // Its head said keep-alive: its connection goes once it is idle, after this answer.
     else res.once('finish', () => setImmediate(() => server.closeIdleConnections()));
