@@ -62,6 +62,11 @@ export interface ImageCacheOptions {
    * counts as active, its image is protected by nothing else.
    */
   evictMinIdleMs?: number | undefined;
+  /**
+   * How long the image roots' resolved paths are used before their links are resolved again (a
+   * minute by default): a root whose link a site moves is judged by its new target within this.
+   */
+  rootsRefreshMs?: number | undefined;
   /** Hits, pulls, failures and pulled bytes. */
   metrics?: ImageMetrics | undefined;
 }
@@ -131,6 +136,10 @@ async function isFile(path: string): Promise<boolean> {
 
 export class ImageCache implements ImageResolver {
   private readonly inFlight = new SingleFlight<string>();
+  /** The tasks of a burst mostly name the same image file: those resolving it at once share one look. */
+  private readonly filesInFlight = new SingleFlight<string>();
+  /** The image roots with their links resolved, and until when they are used so. */
+  private realRoots: { until: number; paths: Promise<string[]> } | undefined;
   private readonly closing = new AbortController();
   private readonly lockTtlMs: number;
   private readonly failureTtlMs: number;
@@ -156,7 +165,8 @@ export class ImageCache implements ImageResolver {
   }
 
   async resolve(image: string, field: string): Promise<string> {
-    if (image.startsWith('/')) return this.resolveFile(image, field);
+    if (image.startsWith('/'))
+      return this.filesInFlight.run(`${field}\n${image}`, () => this.resolveFile(image, field));
     // The API refused it already; a task stored before the rule (or under another policy) meets it here.
     const scheme = imageScheme(image) ?? '';
     if (!this.options.policy.allowedSchemes.includes(scheme)) {
@@ -251,8 +261,7 @@ export class ImageCache implements ImageResolver {
     }
     try {
       const real = await realpath(path);
-      const realRoots = await Promise.all(roots.map((r) => realpath(r).catch(() => r)));
-      if (!isUnder(real, realRoots)) {
+      if (!isUnder(real, await this.resolvedRoots())) {
         throw new ImagePullError(
           field,
           path,
@@ -270,6 +279,33 @@ export class ImageCache implements ImageResolver {
           : `cannot read image file ${path}: ${(err as Error).message}`;
       throw new ImagePullError(field, path, reason, true);
     }
+  }
+
+  /**
+   * The image roots with their links resolved, as of at most rootsRefreshMs ago: each resolution of a
+   * root is a lookup per path component (a metadata request each on a shared filesystem), and a burst
+   * of tasks would repeat them all. A root that could not be resolved is taken as written, and tried
+   * again next time.
+   */
+  private resolvedRoots(): Promise<string[]> {
+    const now = Date.now();
+    if (!this.realRoots || now >= this.realRoots.until) {
+      let failed = false;
+      const paths = Promise.all(
+        this.options.policy.imageRoots.map((r) =>
+          realpath(r).catch(() => {
+            failed = true;
+            return r;
+          }),
+        ),
+      );
+      const realRoots = { until: now + (this.options.rootsRefreshMs ?? 60_000), paths };
+      void paths.then(() => {
+        if (failed && this.realRoots === realRoots) this.realRoots = undefined;
+      });
+      this.realRoots = realRoots;
+    }
+    return this.realRoots.paths;
   }
 
   /** Callers in this process asking for the same reference share one promise. */

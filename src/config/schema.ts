@@ -397,6 +397,7 @@ export const configSchema = z
          * Directories whose image files (`image: /path/x.sif`) tasks may run, judged after symbolic
          * links are resolved. Empty (the default): no local image file at all, since a task could
          * otherwise name any file the gateway can read, or one it wrote itself into its task directory.
+         * The roots' own links are resolved again each minute.
          */
         imageRoots: z.array(z.string().startsWith('/', 'must be an absolute path')).default([]),
         /**

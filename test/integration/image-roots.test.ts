@@ -39,8 +39,9 @@ afterAll(async () => {
   redis.disconnect();
 });
 
-function cache(policy: Partial<ImagePolicy> = {}): ImageCache {
+function cache(policy: Partial<ImagePolicy> = {}, rootsRefreshMs?: number): ImageCache {
   return new ImageCache({
+    rootsRefreshMs,
     redis,
     keys: new Keys(prefix),
     cacheDir: join(dir, 'cache'),
@@ -74,6 +75,21 @@ describe('local image files at run time', () => {
   it('judges the roots with their own links resolved too', async () => {
     const viaLink = cache({ imageRoots: [join(dir, 'roots-link')] });
     expect(await viaLink.resolve(join(roots, 'tool.sif'), FIELD)).toBe(join(roots, 'tool.sif'));
+  });
+
+  it("judges a root by its link's new target once the roots are resolved again", async () => {
+    const moving = join(dir, 'moving-root');
+    symlinkSync(roots, moving);
+    const images = cache({ imageRoots: [moving] }, 50);
+    expect(await images.resolve(join(roots, 'tool.sif'), FIELD)).toBe(join(roots, 'tool.sif'));
+    // The site moves the root elsewhere: the file under its old target no longer runs.
+    mkdirSync(join(dir, 'elsewhere'));
+    rmSync(moving);
+    symlinkSync(join(dir, 'elsewhere'), moving);
+    await new Promise((r) => setTimeout(r, 100));
+    const err = await images.resolve(join(roots, 'tool.sif'), FIELD).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ImagePullError);
+    expect((err as Error).message).toMatch(/resolves to .*\/roots\/tool\.sif, outside container\.imageRoots/);
   });
 
   it('refuses a file whose link leads outside the roots, naming the rule', async () => {
