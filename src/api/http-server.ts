@@ -42,25 +42,24 @@ const DRAIN_MS = 2000;
 export const KEEP_ALIVE_MS = 65_000;
 
 /**
- * Each server's open connections, and the last answer begun on each: a shutdown tells those still
+ * Each server's open connections with the last answer begun on each: a shutdown tells those still
  * being written to close their connections. Kept per connection, not per request, to cost a request
  * one map write.
  */
-const connections = new WeakMap<Server, Set<Duplex>>();
-const lastAnswer = new WeakMap<Duplex, ServerResponse>();
+const connections = new WeakMap<Server, Map<Duplex, ServerResponse | undefined>>();
 
 export function createHttpServer(app: Express, logger: Logger, fast?: FastPath): Server {
   const handle = fast
     ? (req: IncomingMessage, res: ServerResponse) => fast(req, res, () => void app(req, res))
     : app;
+  const open = new Map<Duplex, ServerResponse | undefined>();
   const server = createServer({ maxHeaderSize: MAX_HEAD_BYTES }, (req, res) => {
-    if (server.listening) lastAnswer.set(req.socket, res);
+    if (server.listening) open.set(req.socket, res);
     else res.setHeader('Connection', 'close');
     handle(req, res);
   });
-  const open = new Set<Duplex>();
   server.on('connection', (socket: Duplex) => {
-    open.add(socket);
+    open.set(socket, undefined);
     socket.once('close', () => open.delete(socket));
   });
   connections.set(server, open);
@@ -97,8 +96,7 @@ export function createHttpServer(app: Express, logger: Logger, fast?: FastPath):
  */
 export async function closeHttpServer(server: Server, ms: number): Promise<void> {
   const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-  for (const socket of connections.get(server) ?? []) {
-    const res = lastAnswer.get(socket);
+  for (const res of connections.get(server)?.values() ?? []) {
     if (!res || res.writableFinished) continue;
     if (!res.headersSent) res.setHeader('Connection', 'close');
     // Its head said keep-alive: its connection goes once it is idle, after this answer.

@@ -139,7 +139,7 @@ export class ImageCache implements ImageResolver {
   /** The tasks of a burst mostly name the same image file: those resolving it at once share one look. */
   private readonly filesInFlight = new SingleFlight<string>();
   /** The image roots with their links resolved, and until when they are used so. */
-  private realRoots: { until: number; paths: Promise<string[]> } | undefined;
+  private realRoots: { until: number; paths: string[] } | undefined;
   private readonly closing = new AbortController();
   private readonly lockTtlMs: number;
   private readonly failureTtlMs: number;
@@ -287,25 +287,14 @@ export class ImageCache implements ImageResolver {
    * of tasks would repeat them all. A root that could not be resolved is taken as written, and tried
    * again next time.
    */
-  private resolvedRoots(): Promise<string[]> {
-    const now = Date.now();
-    if (!this.realRoots || now >= this.realRoots.until) {
-      let failed = false;
-      const paths = Promise.all(
-        this.options.policy.imageRoots.map((r) =>
-          realpath(r).catch(() => {
-            failed = true;
-            return r;
-          }),
-        ),
-      );
-      const realRoots = { until: now + (this.options.rootsRefreshMs ?? 60_000), paths };
-      void paths.then(() => {
-        if (failed && this.realRoots === realRoots) this.realRoots = undefined;
-      });
-      this.realRoots = realRoots;
-    }
-    return this.realRoots.paths;
+  private async resolvedRoots(): Promise<string[]> {
+    if (this.realRoots && Date.now() < this.realRoots.until) return this.realRoots.paths;
+    const roots = this.options.policy.imageRoots;
+    const resolved = await Promise.allSettled(roots.map((r) => realpath(r)));
+    const paths = resolved.map((r, i) => (r.status === 'fulfilled' ? r.value : roots[i]!));
+    if (resolved.every((r) => r.status === 'fulfilled'))
+      this.realRoots = { until: Date.now() + (this.options.rootsRefreshMs ?? 60_000), paths };
+    return paths;
   }
 
   /** Callers in this process asking for the same reference share one promise. */
