@@ -162,9 +162,17 @@ export function buildImageResolver(
   return cache;
 }
 
-/** The gateway's main connection, by `redis.url` or through Sentinel (store/redis-connection.ts). */
-export function connectRedis(config: Config): Redis {
-  return openRedis(config.redis);
+/**
+ * The gateway's main connection, by `redis.url` or through Sentinel (store/redis-connection.ts); the
+ * log hears when a connection ioredis gave up on is connected again.
+ */
+export function connectRedis(config: Config, logger?: Logger): Redis {
+  return openRedis(
+    config.redis,
+    logger &&
+      ((err, delayMs) =>
+        logger.warn({ err, delayMs }, 'redis connection ended after a failed connect; connecting again')),
+  );
 }
 
 /**
@@ -199,7 +207,7 @@ export async function startGateway(
   configSource = '(settings)',
 ): Promise<Gateway> {
   await checkStartup(config, roles.worker, configSource);
-  const redis = connectRedis(config);
+  const redis = connectRedis(config, logger);
   const sentinel = config.redis.sentinel;
   const store = new RedisTaskStore(redis, {
     prefix: config.redis.prefix,

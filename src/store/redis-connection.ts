@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import type { ConnectionOptions } from 'node:tls';
-import { Redis, type RedisOptions } from 'ioredis';
+import { Redis, type Callback, type RedisOptions } from 'ioredis';
 
 /**
  * Where Redis is, as config.redis says it: one server by url, or the master behind Sentinel; with
@@ -68,10 +68,76 @@ export function redisOptions(redis: RedisTarget): RedisOptions {
   };
 }
 
-/** A new connection to the configured Redis (a server by url, or the master behind Sentinel). */
-export function openRedis(redis: RedisTarget): Redis {
+/** Told when a connection that ioredis gave up on is connected again: why it ended, and when. */
+export type RevivalNotice = (err: Error, delayMs: number) => void;
+
+/**
+ * A connection that connects again when a connect fails and leaves it ended, unless its owner closed
+ * it (disconnect() or QUIT). ioredis retries a dropped connection, but a connect that fails ends it for good: behind
+ * Sentinel that happens when a failover is announced (`+switch-master`) while a reconnect waits for a
+ * sentinel's answer, and every command after it fails with "Connection is closed.". The next try
+ * comes after the connection's own `retryStrategy` delay. `duplicate()` (BullMQ's blocking
+ * connections, the workers') makes the same kind, with the same notice.
+ */
+class RevivingRedis extends Redis {
+  private closedByOwner = false;
+  private failedConnects = 0;
+  private revival: NodeJS.Timeout | undefined;
+  notice: RevivalNotice | undefined;
+
+  override connect(callback?: Callback<void>): Promise<void> {
+    // ioredis connects from its own constructor, before this class's fields exist: nothing here may
+    // touch them until the connect settles.
+    const connecting = super.connect(callback);
+    connecting.then(
+      () => (this.failedConnects = 0),
+      (err: unknown) => this.afterFailedConnect(err instanceof Error ? err : new Error(String(err))),
+    );
+    return connecting;
+  }
+
+  override disconnect(reconnect = false): void {
+    if (!reconnect) {
+      this.closedByOwner = true;
+      clearTimeout(this.revival);
+    }
+    super.disconnect(reconnect);
+  }
+
+  override sendCommand(...args: Parameters<Redis['sendCommand']>): unknown {
+    // QUIT closes the connection as disconnect() does, once the commands before it are answered.
+    if (args[0].name === 'quit') this.closedByOwner = true;
+    return super.sendCommand(...args);
+  }
+
+  override duplicate(override?: Partial<RedisOptions>): Redis {
+    const copy = new RevivingRedis({ ...this.options, ...override });
+    copy.notice = this.notice;
+    return copy;
+  }
+
+  private afterFailedConnect(err: Error): void {
+    // A connect refused because one is under way, or one the owner cut short, is left alone.
+    if (this.closedByOwner || this.status !== 'end') return;
+    const delayMs = this.options.retryStrategy?.(++this.failedConnects);
+    if (typeof delayMs !== 'number') return;
+    this.notice?.(err, delayMs);
+    this.revival = setTimeout(() => {
+      if (!this.closedByOwner && this.status === 'end') this.connect().catch(() => undefined);
+    }, delayMs);
+    this.revival.unref();
+  }
+}
+
+/**
+ * A new connection to the configured Redis (a server by url, or the master behind Sentinel), which
+ * connects again should ioredis give up on it; `notice` hears of each such time.
+ */
+export function openRedis(redis: RedisTarget, notice?: RevivalNotice): Redis {
   const options = redisOptions(redis);
-  return redis.sentinel ? new Redis(options) : new Redis(redis.url, options);
+  const connection = redis.sentinel ? new RevivingRedis(options) : new RevivingRedis(redis.url, options);
+  connection.notice = notice;
+  return connection;
 }
 
 /** The TLS options for node:tls from the files; a file that cannot be read stops the start, named. */

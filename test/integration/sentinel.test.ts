@@ -4,6 +4,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
+import { openRedis } from '../../src/store/redis-connection.js';
 import { isTerminal } from '../../src/tes/state.js';
 import { TASK_FILE, WRITABLE_DIR, taskDirOf } from '../../src/tes/task-directory.js';
 import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
@@ -36,6 +37,8 @@ let replicaPort: number;
 let sentinelPorts: number[];
 /** The redis-server processes by port, and the arguments they all share. */
 const servers = new Map<number, ChildProcess>();
+/** The sentinel processes by port. */
+const sentinels = new Map<number, ChildProcess>();
 let common: string[] = [];
 
 function start(program: string, args: string[], label: string): ChildProcess {
@@ -104,7 +107,7 @@ beforeAll(async () => {
         '',
       ].join('\n'),
     );
-    start('redis-sentinel', [conf], `sentinel ${port}`);
+    sentinels.set(port, start('redis-sentinel', [conf], `sentinel ${port}`));
   }
   // Ready when the replica is in sync and every sentinel knows the replica and the other sentinels.
   await until('the replica syncing', 15_000, async () => {
@@ -151,6 +154,7 @@ afterAll(async () => {
     // Bounded, so that a gateway that cannot close still lets the servers below be killed.
     await Promise.race([gw?.gateway.close(), new Promise((r) => setTimeout(r, 15_000).unref())]);
   } finally {
+    for (const child of children) child.kill('SIGCONT');
     for (const child of children) child.kill('SIGKILL');
     await Promise.all(
       children.map((c) =>
@@ -324,5 +328,139 @@ describe('Redis behind Sentinel', () => {
         ),
       );
     }, masterPort);
+  });
+});
+
+describe('a connection through Sentinel', () => {
+  /**
+   * The race that ioredis 5 loses: a connection is reconnecting and waits for a sentinel's answer
+   * when another sentinel announces `+switch-master`. The connection's failover detector closes the
+   * connector, the answer then finds it closed, and ioredis ends the connection for good ("Connection
+   * is closed." for every command after). Made to happen on demand: the sentinel the connection asks
+   * first is stopped (SIGSTOP) before its connection is cut, so the reconnect waits on it while a
+   * second sentinel fails over, and it answers once the switch is announced.
+   */
+  it('connects again when a failover cuts short its reconnect, and so does its duplicate', async () => {
+    const [asked, announcer] = [sentinelPorts[0]!, sentinelPorts[1]!];
+    const oldMaster = await until('the sentinels agreeing on a master', 30_000, agreedMaster);
+    const newMaster = oldMaster === masterPort ? replicaPort : masterPort;
+    // The other server is a replica in sync that the announcing sentinel would promote.
+    await until('a replica the sentinel can promote', 30_000, async () => {
+      const s = client(announcer);
+      try {
+        const replicas = (await s.call('SENTINEL', 'REPLICAS', MASTER_NAME)) as string[][];
+        const good = replicas.some((r) => {
+          const field = (name: string): string | undefined => r[r.indexOf(name) + 1];
+          return (
+            field('port') === String(newMaster) &&
+            field('flags') === 'slave' &&
+            field('master-link-status') === 'ok'
+          );
+        });
+        return good ? true : undefined;
+      } finally {
+        s.disconnect();
+      }
+    });
+
+    const conn = openRedis({
+      sentinel: {
+        name: MASTER_NAME,
+        sentinels: sentinelPorts.map((port) => ({ host: '127.0.0.1', port })),
+        db: 0,
+      },
+    });
+    const copy = conn.duplicate();
+    const ended: string[] = [];
+    // Each connection's failover detector listens on every sentinel, the announcer included, once its
+    // connection says so (an event of ioredis's own, which its tests wait for too).
+    let subscribed = 0;
+    for (const [label, c] of [
+      ['connection', conn],
+      ['duplicate', copy],
+    ] as const) {
+      c.on('error', () => undefined);
+      c.on('end', () => ended.push(label));
+      c.once('failoverSubscribed', () => subscribed++);
+    }
+    const stopped = sentinels.get(asked)!;
+    try {
+      const ids = await Promise.all([conn.client('ID'), copy.client('ID')]);
+      await until('the failover detectors subscribing', 10_000, async () =>
+        subscribed === 2 ? true : undefined,
+      );
+
+      stopped.kill('SIGSTOP');
+      const master = client(oldMaster);
+      try {
+        for (const id of ids) await master.call('CLIENT', 'KILL', 'ID', String(id));
+      } finally {
+        master.disconnect();
+      }
+      await until('both connections reconnecting through the stopped sentinel', 10_000, async () =>
+        conn.status === 'connecting' && copy.status === 'connecting' ? true : undefined,
+      );
+      // The announcement itself, heard as the connections' failover detectors hear it.
+      const listener = client(announcer);
+      let announced = false;
+      listener.once('message', () => (announced = true));
+      await listener.subscribe('+switch-master');
+      const s = client(announcer);
+      try {
+        await s.call('SENTINEL', 'FAILOVER', MASTER_NAME);
+        await until('the switch being announced', 30_000, async () => (announced ? true : undefined));
+      } finally {
+        s.disconnect();
+        listener.disconnect();
+      }
+      // The detectors' own subscribers read the same message from their sockets within a moment.
+      await new Promise((r) => setTimeout(r, 500));
+      // The switch has been announced while both reconnects wait; the stopped sentinel answers now.
+      stopped.kill('SIGCONT');
+      await until('both connections ending', 10_000, async () => (ended.length >= 2 ? true : undefined));
+
+      // Both come back, to the new master, and take writes.
+      await until('both connections writing to the new master', 30_000, async () => {
+        for (const c of [conn, copy]) {
+          if (c.status !== 'ready') return undefined;
+          await c.set(`${testPrefix('sentinel-race')}:probe`, 'written');
+          if (!(await c.info('server')).includes(`tcp_port:${newMaster}`)) return undefined;
+        }
+        return true;
+      });
+      expect([...new Set(ended)].sort()).toEqual(['connection', 'duplicate']);
+    } finally {
+      stopped.kill('SIGCONT');
+      conn.disconnect();
+      copy.disconnect();
+    }
+    await masterIs(newMaster);
+  });
+
+  it('stays closed when its owner closes it while it waits for a sentinel', async () => {
+    const asked = sentinelPorts[0]!;
+    const stopped = sentinels.get(asked)!;
+    stopped.kill('SIGSTOP');
+    const conn = openRedis({
+      sentinel: { name: MASTER_NAME, sentinels: [{ host: '127.0.0.1', port: asked }], db: 0 },
+    });
+    conn.on('error', () => undefined);
+    const statuses: string[] = [];
+    try {
+      await until('the connection asking the stopped sentinel', 10_000, async () =>
+        conn.status === 'connecting' ? true : undefined,
+      );
+      // ioredis tells of a status on the next tick: the ones before this are told first.
+      await new Promise((r) => setImmediate(r));
+      for (const status of ['connecting', 'ready', 'end']) conn.on(status, () => statuses.push(status));
+      conn.disconnect();
+    } finally {
+      stopped.kill('SIGCONT');
+    }
+    // The sentinel answers the cut-short connect, which ends it; nothing connects it again.
+    await until('the connection ending', 10_000, async () => (conn.status === 'end' ? true : undefined));
+    await new Promise((r) => setTimeout(r, 1500));
+    expect(conn.status).toBe('end');
+    expect(statuses.filter((s) => s !== 'end')).toEqual([]);
   });
 });
