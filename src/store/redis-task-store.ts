@@ -222,6 +222,11 @@ export class RedisTaskStore implements TaskStore {
   ): Promise<{ outcome: TransitionOutcome; previous?: TesState }> {
     // A caller may narrow the legal sources, never widen them: the state machine has the last word.
     const from = sourcesFor(taskId, to, options.from, options.path);
+    if (options.job !== undefined && options.withJob !== undefined) {
+      throw new Error(
+        `transition of task ${taskId}: a job to record and a job to require exclude each other`,
+      );
+    }
     const fields: string[] = [];
     if (options.logs) fields.push('logs', JSON.stringify(options.logs));
     if (options.run) fields.push('run', JSON.stringify(options.run));
@@ -234,8 +239,8 @@ export class RedisTaskStore implements TaskStore {
       to,
       from.join(','),
       this.keys.statePrefix,
-      `${isTerminal(to) ? 't' : ''}${options.onlyWithoutJob ? 'n' : ''}`,
-      options.job ?? '',
+      `${isTerminal(to) ? 't' : ''}${options.onlyWithoutJob ? 'n' : ''}${options.withJob !== undefined ? 'j' : ''}`,
+      options.job ?? options.withJob ?? '',
       fence?.owner ?? '',
       ...fields,
     );

@@ -56,6 +56,12 @@ export interface TransitionOptions {
    * not end a task whose submission recorded one meanwhile.
    */
   onlyWithoutJob?: boolean;
+  /**
+   * Legal only while this cluster job is the one recorded for the task: a change decided from what a
+   * job did must not land on a task whose record of that job is gone (a Redis failover took the
+   * submission back) or was replaced. Not with `job`.
+   */
+  withJob?: string | undefined;
   /** `requeue` for the reconciler's one move back to QUEUED (tes/state.ts); `forward` otherwise. */
   path?: TransitionPath;
   logs?: TesTaskLog[];

@@ -361,6 +361,28 @@ describe('the reconciler', () => {
     await redis.del(lockKey);
   });
 
+  it('moves no task whose job a Redis failover took back while the cycle ran', async () => {
+    const id = await taskIn('QUEUED', 'job-taken-back');
+    jobs.set('job-taken-back', { state: 'RUNNING' });
+    // The cycle reads the old master; the new one, promoted before the cycle writes, never got the
+    // submission: the task waits there with no job (it is submitted again, adopting the job).
+    const read = store.getBriefs.bind(store);
+    const briefs = jest.spyOn(store, 'getBriefs').mockImplementationOnce(async (ids) => {
+      const records = await read(ids);
+      await redis.hdel(store.keys.task(id), 'run');
+      await redis.hdel(store.keys.jobs, id);
+      return records;
+    });
+    try {
+      expect((await reconciler.cycle()).changed).toBe(0);
+    } finally {
+      briefs.mockRestore();
+      jobs.delete('job-taken-back');
+    }
+    expect(await store.getState(id)).toBe('QUEUED');
+    expect((await store.get(id))!.logs).toBeUndefined();
+  });
+
   /** How many of the next `cycles` cycles read task `id`. */
   async function readsIn(id: string, cycles: number): Promise<number> {
     const reads = jest.spyOn(store, 'getBriefs');

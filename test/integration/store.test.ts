@@ -83,6 +83,32 @@ describe('RedisTaskStore', () => {
     expect((await storeA.activeJobs()).get(b.id)).toBe('4242');
   });
 
+  it('refuses a change asked to happen only with a given job unless that job is recorded', async () => {
+    const none = await storeA.create(TASK);
+    const other = await storeA.create(TASK);
+    const own = await storeA.create(TASK);
+    await storeA.setJob(other.id, '17', {});
+    await storeA.setJob(own.id, '42', {});
+    const refused = { outcome: 'illegal', previous: 'QUEUED' };
+    // No job recorded (a failover took the submission back), or another one.
+    expect(await storeA.transition(none.id, 'RUNNING', { withJob: '42' })).toEqual(refused);
+    expect(await storeA.transition(other.id, 'RUNNING', { withJob: '42' })).toEqual(refused);
+    // The same state with new logs is refused alike.
+    expect(await storeA.transition(none.id, 'QUEUED', { withJob: '42', logs: [] })).toEqual({
+      outcome: 'illegal',
+      previous: 'QUEUED',
+    });
+    expect((await storeA.transition(own.id, 'RUNNING', { withJob: '42' })).outcome).toBe('ok');
+    expect(await storeA.getState(none.id)).toBe('QUEUED');
+    expect((await storeA.get(none.id))!.logs).toBeUndefined();
+    expect(await storeA.getState(other.id)).toBe('QUEUED');
+    const jobs = await storeA.activeJobs();
+    expect([jobs.get(none.id), jobs.get(other.id), jobs.get(own.id)]).toEqual([undefined, '17', '42']);
+    await expect(storeA.transition(own.id, 'RUNNING', { withJob: '42', job: '43' })).rejects.toThrow(
+      /exclude each other/,
+    );
+  });
+
   it('reports a missing task', async () => {
     expect(await storeA.transition('01jd0000000000000000000000', 'RUNNING')).toEqual({ outcome: 'missing' });
   });
