@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import type { ConnectionOptions } from 'node:tls';
-import { Redis, type Callback, type RedisOptions } from 'ioredis';
+import { Redis, type Callback, type Command, type RedisOptions } from 'ioredis';
 
 /**
  * Where Redis is, as config.redis says it: one server by url, or the master behind Sentinel; with
@@ -104,10 +104,10 @@ class RevivingRedis extends Redis {
     super.disconnect(reconnect);
   }
 
-  override sendCommand(...args: Parameters<Redis['sendCommand']>): unknown {
+  override sendCommand(command: Command, stream?: Parameters<Redis['sendCommand']>[1]): unknown {
     // QUIT closes the connection as disconnect() does, once the commands before it are answered.
-    if (args[0].name === 'quit') this.closedByOwner = true;
-    return super.sendCommand(...args);
+    if (command.name === 'quit') this.closedByOwner = true;
+    return super.sendCommand(command, stream);
   }
 
   override duplicate(override?: Partial<RedisOptions>): Redis {
