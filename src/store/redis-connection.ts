@@ -73,11 +73,11 @@ export type RevivalNotice = (err: Error, delayMs: number) => void;
 
 /**
  * A connection that connects again when a connect fails and leaves it ended, unless its owner closed
- * it (disconnect() or QUIT). ioredis retries a dropped connection, but a connect that fails ends it for good: behind
- * Sentinel that happens when a failover is announced (`+switch-master`) while a reconnect waits for a
- * sentinel's answer, and every command after it fails with "Connection is closed.". The next try
- * comes after the connection's own `retryStrategy` delay. `duplicate()` (BullMQ's blocking
- * connections, the workers') makes the same kind, with the same notice.
+ * it (disconnect() or QUIT). ioredis retries a dropped connection, but a connect that fails ends it
+ * for good: behind Sentinel that happens when a failover is announced (`+switch-master`) while a
+ * reconnect waits for a sentinel's answer, and every command after it fails with "Connection is
+ * closed.". The next try comes after the connection's own `retryStrategy` delay. `duplicate()`
+ * (BullMQ's blocking connections, the workers') makes the same kind, with the same notice.
  */
 class RevivingRedis extends Redis {
   private closedByOwner = false;
