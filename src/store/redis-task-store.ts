@@ -239,7 +239,12 @@ export class RedisTaskStore implements TaskStore {
       to,
       from.join(','),
       this.keys.statePrefix,
-      `${isTerminal(to) ? 't' : ''}${options.onlyWithoutJob ? 'n' : ''}${options.withJob !== undefined ? 'j' : ''}`,
+      [
+        isTerminal(to) ? 't' : '',
+        options.onlyWithoutJob ? 'n' : '',
+        options.withJob !== undefined ? 'j' : '',
+        options.releaseFence ? 'r' : '',
+      ].join(''),
       options.job ?? options.withJob ?? '',
       fence?.owner ?? '',
       ...fields,

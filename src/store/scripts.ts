@@ -32,7 +32,8 @@ return 'ok'
  * Move a task to a new state. KEYS: task, jobs hash, and optionally a lease that fences the change.
  * ARGV: id, to, comma-separated legal sources, state index prefix, flags ('t' if \`to\` is terminal,
  * 'n' if the change is legal only while the task has no job in the jobs hash, 'j' if only while the
- * jobs hash holds the job id that follows), cluster job id (to record in the jobs hash, or with 'j'
+ * jobs hash holds the job id that follows, 'r' to free the fencing lease with the fields written),
+ * cluster job id (to record in the jobs hash, or with 'j'
  * the one the task must have; '' for none), the lease's holder ('' without a lease), then
  * field/value pairs written with the change.
  * Returns {outcome, previous}: outcome is ok | same | illegal | missing | fenced (the lease is not, or
@@ -49,10 +50,12 @@ local to = ARGV[2]
 local terminal = string.find(ARGV[5], 't', 1, true) ~= nil
 local needsNoJob = string.find(ARGV[5], 'n', 1, true) ~= nil
 local needsJob = string.find(ARGV[5], 'j', 1, true) ~= nil
+local frees = #KEYS >= 3 and string.find(ARGV[5], 'r', 1, true) ~= nil
 if needsJob and redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[6] then return {'illegal', cur} end
 local function write()
   if #ARGV > 7 then redis.call('HSET', KEYS[1], unpack(ARGV, 8)) end
   if ARGV[6] ~= '' and not terminal and not needsJob then redis.call('HSET', KEYS[2], ARGV[1], ARGV[6]) end
+  if frees then redis.call('DEL', KEYS[3]) end
 end
 if cur == to then
   if terminal then return {'same', cur} end

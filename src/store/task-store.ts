@@ -73,6 +73,11 @@ export interface TransitionOptions {
   job?: string;
   /** Made only while this lease is its holder's; outcome `fenced`, with nothing written, otherwise. */
   fence?: Fence | undefined;
+  /**
+   * With `fence`: the lease is freed in the same change when its fields are written (outcome `ok`, or
+   * `same` to a state that is not terminal), sparing the holder a round trip to free it after.
+   */
+  releaseFence?: boolean;
 }
 
 export interface CreateOptions {

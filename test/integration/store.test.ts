@@ -199,6 +199,31 @@ describe('RedisTaskStore', () => {
     await lease.release();
   });
 
+  it('frees the fencing lease with a change that writes, and keeps it otherwise', async () => {
+    const key = storeA.keys.lock('fence-free-test');
+    const lease = new LeaderLock(a, key, 15_000);
+    const t = await storeA.create(TASK);
+    const freeing = { fence: lease.fence, releaseFence: true };
+    expect(await lease.acquire()).toBe(true);
+    // Refused (no legal move from QUEUED to COMPLETE's source list given): the lease stays.
+    expect((await storeA.transition(t.id, 'COMPLETE', { ...freeing, from: ['RUNNING'] })).outcome).toBe(
+      'illegal',
+    );
+    expect(await a.get(key)).toBe(lease.fence.owner);
+    // Written, as the same state with its run and job: freed in the same change.
+    const run = { workDir: '/w', jobId: '45' };
+    expect(await storeA.transition(t.id, 'QUEUED', { ...freeing, from: ['QUEUED'], run, job: '45' })).toEqual(
+      { outcome: 'same', previous: 'QUEUED' },
+    );
+    expect(await a.get(key)).toBeNull();
+    expect((await storeA.activeJobs()).get(t.id)).toBe('45');
+    // Another holder's lease is neither used nor freed.
+    await a.set(key, 'another holder', 'PX', 15_000);
+    expect((await storeA.transition(t.id, 'RUNNING', freeing)).outcome).toBe('fenced');
+    expect(await a.get(key)).toBe('another holder');
+    await a.del(key);
+  });
+
   it('reads tasks for the sweeps without their requests', async () => {
     const t = await storeA.create({
       executors: [

@@ -36,6 +36,7 @@ export class LeaseBusyError extends Error {
  */
 export class HeldLease {
   private lost = false;
+  private isFreed = false;
   private readonly timer: NodeJS.Timeout;
 
   constructor(
@@ -74,8 +75,15 @@ export class HeldLease {
     this.lost = false;
   }
 
+  /** The lease was freed by a write fenced with it (TransitionOptions.releaseFence). */
+  freed(): void {
+    this.isFreed = true;
+    clearInterval(this.timer);
+  }
+
   async release(): Promise<void> {
     clearInterval(this.timer);
+    if (this.isFreed) return;
     await this.lease
       .release()
       .catch((err: unknown) =>

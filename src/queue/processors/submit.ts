@@ -155,15 +155,17 @@ async function submit(
     // The job, its run and these logs are recorded in one change, and only while the task still waits
     // and this worker holds the lease (the fence, checked in the same script: no round trip to ask
     // first): the reconciler cannot see the job (and move the task on) before the submission's logs
-    // are in.
+    // are in. The same change frees the lease.
     const t = await store.transition(taskId, from, {
       from: [from],
       logs,
       run,
       job: jobId,
       fence: held?.fence,
+      releaseFence: held !== undefined,
     });
     if (t.outcome === 'fenced') continue;
+    if (t.outcome === 'ok' || t.outcome === 'same') held?.freed();
     if (t.outcome === 'illegal' || t.outcome === 'missing') {
       await cancelOrphan(ctx, taskId, jobId, 'the task was cancelled during submission');
     }
