@@ -317,17 +317,19 @@ export class Reconciler {
    */
   private async write(
     record: TaskBrief,
+    status: JobStatus,
     to: TesState,
     options: TransitionOptions,
   ): Promise<{ outcome: TransitionOutcome }> {
     const t = await this.o.store.transition(record.id, to, {
       ...options,
       fence: this.o.lock.fence,
-      // Only while the task still has the job this change was decided from. After a Redis failover
-      // that lost the task's submission, a cycle that read the old master and writes to the new one
-      // would otherwise move a task that has no job to follow (it would stay RUNNING for good); left
-      // as the new master has it, its submission is made again, adopting the job (queue/processors).
-      withJob: record.run?.jobId,
+      // Only while the task still has the job this change was decided from (the one polled, from the
+      // jobs hash; not the record's, read later). After a Redis failover that lost the task's
+      // submission, a cycle that read the old master and writes to the new one would otherwise move
+      // a task that has no job to follow (it would stay RUNNING for good); left as the new master
+      // has it, its submission is made again, adopting the job (queue/processors/submit.ts).
+      withJob: status.jobId,
     });
     if (t.outcome === 'fenced') throw new LeaseLostError('reconciler');
     return t;
@@ -563,7 +565,7 @@ export class Reconciler {
     if (!fresh) return 'quiet';
     // A change to the same state writes the logs, unless the state changed meanwhile.
     this.assertLeader();
-    await this.write(record, record.state, {
+    await this.write(record, status, record.state, {
       from: [record.state],
       logs: withSystemLogs(record.logs, [note]),
     });
@@ -581,7 +583,7 @@ export class Reconciler {
       `Slurm requeued job ${status.jobId}: now ${status.rawState}${reason ? ` (${reason})` : ''}` +
       (advice ? `; ${advice}` : '');
     this.assertLeader();
-    const t = await this.write(record, 'QUEUED', {
+    const t = await this.write(record, status, 'QUEUED', {
       path: 'requeue',
       from: [record.state],
       logs: withSystemLogs(record.logs, [note]),
@@ -606,7 +608,7 @@ export class Reconciler {
       : logs;
     this.assertLeader();
     // Only from the state read: a move made meanwhile (a requeue, a cancel) is not overwritten.
-    const t = await this.write(record, to, { from: [record.state], logs: withNode });
+    const t = await this.write(record, status, to, { from: [record.state], logs: withNode });
     return t.outcome === 'ok' ? 'moved' : 'wrote';
   }
 

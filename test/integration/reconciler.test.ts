@@ -361,27 +361,36 @@ describe('the reconciler', () => {
     await redis.del(lockKey);
   });
 
-  it('moves no task whose job a Redis failover took back while the cycle ran', async () => {
-    const id = await taskIn('QUEUED', 'job-taken-back');
-    jobs.set('job-taken-back', { state: 'RUNNING' });
-    // The cycle reads the old master; the new one, promoted before the cycle writes, never got the
-    // submission: the task waits there with no job (it is submitted again, adopting the job).
-    const read = store.getBriefs.bind(store);
-    const briefs = jest.spyOn(store, 'getBriefs').mockImplementationOnce(async (ids) => {
-      const records = await read(ids);
-      await redis.hdel(store.keys.task(id), 'run');
-      await redis.hdel(store.keys.jobs, id);
-      return records;
-    });
-    try {
-      expect((await reconciler.cycle()).changed).toBe(0);
-    } finally {
-      briefs.mockRestore();
-      jobs.delete('job-taken-back');
-    }
-    expect(await store.getState(id)).toBe('QUEUED');
-    expect((await store.get(id))!.logs).toBeUndefined();
-  });
+  it.each(['before', 'after'] as const)(
+    'moves no task whose job a Redis failover took back while the cycle ran, %s it read the task',
+    async (when) => {
+      const jobId = `job-taken-back-${when}`;
+      const id = await taskIn('QUEUED', jobId);
+      jobs.set(jobId, { state: 'RUNNING' });
+      // The cycle listed the jobs on the old master; the new one, promoted before the cycle reads the
+      // task (or after, before it writes), never got the submission: the task waits there with no job
+      // (it is submitted again, adopting the job).
+      const takeBack = async (): Promise<void> => {
+        await redis.hdel(store.keys.task(id), 'run');
+        await redis.hdel(store.keys.jobs, id);
+      };
+      const read = store.getBriefs.bind(store);
+      const briefs = jest.spyOn(store, 'getBriefs').mockImplementationOnce(async (ids) => {
+        if (when === 'before') await takeBack();
+        const records = await read(ids);
+        if (when === 'after') await takeBack();
+        return records;
+      });
+      try {
+        expect((await reconciler.cycle()).changed).toBe(0);
+      } finally {
+        briefs.mockRestore();
+        jobs.delete(jobId);
+      }
+      expect(await store.getState(id)).toBe('QUEUED');
+      expect((await store.get(id))!.logs).toBeUndefined();
+    },
+  );
 
   /** How many of the next `cycles` cycles read task `id`. */
   async function readsIn(id: string, cycles: number): Promise<number> {
