@@ -165,8 +165,9 @@ export class ImageCache implements ImageResolver {
   }
 
   async resolve(image: string, field: string): Promise<string> {
-    if (image.startsWith('/'))
+    if (image.startsWith('/')) {
       return this.filesInFlight.run(`${field}\n${image}`, () => this.resolveFile(image, field));
+    }
     // The API refused it already; a task stored before the rule (or under another policy) meets it here.
     const scheme = imageScheme(image) ?? '';
     if (!this.options.policy.allowedSchemes.includes(scheme)) {
@@ -292,8 +293,9 @@ export class ImageCache implements ImageResolver {
     const roots = this.options.policy.imageRoots;
     const resolved = await Promise.allSettled(roots.map((r) => realpath(r)));
     const paths = resolved.map((r, i) => (r.status === 'fulfilled' ? r.value : roots[i]!));
-    if (resolved.every((r) => r.status === 'fulfilled'))
+    if (resolved.every((r) => r.status === 'fulfilled')) {
       this.realRoots = { until: Date.now() + (this.options.rootsRefreshMs ?? 60_000), paths };
+    }
     return paths;
   }
 

@@ -33,9 +33,8 @@ return 'ok'
  * ARGV: id, to, comma-separated legal sources, state index prefix, flags ('t' if \`to\` is terminal,
  * 'n' if the change is legal only while the task has no job in the jobs hash, 'j' if only while the
  * jobs hash holds the job id that follows, 'r' to free the fencing lease with the fields written),
- * cluster job id (to record in the jobs hash, or with 'j'
- * the one the task must have; '' for none), the lease's holder ('' without a lease), then
- * field/value pairs written with the change.
+ * cluster job id (to record in the jobs hash, or with 'j' the one the task must have; '' for none),
+ * the lease's holder ('' without a lease), then field/value pairs written with the change.
  * Returns {outcome, previous}: outcome is ok | same | illegal | missing | fenced (the lease is not, or
  * no longer, the holder's: nothing was written). Setting the current state
  * again writes the fields and the job (a progress update) unless the state is terminal.
