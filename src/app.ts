@@ -8,7 +8,7 @@ import type { TaskStore } from './store/task-store.js';
 import { errorHandler, notFoundHandler } from './api/error-handler.js';
 import { requestContext } from './api/request-context.js';
 import { MAX_TARGET_BYTES } from './api/http-server.js';
-import { taskHandlers } from './api/handlers/tasks.js';
+import { taskCreation, taskHandlers, type TaskHandlerDeps } from './api/handlers/tasks.js';
 import type { Enqueuer } from './queue/jobs.js';
 import { buildServiceInfo, serviceInfoHandler } from './api/handlers/service-info.js';
 import { jsonTextNestingExceeds, MAX_BODY_DEPTH, normalizeTaskBody } from './tes/normalize.js';
@@ -24,6 +24,8 @@ import {
 } from './api/authenticate.js';
 import { createAudit, type Audit } from './api/audit.js';
 import { fastTaskReads, type FastPath } from './api/fast-reads.js';
+import { answerFailedBeforeApp, fastTaskCreates } from './api/fast-creates.js';
+import { compileTaskBodyCheck } from './api/task-body-check.js';
 import { policyFor, type Policy } from './identity/policy.js';
 import { httpMetrics, opsRoutes, type OpsDeps } from './observability/ops-routes.js';
 import { dashboard, DASHBOARD_PATH } from './api/dashboard.js';
@@ -54,21 +56,27 @@ export function specPath(): string {
 }
 
 /** The HTTP application, without a listener: main.ts listens, tests use it directly. */
-export function createApp(deps: AppDeps): Express {
+/** What the task handlers need, from the app's dependencies: for the app and its fast paths alike. */
+function handlerDeps(deps: AppDeps): TaskHandlerDeps {
   const { config } = deps;
-  const rules = taskRulesFor(config, deps.backendParameters);
-  const audit = createAudit(deps.logger);
-  const policy = deps.identity?.policy ?? policyFor(config);
   const metrics = deps.observability?.metrics;
-  const tasks = taskHandlers({
-    policy,
-    audit,
+  return {
+    policy: deps.identity?.policy ?? policyFor(config),
+    audit: createAudit(deps.logger),
     store: deps.store,
     queues: deps.queues,
-    rules,
+    rules: taskRulesFor(config, deps.backendParameters),
     listPageMaxBytes: config.limits.listPageMaxBytes,
     onCreated: metrics && ((user) => metrics.taskCreated(user)),
-  });
+  };
+}
+
+export function createApp(deps: AppDeps): Express {
+  const { config } = deps;
+  const handling = handlerDeps(deps);
+  const { rules, audit, policy } = handling;
+  const metrics = deps.observability?.metrics;
+  const tasks = taskHandlers(handling);
   const info = buildServiceInfo(config, {
     storage: deps.storage,
     backendParameters: deps.backendParameters,
@@ -87,6 +95,8 @@ export function createApp(deps: AppDeps): Express {
   }
   app.use(requestContext(deps.logger, [config.auth.apiKeyParamName]));
   app.use(checkRequestTarget);
+  // A create the fast path began and could not finish is answered here, and nothing else is done.
+  app.use(answerFailedBeforeApp);
   // The dashboard's files are public and static; the data it shows comes through the API below.
   if (config.server.dashboard) app.use(DASHBOARD_PATH, dashboard(join(projectRoot(), 'ui')));
   // Credentials are checked before a body is read: a caller without them costs no parsing.
@@ -144,21 +154,28 @@ export function createApp(deps: AppDeps): Express {
 }
 
 /**
- * GET /tasks/{id} answered before the app (api/fast-reads.ts), with the app's own store, metrics
- * and, with auth on, the same checks of credentials; what it does not take goes to the app.
+ * What is answered before the app: GET /tasks/{id} (api/fast-reads.ts) and POST /tasks
+ * (api/fast-creates.ts), with the app's own store, checks, metrics and, with auth on, the same
+ * checks of credentials; what they do not take goes to the app.
  */
-export function createFastReads(deps: AppDeps): FastPath {
+export function createFastPaths(deps: AppDeps): FastPath {
   const { config } = deps;
-  const policy = deps.identity?.policy ?? policyFor(config);
-  return fastTaskReads({
-    store: deps.store,
+  const handling = handlerDeps(deps);
+  const identify =
+    config.auth.mode === 'none'
+      ? undefined
+      : requestIdentifier(authenticationOf(deps, handling.policy, handling.audit));
+  const metrics = deps.observability?.metrics;
+  const reads = fastTaskReads({ store: deps.store, logger: deps.logger, metrics, identify });
+  const creates = fastTaskCreates({
+    creation: taskCreation(handling),
+    specCheck: compileTaskBodyCheck(specPath()),
+    bodyLimitBytes: config.server.bodyLimitBytes,
     logger: deps.logger,
-    metrics: deps.observability?.metrics,
-    identify:
-      config.auth.mode === 'none'
-        ? undefined
-        : requestIdentifier(authenticationOf(deps, policy, createAudit(deps.logger))),
+    metrics,
+    identify,
   });
+  return (req, res, app) => (req.method === 'POST' ? creates(req, res, app) : reads(req, res, app));
 }
 
 /** Who may use the API, from the configuration: for the app and its fast path alike. */

@@ -1,7 +1,7 @@
 import type { Server } from 'node:http';
 import type { Redis } from 'ioredis';
 import type { Express } from 'express';
-import { createApp, createFastReads, type AppDeps } from './app.js';
+import { createApp, createFastPaths, type AppDeps } from './app.js';
 import { closeHttpServer, createHttpServer } from './api/http-server.js';
 import { within } from './retry.js';
 import type { Config } from './config/schema.js';
@@ -380,11 +380,12 @@ export async function startGateway(
       observability: { metrics, readiness, metricsToken: config.metrics.token },
     };
     const app = createApp(appDeps);
-    // GET /tasks/{id} before the app: the reads clients poll with (api/fast-reads.ts).
-    const fastReads = createFastReads(appDeps);
+    // GET /tasks/{id} and POST /tasks before the app: the reads clients poll with, and the creates
+    // of their bursts (api/fast-reads.ts, api/fast-creates.ts).
+    const fastPaths = createFastPaths(appDeps);
     gateway.app = app;
     await new Promise<void>((resolve, reject) => {
-      const server = createHttpServer(app, logger, fastReads).listen(
+      const server = createHttpServer(app, logger, fastPaths).listen(
         config.server.port,
         config.server.host,
         () => resolve(),

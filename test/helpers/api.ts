@@ -1,7 +1,8 @@
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Redis } from 'ioredis';
-import { createApp } from '../../src/app.js';
+import { createApp, createFastPaths, type AppDeps } from '../../src/app.js';
+import { createHttpServer } from '../../src/api/http-server.js';
 import { loadConfig } from '../../src/config/load-config.js';
 import type { Config } from '../../src/config/schema.js';
 import { createLogger, type Logger } from '../../src/logger.js';
@@ -29,7 +30,7 @@ export interface TestApi {
 export async function startTestApi(
   name: string,
   overrides: Record<string, unknown> = {},
-  options: { logger?: Logger } = {},
+  options: { logger?: Logger; fastPaths?: boolean } = {},
 ): Promise<TestApi> {
   const prefix = testPrefix(name);
   const config = loadConfig({
@@ -39,7 +40,7 @@ export async function startTestApi(
   const redis = connect();
   const store = new RedisTaskStore(redis, { prefix, maxBacklog: config.server.maxBacklog });
   const queues = new TaskQueues(redis, store.keys.bullPrefix, { submitAttempts: 3, submitBackoffMs: 100 });
-  const app = createApp({
+  const deps: AppDeps = {
     config,
     store,
     queues,
@@ -48,9 +49,13 @@ export async function startTestApi(
     storage: ['file'],
     identity: identitySetup(config, redis, store.keys.tokens),
     validateResponses: true,
-  });
+  };
+  const app = createApp(deps);
+  // With `fastPaths`, as the gateway serves: some requests are answered before the app.
   const server: Server = await new Promise((resolve) => {
-    const s = app.listen(0, '127.0.0.1', () => resolve(s));
+    const s = options.fastPaths
+      ? createHttpServer(app, deps.logger, createFastPaths(deps)).listen(0, '127.0.0.1', () => resolve(s))
+      : app.listen(0, '127.0.0.1', () => resolve(s));
   });
   const { port } = server.address() as AddressInfo;
   const url = `http://127.0.0.1:${port}`;
