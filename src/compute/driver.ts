@@ -30,6 +30,11 @@ export interface LaunchRequest {
   args: readonly string[];
   /** When the task was created: a job for it cannot be older. */
   since: Date;
+  /**
+   * An earlier attempt got as far as submitting (its submit marker was there): it may have left
+   * files of its own, such as the command of a job that went alone.
+   */
+  retried?: boolean | undefined;
 }
 
 /** A job to cancel, and whose it is when tasks run as their owners. */

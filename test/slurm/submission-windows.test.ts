@@ -139,6 +139,7 @@ describe('submission windows', () => {
       { driver: g.gateway.driver } as ProcessorContext,
       record,
       prepared,
+      false,
     );
     const script = taskFile(join(g.workRoot, id), TASK_FILE.jobScript);
     const before = statSync(script).mtimeMs;
@@ -214,7 +215,7 @@ describe('submission windows', () => {
     // An array submission that failed left its marker; the next attempt went alone.
     writeFileSync(join(prepared.workDir, TASK_FILE.arrayElement), 'tes_array_0badc0ffee00 3\n');
     await new Promise((r) => setTimeout(r, 50));
-    const job = await launch({ driver: g.gateway.driver } as ProcessorContext, record, prepared);
+    const job = await launch({ driver: g.gateway.driver } as ProcessorContext, record, prepared, true);
     expect(job.jobName).toBe(jobNameFor(id));
     const found = await g.gateway.driver.findJob(id, new Date(record.creationTime), prepared.workDir);
     expect(found).toEqual(job);
@@ -238,6 +239,7 @@ describe('submission windows', () => {
             ledgerDir: dir,
             args: ['--parsable', '--hold', `--chdir=${dir}`, '--output=/dev/null', '/bin/true'],
             since,
+            retried: i === 0,
           });
         }),
       );

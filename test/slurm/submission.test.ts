@@ -135,6 +135,7 @@ describe('submission', () => {
       { driver: api.gateway.driver } as ProcessorContext,
       record,
       prepared,
+      false,
     );
     // A new worker on the same Redis and work root picks the queued submission up.
     gw = await startTestGateway('crash', slurmConfig(), { prefix: api.prefix, workRoot: api.workRoot });

@@ -246,8 +246,10 @@ export class SlurmDriver implements ComputeDriver {
       await Promise.all(
         burst.map(async (p, i) => {
           await appendPrivateFile(join(p.request.ledgerDir, SUBMIT_MARKER), renderArrayLine(name, i));
-          // For people only: one left in place costs no task its array.
-          if (!asOwner) await unlink(join(p.request.workDir, SBATCH_COMMAND)).catch(() => undefined);
+          // For people only: one left in place costs no task its array. Only an earlier attempt, which
+          // may have gone alone, can have left one.
+          if (!asOwner && p.request.retried)
+            await unlink(join(p.request.workDir, SBATCH_COMMAND)).catch(() => undefined);
         }),
       );
       if (asOwner) {

@@ -26,6 +26,7 @@ export async function launch(
   ctx: ProcessorContext,
   record: TaskRecord,
   prepared: PreparedJob,
+  retried: boolean,
 ): Promise<SubmittedJob> {
   await writePrivateFile(
     taskFile(prepared.ledgerDir, SUBMIT_MARKER),
@@ -39,6 +40,7 @@ export async function launch(
     handover: prepared.handover,
     args: prepared.args,
     since: new Date(record.creationTime),
+    retried,
   });
 }
 
@@ -93,7 +95,8 @@ async function submit(
   try {
     // Only an attempt that got as far as sbatch can have left a job behind: look for it then.
     const user = ctx.prepare.runAs ? runAsUser(record) : undefined;
-    const earlier = (await exists(taskFile(ledgerDir, SUBMIT_MARKER)))
+    const retried = await exists(taskFile(ledgerDir, SUBMIT_MARKER));
+    const earlier = retried
       ? await driver.findJob(taskId, new Date(record.creationTime), ledgerDir, user)
       : undefined;
     if (earlier) {
@@ -107,7 +110,7 @@ async function submit(
           `lost the submission lease of task ${taskId} before sbatch; another worker may be submitting it`,
         );
       }
-      job = await launch(ctx, record, prepared);
+      job = await launch(ctx, record, prepared, retried);
     }
   } catch (err) {
     if (err instanceof LeaseBusyError) throw err;
