@@ -55,7 +55,6 @@ export function specPath(): string {
   return join(projectRoot(), 'spec', 'tes.openapi.yaml');
 }
 
-/** The HTTP application, without a listener: main.ts listens, tests use it directly. */
 /** What the task handlers need, from the app's dependencies: for the app and its fast paths alike. */
 function handlerDeps(deps: AppDeps): TaskHandlerDeps {
   const { config } = deps;
@@ -71,6 +70,7 @@ function handlerDeps(deps: AppDeps): TaskHandlerDeps {
   };
 }
 
+/** The HTTP application, without a listener: main.ts listens, tests use it directly. */
 export function createApp(deps: AppDeps): Express {
   const { config } = deps;
   const handling = handlerDeps(deps);
