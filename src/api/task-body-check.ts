@@ -20,7 +20,7 @@ const FLOAT_MIN_POSITIVE = 2 ** -126;
 const within = (n: number, bits: number): boolean => n >= -(2 ** (bits - 1)) && n <= 2 ** (bits - 1) - 1;
 
 /** OpenAPI's numeric formats, with express-openapi-validator's meaning of each. */
-const NUMERIC_FORMATS = {
+export const NUMERIC_FORMATS = {
   int32: { type: 'number', validate: (n: number) => Number.isInteger(n) && within(n, 32) },
   int64: { type: 'number', validate: (n: number) => Number.isInteger(n) && within(n, 64) },
   float: {
