@@ -6,7 +6,7 @@ import type { Identity } from '../identity/identity.js';
 import { jsonTextNestingExceeds, MAX_BODY_DEPTH, normalizeTaskBody } from '../tes/normalize.js';
 import type { Identified } from './authenticate.js';
 import type { FastPath } from './fast-reads.js';
-import type { taskCreation } from './handlers/tasks.js';
+import type { CheckedTask, RefusedTask, taskCreation } from './handlers/tasks.js';
 import type { TaskBodyCheck } from './task-body-check.js';
 import { requestIdOf } from './request-context.js';
 
@@ -62,7 +62,7 @@ export function fastTaskCreates(deps: {
       }
       const bytes = await readExactly(req, length);
       if (!bytes) return;
-      const checked = judge(bytes, who);
+      const checked = judge(bytes, who, specCheck, creation);
       if (!checked?.ok) {
         // The app reads the same bytes again and answers as it always does.
         req.unshift(bytes);
@@ -86,16 +86,6 @@ export function fastTaskCreates(deps: {
       res.end(body);
       metrics?.httpRequest(route, 'POST', 200, (performance.now() - started) / 1000);
     };
-    const judge = (bytes: Buffer, who: Identity | undefined) => {
-      if (jsonTextNestingExceeds(bytes, MAX_BODY_DEPTH)) return undefined;
-      let body: unknown;
-      try {
-        body = normalizeTaskBody(JSON.parse(bytes.toString('utf8')));
-      } catch {
-        return undefined;
-      }
-      return specCheck(body) ? creation.check(body, who) : undefined;
-    };
     // Anything unexpected before the task is stored (the credentials' check failing) is the app's.
     create().catch((err: unknown) => {
       if (res.headersSent) return;
@@ -103,6 +93,27 @@ export function fastTaskCreates(deps: {
       app();
     });
   };
+}
+
+/**
+ * The app's checks of a body, in the app's order: its depth as text, JSON, the tolerant normalizer,
+ * the spec's schema, then the rules and the caller's policy. Undefined when one before the last two
+ * refuses it.
+ */
+function judge(
+  bytes: Buffer,
+  who: Identity | undefined,
+  specCheck: TaskBodyCheck,
+  creation: ReturnType<typeof taskCreation>,
+): CheckedTask | RefusedTask | undefined {
+  if (jsonTextNestingExceeds(bytes, MAX_BODY_DEPTH)) return undefined;
+  let body: unknown;
+  try {
+    body = normalizeTaskBody(JSON.parse(bytes.toString('utf8')));
+  } catch {
+    return undefined;
+  }
+  return specCheck(body) ? creation.check(body, who) : undefined;
 }
 
 /** `<base>/tasks`, exactly: a query, a trailing slash or any other spelling is the app's to read. */

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
+import { freePort } from './free-port.js';
 
 export const REDIS_URL = process.env.TES_GATEWAY_REDIS_URL ?? 'redis://127.0.0.1:6379';
 
@@ -10,6 +11,17 @@ export function testPrefix(name: string): string {
 
 export function connect(): Redis {
   return new Redis(REDIS_URL, { maxRetriesPerRequest: 1 });
+}
+
+/** A connection to a port nothing listens on: every command fails at once, as when Redis is away. */
+export async function unreachableRedis(): Promise<Redis> {
+  const dead = new Redis(`redis://127.0.0.1:${await freePort()}`, {
+    maxRetriesPerRequest: 0,
+    enableOfflineQueue: false,
+    lazyConnect: true,
+  });
+  dead.on('error', () => undefined);
+  return dead;
 }
 
 export { dropPrefix } from '../../src/store/drop-prefix.js';

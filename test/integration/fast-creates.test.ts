@@ -4,11 +4,9 @@ import { Writable } from 'node:stream';
 import { gzipSync } from 'node:zlib';
 import { pino } from 'pino';
 import express from 'express';
-import { Redis } from 'ioredis';
 import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
 import { startTestApi } from '../helpers/api.js';
-import { freePort } from '../helpers/free-port.js';
-import { connect, dropPrefix, testPrefix } from '../helpers/redis.js';
+import { connect, dropPrefix, testPrefix, unreachableRedis } from '../helpers/redis.js';
 import { loadSpec, mutatedTaskText, Rng, TaskGenerator } from '../helpers/request-fuzzer.js';
 import { parsePrometheusText, sampleValue } from '../helpers/prometheus-text.js';
 import { specPath } from '../../src/app.js';
@@ -432,12 +430,7 @@ describe('what the fast path takes, and what it hands to the app', () => {
   });
 
   it('hands a failure to store the task to the app to answer, with nothing to read again', async () => {
-    const dead = new Redis(`redis://127.0.0.1:${await freePort()}`, {
-      maxRetriesPerRequest: 0,
-      enableOfflineQueue: false,
-      lazyConnect: true,
-    });
-    dead.on('error', () => undefined);
+    const dead = await unreachableRedis();
     fast = fastWith(new RedisTaskStore(dead, { prefix, maxBacklog: 10 }));
     try {
       expect((await send(`${url}/ga4gh/tes/v1/tasks`, JSON.stringify(TASK))).status).toBe(503);

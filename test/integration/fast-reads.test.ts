@@ -1,9 +1,7 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { Redis } from 'ioredis';
 import { createTask, startTestGateway, type TestGateway } from '../helpers/gateway.js';
-import { freePort } from '../helpers/free-port.js';
-import { connect, dropPrefix, testPrefix } from '../helpers/redis.js';
+import { connect, dropPrefix, testPrefix, unreachableRedis } from '../helpers/redis.js';
 import { loadSpec } from '../helpers/request-fuzzer.js';
 import { schemaValidator } from '../helpers/spec-validator.js';
 import { parsePrometheusText, sampleValue } from '../helpers/prometheus-text.js';
@@ -253,12 +251,7 @@ describe('what the fast path takes, and what it hands to the app', () => {
   });
 
   it('hands the request to the app when Redis fails, and with debug logging on', async () => {
-    const dead = new Redis(`redis://127.0.0.1:${await freePort()}`, {
-      maxRetriesPerRequest: 0,
-      enableOfflineQueue: false,
-      lazyConnect: true,
-    });
-    dead.on('error', () => undefined);
+    const dead = await unreachableRedis();
     const deadStore = new RedisTaskStore(dead, { prefix, maxBacklog: 10 });
     fast = fastTaskReads({ store: deadStore, logger: silent });
     try {
