@@ -8,7 +8,7 @@ import { promisify } from 'node:util';
  * The client of the bench's bursts, a process of its own as a workflow engine is: it creates N tasks
  * at once over a pool of CONNECTIONS keep-alive connections, as engines do (py-tes and Toil through a
  * requests session, Nextflow and Cromwell through their HTTP clients' pools), and prints their ids
- * as JSON. Node's fetch opened a connection per request instead: against a server that answers at
+ * and its own CPU time as JSON. Node's fetch opened a connection per request instead: against a server that answers at
  * once, 1,000 requests took it about 1.5 s on the bench's machine, a pool of 64 about 0.45 s.
  *
  * `node dist/bench/burst-client.js URL BODY N [TOKEN]`
@@ -19,6 +19,14 @@ export interface BurstResult {
   ids: string[];
   /** Wall time of the client process, start to exit (ms). */
   ms: number;
+  /** The client's own CPU, user + system, its start included (s). */
+  cpuSeconds: number;
+}
+
+/** What the client prints. */
+interface ClientOutput {
+  ids: string[];
+  cpuSeconds: number;
 }
 
 /** Runs the client as a process; the time includes its start, as a user's would. */
@@ -31,7 +39,8 @@ export async function runBurstClient(
   const started = performance.now();
   const args = [fileURLToPath(import.meta.url), url, body, String(n), ...(token ? [token] : [])];
   const { stdout } = await promisify(execFile)(process.execPath, args, { maxBuffer: 64 * 1024 * 1024 });
-  return { ids: JSON.parse(stdout) as string[], ms: performance.now() - started };
+  const out = JSON.parse(stdout) as ClientOutput;
+  return { ...out, ms: performance.now() - started };
 }
 
 /**
@@ -85,7 +94,9 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const agent = new Agent({ keepAlive: true, maxSockets: CONNECTIONS });
   Promise.all(Array.from({ length: Number(n) }, () => post(url!, body!, agent, token))).then(
     (ids) => {
-      process.stdout.write(`${JSON.stringify(ids)}\n`);
+      const cpu = process.cpuUsage();
+      const out: ClientOutput = { ids, cpuSeconds: (cpu.user + cpu.system) / 1e6 };
+      process.stdout.write(`${JSON.stringify(out)}\n`);
       agent.destroy();
     },
     (err: Error) => {
