@@ -31,6 +31,11 @@ export interface LaunchRequest {
   /** When the task was created: a job for it cannot be older. */
   since: Date;
   /**
+   * The attempt's submit marker (compute/submit-marker.ts), which the launcher writes into the ledger
+   * just before it submits: in the same write as the array line when the task goes in an array.
+   */
+  marker: string;
+  /**
    * An earlier attempt got as far as submitting (its submit marker was there): it may have left
    * files of its own, such as the command of a job that went alone.
    */

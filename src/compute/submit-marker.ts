@@ -4,8 +4,8 @@
  *
  *     <the attempt's time, ISO 8601>
  *     note <a note of the preparation, for the task's logs>   zero or more, written with the marker
- *     array <array job name> <index>                          added by the Slurm driver just before
- *                                                             the sbatch of the array the task is in
+ *     array <array job name> <index>                          when the Slurm driver submits the task
+ *                                                             in an array: written with the rest
  *
  * A worker that finds the marker and no job in Redis looks for the job the attempt may have made: the
  * element of the array its `array` line names, else the job with the task's own name. Every note has
@@ -29,7 +29,7 @@ export function renderSubmitMarker(at: Date, notes: readonly string[]): string {
   return [`${at.toISOString()}\n`, ...notes.map((n) => `${NOTE}${n.replace(/[\r\n]+/g, ' ')}\n`)].join('');
 }
 
-/** The line the Slurm driver adds before it submits the task as element `index` of array `name`. */
+/** The line the Slurm driver writes with the marker when the task is element `index` of array `name`. */
 export function renderArrayLine(name: string, index: number): string {
   return `${ARRAY}${name} ${index}\n`;
 }

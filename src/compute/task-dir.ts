@@ -28,7 +28,7 @@ export class LayoutError extends PermanentError {
 
 const NO_LINKS = "the gateway does not follow symbolic links while it lays out a task's directories";
 
-const { O_WRONLY, O_CREAT, O_EXCL, O_TRUNC, O_APPEND, O_NOFOLLOW, O_NONBLOCK } = constants;
+const { O_WRONLY, O_CREAT, O_EXCL, O_TRUNC, O_NOFOLLOW, O_NONBLOCK } = constants;
 
 /**
  * Opens a file of the task directory that may exist already: never through a link, and without
@@ -109,18 +109,6 @@ export async function writePrivateFile(path: string, text: string, mode = 0o600)
   }
   // `mode` applies only to a file that did not exist yet.
   await chmod(path, mode);
-}
-
-/**
- * Adds `text` at the end of a file of the task directory or the ledger (made 0600 if it is not there),
- * without following a link.
- */
-export async function appendPrivateFile(path: string, text: string): Promise<void> {
-  try {
-    await writeFile(path, text, { mode: 0o600, flag: O_APPEND | FILE_IN_PLACE });
-  } catch (err) {
-    throw refusedFile(path, err);
-  }
 }
 
 /**

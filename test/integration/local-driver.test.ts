@@ -41,7 +41,7 @@ describe('the local launcher', () => {
       const gone = taskWith('gone', 'sleep 0.5');
       const next = taskWith('next', 'true');
       for (const t of [gone, next]) {
-        await driver.submit({ ...t, ledgerDir: t.workDir, args: [], since: new Date() });
+        await driver.submit({ ...t, ledgerDir: t.workDir, args: [], since: new Date(), marker: '' });
       }
       await until('the first job starting', 10_000, async () =>
         existsSync(taskFile(gone.workDir, TASK_FILE.localPid)) ? true : undefined,

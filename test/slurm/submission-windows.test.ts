@@ -230,7 +230,6 @@ describe('submission windows', () => {
       const jobs = await Promise.all(
         dirs.map((dir, i) => {
           mkdirSync(dir);
-          writeFileSync(taskFile(dir, TASK_FILE.submitAttempted), renderSubmitMarker(since, []));
           // An earlier attempt of task a went alone: its command is not what runs now.
           if (i === 0) writeFileSync(taskFile(dir, TASK_FILE.sbatchCommand), 'sbatch --parsable /bin/true\n');
           return driver.submit({
@@ -240,6 +239,7 @@ describe('submission windows', () => {
             args: ['--parsable', '--hold', `--chdir=${dir}`, '--output=/dev/null', '/bin/true'],
             since,
             retried: i === 0,
+            marker: renderSubmitMarker(since, []),
           });
         }),
       );
@@ -270,13 +270,13 @@ describe('submission windows', () => {
       const dirs = [join(root, 'a'), join(root, 'b')];
       const submits = dirs.map((dir, i) => {
         mkdirSync(dir);
-        writeFileSync(taskFile(dir, TASK_FILE.submitAttempted), renderSubmitMarker(new Date(), ['a note']));
         return driver.submit({
           taskId: `t${i}`,
           workDir: dir,
           ledgerDir: dir,
           args: ['--partition=no_such_partition', '--hold', `--chdir=${dir}`, '/bin/true'],
           since: new Date(),
+          marker: renderSubmitMarker(new Date(), ['a note']),
         });
       });
       const outcomes = await Promise.allSettled(submits);

@@ -97,12 +97,19 @@ describe('job arrays', () => {
         ledgerDir: workDir,
         args: [...hostile, ...args(id)],
         since: new Date(),
+        marker: `2026-12-02T15:00:00.000Z\nnote prepared ${id}\n`,
       });
     };
     const jobs = await Promise.all([submit('a'), submit('b')]);
     expect(jobs.map((j) => j.jobId)).toEqual(['4242_0', '4242_1']);
     expect(new Set(jobs.map((j) => j.jobName)).size).toBe(1);
     expect(jobs[0].jobName).toMatch(/^tes_array_[0-9a-f]{12}$/);
+    // Each attempt's marker is written whole, with the task's place in the array.
+    for (const [i, id] of ['a', 'b'].entries()) {
+      expect(readFileSync(join(dir, 'w', id, 'submit-attempted'), 'utf8')).toBe(
+        `2026-12-02T15:00:00.000Z\nnote prepared ${id}\narray ${jobs[i]!.jobName} ${i}\n`,
+      );
+    }
     const arrays = join(dir, 'w', '.arrays');
     const [commandFile] = readdirSync(arrays).filter((f) => f.endsWith('.sbatch-command'));
     const command = readFileSync(join(arrays, commandFile!), 'utf8');

@@ -5,6 +5,7 @@ import type { Logger } from '../../logger.js';
 import type { CancelRequest, ComputeDriver, LaunchRequest, PollResult, SubmittedJob } from '../driver.js';
 import type { JobStatus } from '../job-end.js';
 import { TASK_FILE, taskDirOf, taskFile } from '../../tes/task-directory.js';
+import { writePrivateFile } from '../task-dir.js';
 
 /**
  * The `local` launcher: runs a task's job script as a child process on the gateway host, in its own
@@ -39,6 +40,8 @@ export class LocalDriver implements ComputeDriver {
   }
 
   async submit(request: LaunchRequest): Promise<SubmittedJob> {
+    // The attempt's mark comes first, as before an sbatch: a retry then looks for `local.job`.
+    await writePrivateFile(taskFile(request.ledgerDir, TASK_FILE.submitAttempted), request.marker);
     writeAtomic(taskFile(request.workDir, TASK_FILE.localJob), new Date().toISOString());
     this.waiting.push(request.taskId);
     this.pump();

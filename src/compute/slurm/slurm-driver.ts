@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { CommandError, SubmissionRejectedError } from '../../errors.js';
 import { arraysDirOf, TASK_FILE } from '../../tes/task-directory.js';
 import { parseSubmitMarker, renderArrayLine, withoutArray } from '../submit-marker.js';
-import { appendPrivateFile, writePrivateFile } from '../task-dir.js';
+import { writePrivateFile } from '../task-dir.js';
 import type { CancelRequest, ComputeDriver, LaunchRequest, PollResult, SubmittedJob } from '../driver.js';
 import type { StagedTask, UserHelper } from '../../run-as/user-helper.js';
 import type { Logger } from '../../logger.js';
@@ -64,9 +64,9 @@ export interface SlurmDriverOptions extends SlurmCliOptions {
 }
 
 /**
- * Where a task submitted as part of an array records its array and index, before sbatch runs: a line
- * added to the attempt's submit marker (compute/submit-marker.ts), one file made per attempt instead of
- * two. Gateways before that kept a file of its own, `array-element`, still read to find their jobs.
+ * The attempt's submit marker (compute/submit-marker.ts), written just before sbatch runs; a task
+ * submitted as part of an array records its array and index there, in the same write. Gateways before
+ * that kept a file of its own, `array-element`, still read to find their jobs.
  */
 const SUBMIT_MARKER = TASK_FILE.submitAttempted;
 /** A task submitted alone gets its command here; an array's is `.arrays/<batch>.sbatch-command`. */
@@ -180,6 +180,7 @@ export class SlurmDriver implements ComputeDriver {
     this.options.metrics?.submission(1);
     const helper = this.options.runAs;
     const user = request.user;
+    await markAttempt(request);
     if (helper && user) {
       const [task] = stagedTasks(user, [request]);
       const out = await this.handedOver([task!], () => helper.submit(user, task!), what);
@@ -245,7 +246,7 @@ export class SlurmDriver implements ComputeDriver {
       // command of an earlier attempt that went alone goes: it is not what runs now.
       await Promise.all(
         burst.map(async (p, i) => {
-          await appendPrivateFile(join(p.request.ledgerDir, SUBMIT_MARKER), renderArrayLine(name, i));
+          await markAttempt(p.request, renderArrayLine(name, i));
           // For people only: one left in place costs no task its array. Only an earlier attempt, which
           // may have gone alone, can have left one.
           if (!asOwner && p.request.retried)
@@ -426,6 +427,11 @@ function parseJobId(out: string, args: readonly string[], what: string): string 
     );
   }
   return jobId;
+}
+
+/** Marks the attempt (SUBMIT_MARKER), with the array line when the task goes in an array. */
+async function markAttempt(request: LaunchRequest, arrayLine = ''): Promise<void> {
+  await writePrivateFile(join(request.ledgerDir, SUBMIT_MARKER), request.marker + arrayLine);
 }
 
 /** The submit marker without its array line, when there is a marker. */

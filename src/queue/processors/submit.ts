@@ -1,6 +1,5 @@
 import { access, readFile } from 'node:fs/promises';
 import { parseSubmitMarker, renderSubmitMarker } from '../../compute/submit-marker.js';
-import { writePrivateFile } from '../../compute/task-dir.js';
 import { ledgerOf, prepareJob, runAsUser, type PreparedJob } from './prepare-job.js';
 import { isPermanent } from '../../errors.js';
 import { LeaseBusyError, underLease, type HeldLease } from './held-lease.js';
@@ -11,16 +10,17 @@ import type { Attempt, ProcessorContext } from './context.js';
 import type { SubmittedJob } from '../../compute/driver.js';
 
 /**
- * Written just before sbatch: its presence means a job may exist although Redis has none. It holds the
- * time of the attempt, the notes of the preparation that made the job, for the task's logs when a
- * retry adopts that job, and the array the task went in (compute/submit-marker.ts): one file per
- * attempt, where each file made costs a metadata operation on the shared filesystems work roots live on.
+ * Written by the launcher just before sbatch: its presence means a job may exist although Redis has
+ * none. It holds the time of the attempt, the notes of the preparation that made the job, for the
+ * task's logs when a retry adopts that job, and the array the task went in (compute/submit-marker.ts):
+ * one file per attempt, written once, where each file written costs metadata operations on the shared
+ * filesystems work roots live on.
  */
 const SUBMIT_MARKER = TASK_FILE.submitAttempted;
 
 /**
- * Marks the attempt, then submits. A worker that dies after this leaves a job the next one finds,
- * and the notes of the preparation that made it, for the task's logs.
+ * Submits, the launcher marking the attempt just before. A worker that dies after the mark leaves a
+ * job the next one finds, and the notes of the preparation that made it, for the task's logs.
  */
 export async function launch(
   ctx: ProcessorContext,
@@ -28,10 +28,6 @@ export async function launch(
   prepared: PreparedJob,
   retried: boolean,
 ): Promise<SubmittedJob> {
-  await writePrivateFile(
-    taskFile(prepared.ledgerDir, SUBMIT_MARKER),
-    renderSubmitMarker(new Date(), prepared.warnings),
-  );
   return ctx.driver.submit({
     taskId: record.id,
     workDir: prepared.workDir,
@@ -41,6 +37,7 @@ export async function launch(
     args: prepared.args,
     since: new Date(record.creationTime),
     retried,
+    marker: renderSubmitMarker(new Date(), prepared.warnings),
   });
 }
 
