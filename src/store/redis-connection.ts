@@ -42,6 +42,10 @@ export function redisOptions(redis: RedisTarget): RedisOptions {
     maxRetriesPerRequest: 1,
     connectTimeout: 5000,
     lazyConnect: false,
+    // The commands sent in the same turn of the event loop (a burst's tasks, each with its own) leave
+    // in one write and come back in one read: over 1,000-task bursts, last submitted 2.50 -> 2.21 s.
+    // Not on copies, which BullMQ's workers block on (see duplicate()).
+    enableAutoPipelining: true,
     ...(tls && { tls }),
   };
   const sentinel = redis.sentinel;
@@ -111,7 +115,8 @@ class RevivingRedis extends Redis {
   }
 
   override duplicate(override?: Partial<RedisOptions>): Redis {
-    const copy = new RevivingRedis({ ...this.options, ...override });
+    // A command sent behind a blocking one in the same write would wait as long as it does.
+    const copy = new RevivingRedis({ ...this.options, enableAutoPipelining: false, ...override });
     copy.notice = this.notice;
     return copy;
   }
