@@ -3,9 +3,9 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 
 /**
- * Where a machine's CPU went over a stretch of time, from /proc: all cores together, this process
- * (the gateway, which the bench runs in), the processes it started and waited for (the burst's
- * client, sbatch, sacct), and the services beside it by name. On a machine where everything shares
+ * Where a machine's CPU went over a stretch of time: all cores together (/proc), this process (the
+ * gateway, which the bench runs in, as Node counts it), the processes it started and waited for (the
+ * burst's client, sbatch, sacct), and the services beside it by name. On a machine where everything shares
  * two cores, it tells whether a figure waited for the gateway's own work or for a core.
  */
 
@@ -21,8 +21,9 @@ export interface CpuSnapshot {
   at: number;
   /** All cores: busy and total, in seconds. */
   machineBusy: number;
-  /** This process, its own threads included; and its waited-for children (seconds). */
-  self: number;
+  /** This process, its own threads included (microseconds, as process.cpuUsage() counts). */
+  self: NodeJS.CpuUsage;
+  /** Its waited-for children (seconds). */
   children: number;
   services: Record<string, number>;
 }
@@ -33,7 +34,7 @@ export interface CpuCensus {
   /** Cores busy on average over the stretch, all processes. */
   busyCores: number;
   /** CPU seconds. */
-  gateway: number;
+  gateway: { user: number; system: number };
   children: number;
   services: Record<string, number>;
   /** Busy time no process above accounts for (other processes, the kernel's own work). */
@@ -43,7 +44,6 @@ export interface CpuCensus {
 export function cpuSnapshot(): CpuSnapshot {
   const [, ...fields] = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0]!.trim().split(/\s+/);
   const [user, nice, system, , , irq, softirq, steal] = fields.map(Number);
-  const self = processTimes('self');
   const services: Record<string, number> = {};
   const names = new Map(Object.entries(SERVICES).flatMap(([k, list]) => list.map((n) => [n, k] as const)));
   for (const pid of readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
@@ -56,8 +56,8 @@ export function cpuSnapshot(): CpuSnapshot {
   return {
     at: performance.now(),
     machineBusy: (user! + nice! + system! + irq! + softirq! + (steal ?? 0)) / TICKS_PER_SECOND,
-    self: self.own,
-    children: self.children,
+    self: process.cpuUsage(),
+    children: processTimes('self').children,
     services,
   };
 }
@@ -70,9 +70,12 @@ export function cpuCensus(before: CpuSnapshot, after: CpuSnapshot): CpuCensus {
   const services = Object.fromEntries(
     Object.keys(SERVICES).map((k) => [k, Math.max(0, (after.services[k] ?? 0) - (before.services[k] ?? 0))]),
   );
-  const gateway = after.self - before.self;
+  const gateway = {
+    user: (after.self.user - before.self.user) / 1e6,
+    system: (after.self.system - before.self.system) / 1e6,
+  };
   const children = after.children - before.children;
-  const known = gateway + children + Object.values(services).reduce((a, b) => a + b, 0);
+  const known = gateway.user + gateway.system + children + Object.values(services).reduce((a, b) => a + b, 0);
   return {
     wallSeconds,
     cores,
