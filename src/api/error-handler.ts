@@ -9,6 +9,7 @@ import {
   ValidationError,
   type FieldProblem,
 } from '../errors.js';
+import { isStoreConnectionError } from '../store/redis-connection.js';
 import { checkTaskRules, type TaskRules } from '../tes/validate-task.js';
 
 /**
@@ -18,7 +19,8 @@ import { checkTaskRules, type TaskRules } from '../tes/validate-task.js';
 export function errorHandler(rules: TaskRules): ErrorRequestHandler {
   return (err: unknown, req, res, _next) => {
     const { status, message, errors, retryAfter } = toHttp(err, req, rules);
-    if (status >= 500) req.log.error({ err, method: req.method, url: req.loggedUrl }, 'request failed');
+    if (status >= 500)
+      req.log.error({ err, status, method: req.method, url: req.loggedUrl }, 'request failed');
     else req.log.info({ status, message, method: req.method, url: req.loggedUrl }, 'request refused');
     if (res.headersSent) return;
     if (retryAfter !== undefined) res.setHeader('Retry-After', String(retryAfter));
@@ -117,7 +119,7 @@ function toHttp(err: unknown, req: Request, rules: TaskRules): HttpError {
   if (typeof e.status === 'number' && e.status >= 400 && e.status < 500) {
     return { status: e.status, message: `invalid request: ${lowerFirst(e.message ?? 'refused')}` };
   }
-  if (isRedisDown(err))
+  if (isStoreConnectionError(err))
     return { status: 503, message: `the task store is unavailable: ${e.message ?? ''}`, retryAfter: 5 };
   return {
     status: 500,
@@ -158,11 +160,4 @@ function summarize(problems: FieldProblem[]): string {
     .join('; ');
   const more = problems.length > 3 ? ` (and ${problems.length - 3} more)` : '';
   return `invalid request: ${head}${more}`;
-}
-
-function isRedisDown(err: unknown): boolean {
-  const msg = (err as Error)?.message ?? '';
-  return /ECONNREFUSED|ECONNRESET|ETIMEDOUT|connection is closed|max retries per request|stream isn't writeable|READONLY|LOADING/i.test(
-    msg,
-  );
 }

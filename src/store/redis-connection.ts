@@ -72,6 +72,20 @@ export function redisOptions(redis: RedisTarget): RedisOptions {
   };
 }
 
+/**
+ * Whether an error of ioredis says Redis could not be reached, or was reached on the wrong side of a
+ * failover, rather than that it refused the command: the request may succeed if sent again. Among
+ * them, the commands that auto-pipelining sent in one write and that a closing connection cut off
+ * after part of their replies came ("Command aborted due to connection close"): ioredis does not
+ * send those again, as it does a single command, because some of them may have run.
+ */
+export function isStoreConnectionError(err: unknown): boolean {
+  const msg = (err as Error | undefined)?.message ?? '';
+  return /ECONNREFUSED|ECONNRESET|ETIMEDOUT|connection is closed|max retries per request|stream isn't writeable|command aborted due to connection close|READONLY|LOADING/i.test(
+    msg,
+  );
+}
+
 /** Told when a connection that ioredis gave up on is connected again: why it ended, and when. */
 export type RevivalNotice = (err: Error, delayMs: number) => void;
 
