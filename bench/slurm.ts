@@ -1,5 +1,5 @@
 import { execFileSync, execFile } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { openRedis } from '../src/store/redis-connection.js';
@@ -8,15 +8,19 @@ import { startGateway } from '../src/gateway.js';
 import { createLogger } from '../src/logger.js';
 import { SlurmDriver } from '../src/compute/slurm/slurm-driver.js';
 import { dropPrefix } from '../src/store/drop-prefix.js';
+import { TASK_FILE, taskDirOf } from '../src/tes/task-directory.js';
 import { waitForJobs } from './wait-for-jobs.js';
 import { cancelGatewayJobs } from './slurm-cleanup.js';
 import { lowerComputeShare } from './compute-share.js';
 import { fmt, percentile, type Row } from './table.js';
 import { clientAloneSeconds, runBurstClient } from './burst-client.js';
 import { cpuCensus, cpuSnapshot } from './cpu-census.js';
+import { startCpuProfile, type SelfTime } from './cpu-profile.js';
 
 const run = promisify(execFile);
 const TASKS = Number(process.env.BENCH_SLURM_TASKS ?? 200);
+/** Where to write a CPU profile of the gateway over the burst, create to last submitted; none unset. */
+const PROFILE = process.env.BENCH_SLURM_PROFILE;
 const ROOT = process.cwd();
 const TERMINAL = new Set(['COMPLETE', 'EXECUTOR_ERROR', 'SYSTEM_ERROR', 'CANCELED', 'PREEMPTED']);
 
@@ -89,6 +93,8 @@ export async function benchSlurm(rows: Row[]): Promise<void> {
     const body = JSON.stringify({ executors: [{ image, command: ['true'] }] });
     const clientAlone = await clientAloneSeconds(body, TASKS);
     // The client is a process of its own, as it would be.
+    // The profiler costs the gateway about a tenth of its time: its figures are not comparable.
+    const stopProfile = PROFILE ? await startCpuProfile() : undefined;
     const machineBefore = cpuSnapshot();
     const t0 = Date.now();
     const client = await runBurstClient(`${base}/tasks`, body, TASKS);
@@ -96,6 +102,7 @@ export async function benchSlurm(rows: Row[]): Promise<void> {
     // Submission alone: every task has its job.
     let records = await waitForJobs(gateway.store, ids);
     const machine = cpuCensus(machineBefore, cpuSnapshot());
+    const hottest: SelfTime[] = (await stopProfile?.(PROFILE!)) ?? [];
     const jobIds = [...records.values()].map((r) => r.run!.jobId!);
     // Then the jobs run, and a client watches them end.
     await run('scontrol', ['release', jobIds.join(',')]);
@@ -129,6 +136,15 @@ export async function benchSlurm(rows: Row[]): Promise<void> {
     const submitted: number[] = [];
     const createToSubmit: number[] = [];
     const endToTerminal: number[] = [];
+    // The same span in three steps: the job script's last steps after its executor (to its EXIT
+    // trap's marker), the gateway's noticing and recording the end (the task's `ended`, Redis's
+    // clock), and the client's next look.
+    const steps = { script: [] as number[], gateway: [] as number[], client: [] as number[] };
+    const endedAt = new Map(
+      await Promise.all(
+        ids.map(async (id) => [id, Number(await redis.hget(gateway.store.keys.task(id), 'ended'))] as const),
+      ),
+    );
     // The client is a fresh process that opens a connection per task: its start is in the burst's figure.
     let firstStored = Infinity;
     for (const id of ids) {
@@ -140,6 +156,11 @@ export async function benchSlurm(rows: Row[]): Promise<void> {
       createToSubmit.push(sub - created);
       const end = Date.parse(readFileSync(join(workRoot, id, 'exec-0', 'end'), 'utf8').trim());
       endToTerminal.push(seen.get(id)! - end);
+      const scriptEnd = statSync(join(taskDirOf(workRoot, id), TASK_FILE.jobEnd)).mtimeMs;
+      const recorded = endedAt.get(id)!;
+      steps.script.push(scriptEnd - end);
+      steps.gateway.push(recorded - scriptEnd);
+      steps.client.push(seen.get(id)! - recorded);
     }
     createToSubmit.sort((a, b) => a - b);
     endToTerminal.sort((a, b) => a - b);
@@ -216,6 +237,28 @@ export async function benchSlurm(rows: Row[]): Promise<void> {
       goal: `<= ${interval + 1000}`,
       verdict: maxLag <= interval + 1000 ? 'met' : 'missed',
     });
+    const spread = (xs: number[]): string => {
+      xs.sort((a, b) => a - b);
+      return `${fmt(percentile(xs, 50))} / ${fmt(percentile(xs, 99))} / ${fmt(xs[xs.length - 1]!)}`;
+    };
+    rows.push({
+      section: 'slurm',
+      metric: "of which, p50 / p99 / max (ms): executor's end to the job script's end",
+      value: spread(steps.script),
+    });
+    rows.push({
+      section: 'slurm',
+      metric: "of which: the job script's end to the gateway recording the task's end",
+      value: spread(steps.gateway),
+    });
+    rows.push({
+      section: 'slurm',
+      metric: "of which: the gateway's record to the client seeing it (list every 50 ms)",
+      value: spread(steps.client),
+    });
+    for (const { where, ms } of hottest) {
+      rows.push({ section: 'slurm', metric: `profiled burst, self time (ms): ${where}`, value: fmt(ms) });
+    }
     const driver = gateway.driver as SlurmDriver;
     const cycles = gateway.reconciler!.stats.cycles;
     rows.push({
