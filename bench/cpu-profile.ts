@@ -10,13 +10,10 @@ export interface SelfTime {
 interface ProfileNode {
   id: number;
   callFrame: { functionName: string; url: string; lineNumber: number };
-  hitCount?: number;
 }
 
 interface Profile {
   nodes: ProfileNode[];
-  startTime: number;
-  endTime: number;
   samples?: number[];
   timeDeltas?: number[];
 }

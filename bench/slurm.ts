@@ -164,7 +164,6 @@ export async function benchSlurm(rows: Row[]): Promise<void> {
       steps.client.push(seen.get(id)! - recorded);
     }
     createToSubmit.sort((a, b) => a - b);
-    endToTerminal.sort((a, b) => a - b);
     const gatewaySeconds = (Math.max(...submitted) - t0) / 1000;
     const ratio = loopSeconds / gatewaySeconds;
     rows.push({
@@ -230,18 +229,19 @@ export async function benchSlurm(rows: Row[]): Promise<void> {
       ...goal(percentile(createToSubmit, 99) < 1000, 'p99 < 1,000 at 1,000 tasks'),
     });
     const interval = config.reconciler.pollIntervalMs;
-    const maxLag = endToTerminal[endToTerminal.length - 1]!;
-    rows.push({
-      section: 'slurm',
-      metric: `job end to terminal state seen by a client: p50 / p99 / max (ms), poll ${interval} ms, ${share.note}`,
-      value: `${fmt(percentile(endToTerminal, 50))} / ${fmt(percentile(endToTerminal, 99))} / ${fmt(maxLag)}`,
-      goal: `<= ${interval + 1000}`,
-      verdict: maxLag <= interval + 1000 ? 'met' : 'missed',
-    });
+    /** p50 / p99 / max of `xs`, which it sorts. */
     const spread = (xs: number[]): string => {
       xs.sort((a, b) => a - b);
       return `${fmt(percentile(xs, 50))} / ${fmt(percentile(xs, 99))} / ${fmt(xs[xs.length - 1]!)}`;
     };
+    const maxLag = Math.max(...endToTerminal);
+    rows.push({
+      section: 'slurm',
+      metric: `job end to terminal state seen by a client: p50 / p99 / max (ms), poll ${interval} ms, ${share.note}`,
+      value: spread(endToTerminal),
+      goal: `<= ${interval + 1000}`,
+      verdict: maxLag <= interval + 1000 ? 'met' : 'missed',
+    });
     rows.push({
       section: 'slurm',
       metric: "of which, p50 / p99 / max (ms): executor's end to the job script's end",
